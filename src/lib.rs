@@ -1,7 +1,21 @@
 //! bocluster: database nodes that form master-defined clusters over gossip.
 //!
-//! Layers, in the order data flows (see `README.md`):
-//! `config -> tls -> transport -> gossip -> cluster -> sql -> api / cli`.
+//! Layers, in the order data flows:
+//! `config -> tls -> transport (QUIC) -> gossip (chitchat) -> sql/exec -> api / cli`,
+//! with `catalog` (local databases) beside them. `node` wires them together.
 
+pub mod api;
+pub mod cli;
+pub mod catalog;
+pub mod config;
 pub mod db_name;
+pub mod durable;
+pub mod exec;
+pub mod fleet;
+pub mod gossip;
+pub mod identity;
+pub mod node;
+pub mod reply;
 pub mod sql;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,6 @@
+//! The command-line edges: each subcommand reports errors with context and picks exit codes.
+
+pub mod demo;
+pub mod node;
+pub mod sql;
+pub mod table;

@@ -1,0 +1,41 @@
+//! `bocluster node`: validate the configuration, start, serve until a signal, leave.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{NodeArgs, NodeConfig};
+use crate::node::{shutdown_signal, RunningNode};
+
+/// Runs a node; returns the process exit code (2: bad configuration or a port in use).
+pub fn run(args: NodeArgs) -> u8 {
+    let config = match NodeConfig::from_args(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bocluster node: {e}");
+            return 2;
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bocluster node: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async {
+        match RunningNode::start(config).await {
+            Ok(node) => {
+                node.run_until(shutdown_signal()).await;
+                0
+            }
+            Err(e) => {
+                eprintln!("bocluster node: {e}");
+                e.exit_code() as u8
+            }
+        }
+    })
+}

@@ -1,0 +1,67 @@
+//! Aligned text tables for `bocluster sql`.
+
+use serde_json::Value;
+
+/// A cell as text: strings bare, null empty, anything else as JSON.
+pub fn cell_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders columns and rows as an aligned table with a header rule.
+pub fn render(columns: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0)))
+            .collect();
+        padded.join(" | ").trim_end().to_string()
+    };
+    let mut out = String::new();
+    out.push_str(&line(columns));
+    out.push('\n');
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&rule.join("-+-"));
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_columns() {
+        let table = render(
+            &["name".into(), "n".into()],
+            &[vec!["a".into(), "10".into()], vec!["long_name".into(), "2".into()]],
+        );
+        assert_eq!(
+            table,
+            "name      | n\n----------+---\na         | 10\nlong_name | 2\n"
+        );
+    }
+
+    #[test]
+    fn cells_render_plainly() {
+        assert_eq!(cell_text(&Value::from("x")), "x");
+        assert_eq!(cell_text(&Value::from(7)), "7");
+        assert_eq!(cell_text(&Value::Null), "");
+    }
+}

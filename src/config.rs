@@ -1,0 +1,448 @@
+//! Every `BO_*` setting, parsed and validated once into a typed [`NodeConfig`].
+//!
+//! clap reads each value from its `--flag` or, when the flag is absent, from its environment
+//! variable. Values arrive here as raw strings so that a bad one is reported by *our* message,
+//! which names the variable, the flag and the value, and says what was expected.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::db_name::DatabaseName;
+
+/// Port of the QUIC (UDP) endpoint every node listens on by default.
+pub const DEFAULT_QUIC_PORT: u16 = 9091;
+/// Port of the HTTP statement API.
+pub const DEFAULT_HTTP_PORT: u16 = 9090;
+/// Gossip round interval. Detection time scales with it (about `phi_threshold` mean heartbeat
+/// intervals); 250 ms detects a crash in about 2 s on loopback, a third of Serf's 6 s, while the
+/// per-round traffic stays a few hundred bytes per peer.
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(250);
+/// chitchat's phi-accrual threshold: a node is dead once silent for this many mean intervals.
+pub const DEFAULT_PHI_THRESHOLD: f64 = 8.0;
+/// How long a dead node stays listed (as `dead`) before gossip forgets it.
+pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
+
+/// The raw settings, as clap reads them from flags and environment variables.
+#[derive(Debug, Default, Clone, Args)]
+pub struct NodeArgs {
+    /// QUIC (UDP) bind address for all node-to-node traffic [default: 0.0.0.0:9091]
+    #[arg(long, env = "BO_LISTEN", value_name = "IP:PORT")]
+    pub listen: Option<String>,
+    /// Address other nodes dial to reach this node (its exposed 9091)
+    /// [default: the listen address if specific, else the first non-loopback interface]
+    #[arg(long, env = "BO_ENDPOINT", value_name = "IP:PORT")]
+    pub endpoint: Option<String>,
+    /// HTTP API bind address [default: the listen host, port 9090]
+    #[arg(long, env = "BO_HTTP", value_name = "IP:PORT")]
+    pub http: Option<String>,
+    /// Where the node keeps its identity, databases and cluster state [default: ./bo-data]
+    #[arg(long, env = "BO_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// This node's name in the cluster [default: generated once, kept in the data dir]
+    #[arg(long, env = "BO_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Comma list of databases created at start if missing
+    #[arg(long, env = "BO_DATABASES", value_name = "NAMES")]
+    pub databases: Option<String>,
+    /// Comma list of host[:port] gossip peers to join through
+    #[arg(long, env = "BO_SEEDS", value_name = "PEERS")]
+    pub seeds: Option<String>,
+    /// Shared secret; only nodes with the same key can talk [default: none, open cluster]
+    #[arg(long, env = "BO_CLUSTER_KEY", value_name = "SECRET", hide_env_values = true)]
+    pub cluster_key: Option<String>,
+    /// Log filter, tracing EnvFilter syntax [default: info]
+    #[arg(long, env = "BO_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Gossip round interval, e.g. 250ms or 1s [default: 250ms]
+    #[arg(long, env = "BO_GOSSIP_INTERVAL", value_name = "DURATION")]
+    pub gossip_interval: Option<String>,
+    /// Failure detector threshold (phi); higher is slower but more tolerant [default: 8]
+    #[arg(long, env = "BO_PHI_THRESHOLD", value_name = "PHI")]
+    pub phi_threshold: Option<String>,
+    /// How long a dead node stays listed before it is forgotten [default: 1h]
+    #[arg(long, env = "BO_DEAD_NODE_GRACE", value_name = "DURATION")]
+    pub dead_node_grace: Option<String>,
+}
+
+/// A setting that failed validation, named the way a user set it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value {value:?} for {var} (--{flag}): {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub flag: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub endpoint: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub node_id: Option<String>,
+    pub databases: Vec<DatabaseName>,
+    pub seeds: Vec<String>,
+    pub cluster_key: Option<String>,
+    pub log: String,
+    pub gossip_interval: Duration,
+    pub phi_threshold: f64,
+    pub dead_node_grace: Duration,
+}
+
+fn invalid(var: &'static str, flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        flag,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl NodeConfig {
+    /// Validates every setting; the first bad one is returned as an error.
+    pub fn from_args(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let listen = match &args.listen {
+            Some(v) => parse_socket_addr(v).map_err(|r| invalid("BO_LISTEN", "listen", v, r))?,
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_QUIC_PORT),
+        };
+        let endpoint = match &args.endpoint {
+            Some(v) => {
+                let addr =
+                    parse_socket_addr(v).map_err(|r| invalid("BO_ENDPOINT", "endpoint", v, r))?;
+                if addr.ip().is_unspecified() {
+                    return Err(invalid(
+                        "BO_ENDPOINT",
+                        "endpoint",
+                        v,
+                        "must be an address other nodes can dial, not an unspecified address",
+                    ));
+                }
+                addr
+            }
+            None => default_endpoint(listen),
+        };
+        let http = match &args.http {
+            Some(v) => parse_socket_addr(v).map_err(|r| invalid("BO_HTTP", "http", v, r))?,
+            None => SocketAddr::new(listen.ip(), DEFAULT_HTTP_PORT),
+        };
+        let data_dir = match &args.data_dir {
+            Some(v) if v.trim().is_empty() => {
+                return Err(invalid("BO_DATA_DIR", "data-dir", v, "must not be empty"))
+            }
+            Some(v) => PathBuf::from(v),
+            None => PathBuf::from("./bo-data"),
+        };
+        let node_id = match &args.node_id {
+            Some(v) => {
+                validate_node_id(v).map_err(|r| invalid("BO_NODE_ID", "node-id", v, r))?;
+                Some(v.clone())
+            }
+            None => None,
+        };
+        let databases = match &args.databases {
+            Some(v) => parse_database_list(v)
+                .map_err(|r| invalid("BO_DATABASES", "databases", v, r))?,
+            None => Vec::new(),
+        };
+        let seeds = match &args.seeds {
+            Some(v) => parse_peer_list(v).map_err(|r| invalid("BO_SEEDS", "seeds", v, r))?,
+            None => Vec::new(),
+        };
+        let cluster_key = match &args.cluster_key {
+            Some(v) if v.is_empty() => {
+                return Err(invalid(
+                    "BO_CLUSTER_KEY",
+                    "cluster-key",
+                    "",
+                    "must not be empty; unset it to run an open cluster",
+                ))
+            }
+            Some(v) => Some(v.clone()),
+            None => None,
+        };
+        let log = match &args.log {
+            Some(v) => {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map_err(|e| invalid("BO_LOG", "log", v, e.to_string()))?;
+                v.clone()
+            }
+            None => "info".to_string(),
+        };
+        let gossip_interval = match &args.gossip_interval {
+            Some(v) => {
+                let d = parse_duration(v)
+                    .map_err(|r| invalid("BO_GOSSIP_INTERVAL", "gossip-interval", v, r))?;
+                if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+                    return Err(invalid(
+                        "BO_GOSSIP_INTERVAL",
+                        "gossip-interval",
+                        v,
+                        "must be between 10ms and 60s",
+                    ));
+                }
+                d
+            }
+            None => DEFAULT_GOSSIP_INTERVAL,
+        };
+        let phi_threshold = match &args.phi_threshold {
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(phi) if phi.is_finite() && phi >= 1.0 && phi <= 100.0 => phi,
+                _ => {
+                    return Err(invalid(
+                        "BO_PHI_THRESHOLD",
+                        "phi-threshold",
+                        v,
+                        "expected a number between 1 and 100, e.g. 8",
+                    ))
+                }
+            },
+            None => DEFAULT_PHI_THRESHOLD,
+        };
+        let dead_node_grace = match &args.dead_node_grace {
+            Some(v) => parse_duration(v)
+                .map_err(|r| invalid("BO_DEAD_NODE_GRACE", "dead-node-grace", v, r))?,
+            None => DEFAULT_DEAD_NODE_GRACE,
+        };
+        Ok(NodeConfig {
+            listen,
+            endpoint,
+            http,
+            data_dir,
+            node_id,
+            databases,
+            seeds,
+            cluster_key,
+            log,
+            gossip_interval,
+            phi_threshold,
+            dead_node_grace,
+        })
+    }
+}
+
+/// `ip:port`, IPv6 in brackets.
+pub fn parse_socket_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|_| "expected ip:port, e.g. 127.0.0.1:9091 or [::1]:9091".to_string())
+}
+
+/// A duration such as `250ms`, `2s` or `1m`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("expected a duration such as 250ms, 2s or 1m ({e})"))
+}
+
+/// Node ids appear in logs, URLs and gossip keys: keep them printable and short.
+pub fn validate_node_id(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 128 {
+        return Err("must be 1 to 128 characters long".to_string());
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "contains {bad:?}; only letters, digits, '_', '-' and '.' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// `log1,log2`: comma separated, blanks around names ignored, empty items rejected.
+pub fn parse_database_list(value: &str) -> Result<Vec<DatabaseName>, String> {
+    let mut names = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim();
+        if item.is_empty() && value.trim().is_empty() {
+            break;
+        }
+        let name = DatabaseName::new(item).map_err(|e| e.to_string())?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// `host[:port]` items, comma separated; the port defaults to 9091. Returned as `host:port`
+/// strings so DNS names are resolved when dialled (and again later), not once at start.
+pub fn parse_peer_list(value: &str) -> Result<Vec<String>, String> {
+    let mut peers = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            if value.trim().is_empty() {
+                break;
+            }
+            return Err("contains an empty item".to_string());
+        }
+        peers.push(parse_host_port(item, DEFAULT_QUIC_PORT)?);
+    }
+    Ok(peers)
+}
+
+/// `host`, `host:port`, `ip`, `ip:port`, `[v6]`, `[v6]:port` or a bare IPv6 -> `host:port`.
+pub fn parse_host_port(item: &str, default_port: u16) -> Result<String, String> {
+    if let Ok(addr) = item.parse::<SocketAddr>() {
+        return Ok(addr.to_string());
+    }
+    if let Ok(ip) = item.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port).to_string());
+    }
+    if let Some(inner) = item.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        let ip: IpAddr = inner
+            .parse()
+            .map_err(|_| format!("{item:?} is not a valid IPv6 address"))?;
+        return Ok(SocketAddr::new(ip, default_port).to_string());
+    }
+    let (host, port) = match item.rsplit_once(':') {
+        Some((host, port)) => {
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{item:?} has an invalid port (expected 1-65535)"))?;
+            (host, port)
+        }
+        None => (item, default_port),
+    };
+    validate_dns_name(host).map_err(|r| format!("{item:?}: {r}"))?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// RFC 1123 host names: labels of letters, digits and '-', 1-63 characters each.
+pub fn validate_dns_name(host: &str) -> Result<(), String> {
+    if host.is_empty() || host.len() > 253 {
+        return Err("host name must be 1 to 253 characters".to_string());
+    }
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("{host:?} is not a valid IPv4 address"));
+    }
+    for label in host.trim_end_matches('.').split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(format!("{host:?} is not a valid host name"));
+        }
+    }
+    Ok(())
+}
+
+/// The listen address if it is specific, else the first non-loopback interface address with
+/// the listen port (what a peer on another host could dial), else loopback.
+fn default_endpoint(listen: SocketAddr) -> SocketAddr {
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let want_v4 = listen.is_ipv4();
+    let found = if_addrs::get_if_addrs().ok().and_then(|addrs| {
+        addrs
+            .into_iter()
+            .map(|iface| iface.ip())
+            .find(|ip| !ip.is_loopback() && ip.is_ipv4() == want_v4)
+    });
+    let ip = found.unwrap_or(if want_v4 {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    });
+    SocketAddr::new(ip, listen.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> NodeArgs {
+        NodeArgs::default()
+    }
+
+    #[test]
+    fn defaults_follow_the_listen_address() {
+        let cfg = NodeConfig::from_args(&NodeArgs {
+            listen: Some("127.0.0.7:9091".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(cfg.endpoint, "127.0.0.7:9091".parse().unwrap());
+        assert_eq!(cfg.http, "127.0.0.7:9090".parse().unwrap());
+        assert_eq!(cfg.data_dir, PathBuf::from("./bo-data"));
+        assert_eq!(cfg.gossip_interval, DEFAULT_GOSSIP_INTERVAL);
+        assert_eq!(cfg.log, "info");
+        assert!(cfg.cluster_key.is_none());
+    }
+
+    #[test]
+    fn unspecified_listen_gives_a_dialable_endpoint() {
+        let cfg = NodeConfig::from_args(&args()).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:9091".parse().unwrap());
+        assert!(!cfg.endpoint.ip().is_unspecified());
+        assert_eq!(cfg.endpoint.port(), 9091);
+        assert_eq!(cfg.http, "0.0.0.0:9090".parse().unwrap());
+    }
+
+    #[test]
+    fn lists_are_parsed() {
+        let cfg = NodeConfig::from_args(&NodeArgs {
+            databases: Some(" log1, log2 ,log1".into()),
+            seeds: Some("127.0.0.2,127.0.0.3:19091,node-a,node-b:7,[::1]".into()),
+            gossip_interval: Some("200ms".into()),
+            ..args()
+        })
+        .unwrap();
+        let dbs: Vec<_> = cfg.databases.iter().map(|d| d.as_str()).collect();
+        assert_eq!(dbs, ["log1", "log2"]);
+        assert_eq!(
+            cfg.seeds,
+            [
+                "127.0.0.2:9091",
+                "127.0.0.3:19091",
+                "node-a:9091",
+                "node-b:7",
+                "[::1]:9091"
+            ]
+        );
+        assert_eq!(cfg.gossip_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_value() {
+        let cases: Vec<(NodeArgs, &str)> = vec![
+            (NodeArgs { listen: Some("nonsense".into()), ..args() }, "BO_LISTEN"),
+            (NodeArgs { listen: Some("1.2.3.4:99999".into()), ..args() }, "BO_LISTEN"),
+            (NodeArgs { endpoint: Some("0.0.0.0:9091".into()), ..args() }, "BO_ENDPOINT"),
+            (NodeArgs { endpoint: Some("host".into()), ..args() }, "BO_ENDPOINT"),
+            (NodeArgs { http: Some(":80".into()), ..args() }, "BO_HTTP"),
+            (NodeArgs { node_id: Some("a b".into()), ..args() }, "BO_NODE_ID"),
+            (NodeArgs { databases: Some("ok,9bad".into()), ..args() }, "BO_DATABASES"),
+            (NodeArgs { databases: Some("a,,b".into()), ..args() }, "BO_DATABASES"),
+            (NodeArgs { seeds: Some("a,,b".into()), ..args() }, "BO_SEEDS"),
+            (NodeArgs { seeds: Some("host:0".into()), ..args() }, "BO_SEEDS"),
+            (NodeArgs { seeds: Some("300.1.1.1".into()), ..args() }, "BO_SEEDS"),
+            (NodeArgs { cluster_key: Some("".into()), ..args() }, "BO_CLUSTER_KEY"),
+            (NodeArgs { log: Some("info,[".into()), ..args() }, "BO_LOG"),
+            (NodeArgs { gossip_interval: Some("fast".into()), ..args() }, "BO_GOSSIP_INTERVAL"),
+            (NodeArgs { gossip_interval: Some("1ms".into()), ..args() }, "BO_GOSSIP_INTERVAL"),
+            (NodeArgs { phi_threshold: Some("NaN".into()), ..args() }, "BO_PHI_THRESHOLD"),
+            (NodeArgs { dead_node_grace: Some("x".into()), ..args() }, "BO_DEAD_NODE_GRACE"),
+            (NodeArgs { data_dir: Some(" ".into()), ..args() }, "BO_DATA_DIR"),
+        ];
+        for (bad, var) in cases {
+            let err = NodeConfig::from_args(&bad).expect_err(var);
+            assert_eq!(err.var, var);
+            let msg = err.to_string();
+            assert!(msg.contains(var), "{msg}");
+            assert!(msg.contains(&format!("{:?}", err.value)), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! One node: wires config -> identity -> catalog -> TLS -> QUIC -> gossip -> HTTP API, runs
+//! until told to stop, then leaves the cluster cleanly.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::NodeConfig;
+use crate::durable::create_dir_durable;
+use crate::gossip::{keys, Gossip, GossipSettings};
+use crate::identity::{IdentityError, NodeIdentity};
+use crate::tls::{ClusterIdentity, KeySource, TlsError};
+use crate::transport::{QuicTransport, TransportError};
+
+/// The version advertised in gossip and shown by SHOW NODES.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("BO_DATA_DIR: cannot use {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("BO_DATA_DIR: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("BO_DATA_DIR: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("BO_LISTEN: {0}")]
+    Transport(#[from] TransportError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("BO_HTTP: address {addr} is already in use (TCP); is another node running there?")]
+    HttpInUse { addr: SocketAddr },
+    #[error("BO_HTTP: cannot bind TCP {addr}: {source}")]
+    HttpBind { addr: SocketAddr, source: io::Error },
+    #[error("gossip failed to start: {0}")]
+    Gossip(anyhow::Error),
+}
+
+impl NodeError {
+    /// 2 for what the operator must fix (configuration, ports, data dir), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            NodeError::Gossip(_) | NodeError::Tls(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// What statements run against: shared by the API handlers.
+pub struct NodeContext {
+    pub config: NodeConfig,
+    pub identity: NodeIdentity,
+    pub catalog: Catalog,
+    pub gossip: Gossip,
+    pub transport: QuicTransport,
+    pub http_addr: SocketAddr,
+}
+
+impl NodeContext {
+    /// Publishes the current database list in gossip.
+    pub async fn advertise_databases(&self) {
+        let names: Vec<String> = self
+            .catalog
+            .list()
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        self.gossip.set(keys::DATABASES, &names.join(",")).await;
+    }
+}
+
+/// A started node, serving until [`RunningNode::run_until`] returns.
+pub struct RunningNode {
+    pub ctx: Arc<NodeContext>,
+    http: TcpListener,
+}
+
+impl RunningNode {
+    /// Starts everything; every failure here is reported before any traffic is sent.
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+        create_dir_durable(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let identity = NodeIdentity::load_and_bump(&config.data_dir, config.node_id.as_deref())?;
+        let catalog = Catalog::open(&config.data_dir)?;
+        for name in &config.databases {
+            if catalog.ensure(name)? {
+                info!(database = %name, "created database from BO_DATABASES");
+            }
+        }
+
+        let tls = ClusterIdentity::new(config.cluster_key.as_deref(), &identity.node_id)?;
+        if tls.key_source == KeySource::OpenDefault {
+            warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its gossip. Set the same BO_CLUSTER_KEY on every node to close it.");
+        }
+        let (transport, gossip_transport) = QuicTransport::bind(config.listen, config.endpoint, &tls)?;
+        let http = TcpListener::bind(config.http).await.map_err(|source| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                NodeError::HttpInUse { addr: config.http }
+            } else {
+                NodeError::HttpBind {
+                    addr: config.http,
+                    source,
+                }
+            }
+        })?;
+        let http_addr = http.local_addr().unwrap_or(config.http);
+
+        let databases: Vec<String> = catalog.list().iter().map(|n| n.to_string()).collect();
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let settings = GossipSettings {
+            node_id: identity.node_id.clone(),
+            generation: identity.generation,
+            endpoint: config.endpoint,
+            seeds: config.seeds.clone(),
+            gossip_interval: config.gossip_interval,
+            phi_threshold: config.phi_threshold,
+            dead_node_grace: config.dead_node_grace,
+            initial_keys: vec![
+                (keys::DATABASES.to_string(), databases.join(",")),
+                (keys::API.to_string(), http_addr.to_string()),
+                (keys::VERSION.to_string(), VERSION.to_string()),
+                (keys::HOST.to_string(), host),
+            ],
+        };
+        let gossip = Gossip::start(settings, gossip_transport)
+            .await
+            .map_err(NodeError::Gossip)?;
+        info!(
+            node_id = %identity.node_id,
+            generation = identity.generation,
+            listen = %config.listen,
+            endpoint = %config.endpoint,
+            http = %http_addr,
+            "node started"
+        );
+        let ctx = Arc::new(NodeContext {
+            config,
+            identity,
+            catalog,
+            gossip,
+            transport,
+            http_addr,
+        });
+        Ok(RunningNode { ctx, http })
+    }
+
+    /// Serves the API until `shutdown` completes, then leaves the cluster gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = crate::api::router(self.ctx.clone());
+        let server = tokio::spawn(async move {
+            let result = axum::serve(self.http, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                warn!(error = %e, "HTTP API stopped with an error");
+            }
+        });
+        shutdown.await;
+        info!("stopping: telling peers this node is leaving");
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        let ctx = match Arc::try_unwrap(self.ctx) {
+            Ok(ctx) => ctx,
+            Err(shared) => {
+                // An API request still holds the context; leave without owning it.
+                shared.transport.close().await;
+                return;
+            }
+        };
+        let transport = ctx.transport.clone();
+        ctx.gossip.leave().await;
+        transport.flush(std::time::Duration::from_millis(500)).await;
+        transport.close().await;
+        info!("node stopped");
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,382 @@
+//! Node-to-node transport: one QUIC endpoint (UDP, mutual TLS) for everything.
+//!
+//! - One cached connection per peer address, dialled on first use and re-dialled when it dies;
+//!   an incoming connection is also cached for the address its peer advertises, so a reply can
+//!   travel back over it even where the peer cannot be dialled.
+//! - Each gossip message rides its own unidirectional stream (QUIC datagrams are capped near the
+//!   path MTU; chitchat messages reach 64 KiB). The first byte of every stream is a
+//!   [`StreamKind`] tag, so other traffic can share the connection without mixing with gossip.
+//! - Sends never block the caller: each peer has a small queue drained by its own task, so a
+//!   dead peer that takes seconds to time out does not stall gossip with live ones.
+
+mod gossip_socket;
+mod refusals;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint, TransportConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+pub use gossip_socket::GossipTransport;
+use refusals::RefusalLog;
+
+use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
+
+/// Largest message accepted on one stream. chitchat caps its messages at 64 KiB.
+pub const MAX_STREAM_BYTES: usize = 1 << 20;
+/// How long a dial may take before the peer is considered unreachable for this message.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection with no traffic for this long is closed (and re-dialled on next use).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages waiting for one peer; beyond this, new ones are dropped (gossip repeats itself).
+const PEER_QUEUE_LEN: usize = 32;
+/// A peer task with nothing to send for this long exits.
+const PEER_TASK_IDLE: Duration = Duration::from_secs(60);
+/// Gossip messages received and not yet taken by chitchat.
+const INBOX_LEN: usize = 1024;
+
+/// The first byte of every stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StreamKind {
+    /// One chitchat message, unidirectional.
+    Gossip = 1,
+}
+
+/// What precedes a gossip message on its stream: who sent it, as the address to answer to.
+#[derive(Debug, Serialize, Deserialize)]
+struct GossipHeader {
+    from: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("address {addr} is already in use (UDP); is another node running there?")]
+    AddrInUse { addr: SocketAddr },
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A gossip message as received: the sender's advertised address and the raw chitchat bytes.
+pub(crate) struct InboundGossip {
+    pub from: SocketAddr,
+    pub payload: Bytes,
+}
+
+struct Shared {
+    endpoint: Endpoint,
+    /// The address this node advertises; stamped on every gossip message it sends.
+    advertised: SocketAddr,
+    connections: Mutex<HashMap<SocketAddr, Connection>>,
+    peer_queues: Mutex<HashMap<SocketAddr, PeerQueue>>,
+    next_queue_id: std::sync::atomic::AtomicU64,
+    refusals: RefusalLog,
+}
+
+/// One peer's outgoing queue; `id` tells a replaced queue from its successor.
+struct PeerQueue {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// The node's QUIC endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct QuicTransport {
+    shared: Arc<Shared>,
+}
+
+impl QuicTransport {
+    /// Binds the endpoint on `listen` and starts accepting connections. Gossip messages
+    /// received are delivered to the [`GossipTransport`] returned alongside.
+    pub fn bind(
+        listen: SocketAddr,
+        advertised: SocketAddr,
+        identity: &ClusterIdentity,
+    ) -> Result<(QuicTransport, GossipTransport), TransportError> {
+        let mut transport_config = TransportConfig::default();
+        transport_config
+            .max_idle_timeout(Some(
+                IDLE_TIMEOUT
+                    .try_into()
+                    .map_err(|_| io::Error::other("idle timeout out of range"))
+                    .map_err(|source| TransportError::Bind {
+                        addr: listen,
+                        source,
+                    })?,
+            ))
+            .max_concurrent_uni_streams(1024u32.into());
+        let transport_config = Arc::new(transport_config);
+
+        let mut server_config =
+            quinn::ServerConfig::with_crypto(Arc::new(identity.quic_server_config()?));
+        server_config.transport_config(transport_config.clone());
+        let mut client_config =
+            quinn::ClientConfig::new(Arc::new(identity.quic_client_config()?));
+        client_config.transport_config(transport_config);
+
+        let mut endpoint = Endpoint::server(server_config, listen).map_err(|source| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                TransportError::AddrInUse { addr: listen }
+            } else {
+                TransportError::Bind {
+                    addr: listen,
+                    source,
+                }
+            }
+        })?;
+        endpoint.set_default_client_config(client_config);
+
+        let shared = Arc::new(Shared {
+            endpoint,
+            advertised,
+            connections: Mutex::new(HashMap::new()),
+            peer_queues: Mutex::new(HashMap::new()),
+            next_queue_id: Default::default(),
+            refusals: RefusalLog::default(),
+        });
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_LEN);
+        tokio::spawn(accept_loop(shared.clone(), inbox_tx));
+        let transport = QuicTransport { shared };
+        let gossip = GossipTransport::new(transport.clone(), inbox_rx);
+        Ok((transport, gossip))
+    }
+
+    /// The UDP address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    pub fn advertised(&self) -> SocketAddr {
+        self.shared.advertised
+    }
+
+    /// Queues one encoded gossip message for `to`. Never blocks; drops the message when the
+    /// peer's queue is full (the next gossip round carries the same information).
+    pub(crate) fn send_gossip(&self, to: SocketAddr, chitchat_bytes: &[u8]) {
+        let mut frame = Vec::with_capacity(chitchat_bytes.len() + 24);
+        frame.push(StreamKind::Gossip as u8);
+        let header = GossipHeader {
+            from: self.shared.advertised,
+        };
+        match postcard::to_extend(&header, frame) {
+            Ok(mut framed) => {
+                framed.extend_from_slice(chitchat_bytes);
+                self.enqueue(to, Bytes::from(framed));
+            }
+            Err(e) => warn!(error = %e, "cannot encode gossip header"),
+        }
+    }
+
+    fn enqueue(&self, to: SocketAddr, frame: Bytes) {
+        let mut queues = lock(&self.shared.peer_queues);
+        let queue = match queues.get(&to) {
+            Some(queue) if !queue.tx.is_closed() => queue.tx.clone(),
+            _ => {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE_LEN);
+                let id = self
+                    .shared
+                    .next_queue_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(peer_task(self.shared.clone(), to, id, rx));
+                queues.insert(to, PeerQueue { id, tx: tx.clone() });
+                tx
+            }
+        };
+        drop(queues);
+        if queue.try_send(frame).is_err() {
+            debug!(peer = %to, "peer queue full or closed; dropping a gossip message");
+        }
+    }
+
+    /// Closes every connection and waits (briefly) for the peers to be told.
+    pub async fn close(&self) {
+        self.shared.endpoint.close(0u32.into(), b"node stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+    }
+
+    /// Waits until every queued message has been handed to QUIC, or `limit` passes.
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pending = lock(&self.shared.peer_queues)
+                .values()
+                .any(|q| !q.tx.is_closed() && q.tx.capacity() < PEER_QUEUE_LEN);
+            if !pending || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps hold no invariants a panic could break halfway; keep going after a poison.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drains one peer's queue: each message on its own stream over the cached connection,
+/// re-dialling once if the connection turns out dead.
+async fn peer_task(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    queue_id: u64,
+    mut queue: mpsc::Receiver<Bytes>,
+) {
+    loop {
+        let frame = match tokio::time::timeout(PEER_TASK_IDLE, queue.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => break,
+        };
+        for attempt in 0..2 {
+            let Some(connection) = connection_to(&shared, peer).await else {
+                break;
+            };
+            match write_uni(&connection, &frame).await {
+                Ok(()) => break,
+                Err(e) => {
+                    debug!(peer = %peer, attempt, error = %e, "gossip write failed; dropping connection");
+                    forget_connection(&shared, peer, &connection);
+                }
+            }
+        }
+    }
+    let mut queues = lock(&shared.peer_queues);
+    if queues.get(&peer).is_some_and(|q| q.id == queue_id) {
+        queues.remove(&peer);
+    }
+}
+
+async fn write_uni(connection: &Connection, frame: &[u8]) -> Result<(), String> {
+    let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
+    stream.write_all(frame).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The cached live connection to `peer`, or a new one.
+async fn connection_to(shared: &Shared, peer: SocketAddr) -> Option<Connection> {
+    if let Some(conn) = lock(&shared.connections).get(&peer) {
+        if conn.close_reason().is_none() {
+            return Some(conn.clone());
+        }
+    }
+    let connecting = match shared.endpoint.connect(peer, SERVER_NAME) {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            debug!(peer = %peer, error = %e, "cannot dial peer");
+            return None;
+        }
+    };
+    match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => {
+            lock(&shared.connections).insert(peer, conn.clone());
+            Some(conn)
+        }
+        Ok(Err(e)) => {
+            if refusals::is_tls_refusal(&e) {
+                if shared.refusals.should_log(peer) {
+                    warn!(peer = %peer, error = %e,
+                        "TLS handshake with peer failed: it holds another BO_CLUSTER_KEY (or none); not gossiping with it");
+                }
+            } else {
+                debug!(peer = %peer, error = %e, "dial failed");
+            }
+            None
+        }
+        Err(_) => {
+            debug!(peer = %peer, "dial timed out");
+            None
+        }
+    }
+}
+
+fn forget_connection(shared: &Shared, peer: SocketAddr, dead: &Connection) {
+    let mut connections = lock(&shared.connections);
+    if connections
+        .get(&peer)
+        .is_some_and(|c| c.stable_id() == dead.stable_id())
+    {
+        connections.remove(&peer);
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, inbox: mpsc::Sender<InboundGossip>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(connection) => serve_connection(shared, connection, inbox).await,
+                Err(e) => {
+                    if shared.refusals.should_log(remote) {
+                        warn!(peer = %remote, error = %e,
+                            "refused a QUIC connection: the peer did not present a certificate of this cluster (another BO_CLUSTER_KEY?)");
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    connection: Connection,
+    inbox: mpsc::Sender<InboundGossip>,
+) {
+    let mut cached_for: Option<SocketAddr> = None;
+    loop {
+        let mut stream = match connection.accept_uni().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(peer = %connection.remote_address(), error = %e, "connection ended");
+                return;
+            }
+        };
+        let bytes = match stream.read_to_end(MAX_STREAM_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                debug!(peer = %connection.remote_address(), error = %e, "stream read failed");
+                continue;
+            }
+        };
+        let Some(gossip) = decode_gossip_frame(&bytes) else {
+            debug!(peer = %connection.remote_address(), "ignoring a malformed stream");
+            continue;
+        };
+        if cached_for != Some(gossip.from) {
+            cached_for = Some(gossip.from);
+            let mut connections = lock(&shared.connections);
+            let usable = connections
+                .get(&gossip.from)
+                .is_some_and(|c| c.close_reason().is_none());
+            if !usable {
+                connections.insert(gossip.from, connection.clone());
+            }
+        }
+        if inbox.send(gossip).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn decode_gossip_frame(bytes: &[u8]) -> Option<InboundGossip> {
+    let (&kind, rest) = bytes.split_first()?;
+    if kind != StreamKind::Gossip as u8 {
+        return None;
+    }
+    let (header, payload) = postcard::take_from_bytes::<GossipHeader>(rest).ok()?;
+    Some(InboundGossip {
+        from: header.from,
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
