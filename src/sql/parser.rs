@@ -15,6 +15,10 @@ use crate::sql::statement::{ClientHost, ClientSpec, Statement, DEFAULT_CLIENT_PO
 /// Longest piece of input quoted back in an error message, in characters.
 const MAX_QUOTED_LEN: usize = 40;
 
+/// Longest accepted `key=value` value, in bytes (a DNS name has at most 253), so that error
+/// messages never echo huge inputs.
+const MAX_VALUE_LEN: usize = 256;
+
 /// Why an input is not a statement, and where (1-based line and column, in characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}, column {column}: {message}")]
@@ -445,6 +449,13 @@ impl Parser<'_> {
             return Err(self.expected(&format!("a database name after {statement}")));
         }
         let (name, pos) = self.value()?;
+        if name.len() > MAX_VALUE_LEN {
+            return Err(pos.error(format!(
+                "bad database name: {} is longer than {} characters",
+                quote(&name),
+                crate::db_name::MAX_DATABASE_NAME_LEN
+            )));
+        }
         DatabaseName::new(&name).map_err(|e| pos.error(format!("bad database name: {e}")))
     }
 
@@ -477,11 +488,23 @@ impl Parser<'_> {
                 return Err(self.expected(&format!("a value after {}=", key.name())));
             }
             let (value, pos) = self.value()?;
+            if value.len() > MAX_VALUE_LEN {
+                return Err(pos.error(format!(
+                    "{} value {} is longer than {MAX_VALUE_LEN} characters",
+                    key.name(),
+                    quote(&value)
+                )));
+            }
             match key {
                 ClientKey::Ip => {
-                    let parsed = value
-                        .parse::<ClientHost>()
-                        .map_err(|e| pos.error(format!("bad ip value: {e}")))?;
+                    let parsed = value.parse::<ClientHost>().map_err(|e| {
+                        let hint = if value.matches(':').count() == 1 {
+                            "; give the port separately as port=..."
+                        } else {
+                            ""
+                        };
+                        pos.error(format!("bad ip value: {e}{hint}"))
+                    })?;
                     host = Some(parsed);
                 }
                 ClientKey::Db => {
@@ -1080,10 +1103,25 @@ mod tests {
     }
 
     #[test]
-    fn long_tokens_are_shortened_in_messages() {
+    fn long_inputs_are_shortened_in_messages() {
         let long = "x".repeat(500);
         let e = err(&format!("SHOW {long}"), 1, 6, "found \"xxxx");
         assert!(e.message.len() < 150, "{e}");
+        let e = err(&format!("ADD CLIENT ip={long}"), 1, 15, "ip value \"xxxx");
+        assert!(e.message.len() < 150, "{e}");
+        let e = err(
+            &format!("CREATE DATABASE '{long}'"),
+            1,
+            17,
+            "longer than 64",
+        );
+        assert!(e.message.len() < 150, "{e}");
+        err(
+            "ADD CLIENT ip=host:80 db=x",
+            1,
+            15,
+            "give the port separately as port=",
+        );
     }
 
     /// Deterministic xorshift, so the mangling test needs no extra dependency.
