@@ -69,7 +69,11 @@ async fn post_statement(State(ctx): State<Arc<NodeContext>>, body: Bytes) -> Res
 
 fn error_response(e: ExecError) -> Response {
     let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(json!({"retcode": e.retcode, "errmsg": e.errmsg}))).into_response()
+    (
+        status,
+        Json(json!({"retcode": e.retcode, "errmsg": e.errmsg})),
+    )
+        .into_response()
 }
 
 async fn health(State(ctx): State<Arc<NodeContext>>) -> Response {

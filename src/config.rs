@@ -51,7 +51,12 @@ pub struct NodeArgs {
     #[arg(long, env = "BO_SEEDS", value_name = "PEERS")]
     pub seeds: Option<String>,
     /// Shared secret; only nodes with the same key can talk [default: none, open cluster]
-    #[arg(long, env = "BO_CLUSTER_KEY", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "BO_CLUSTER_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub cluster_key: Option<String>,
     /// Log filter, tracing EnvFilter syntax [default: info]
     #[arg(long, env = "BO_LOG", value_name = "FILTER")]
@@ -94,7 +99,12 @@ pub struct NodeConfig {
     pub dead_node_grace: Duration,
 }
 
-fn invalid(var: &'static str, flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+fn invalid(
+    var: &'static str,
+    flag: &'static str,
+    value: &str,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError {
         var,
         flag,
@@ -145,8 +155,9 @@ impl NodeConfig {
             None => None,
         };
         let databases = match &args.databases {
-            Some(v) => parse_database_list(v)
-                .map_err(|r| invalid("BO_DATABASES", "databases", v, r))?,
+            Some(v) => {
+                parse_database_list(v).map_err(|r| invalid("BO_DATABASES", "databases", v, r))?
+            }
             None => Vec::new(),
         };
         let seeds = match &args.seeds {
@@ -418,24 +429,132 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_the_value() {
         let cases: Vec<(NodeArgs, &str)> = vec![
-            (NodeArgs { listen: Some("nonsense".into()), ..args() }, "BO_LISTEN"),
-            (NodeArgs { listen: Some("1.2.3.4:99999".into()), ..args() }, "BO_LISTEN"),
-            (NodeArgs { endpoint: Some("0.0.0.0:9091".into()), ..args() }, "BO_ENDPOINT"),
-            (NodeArgs { endpoint: Some("host".into()), ..args() }, "BO_ENDPOINT"),
-            (NodeArgs { http: Some(":80".into()), ..args() }, "BO_HTTP"),
-            (NodeArgs { node_id: Some("a b".into()), ..args() }, "BO_NODE_ID"),
-            (NodeArgs { databases: Some("ok,9bad".into()), ..args() }, "BO_DATABASES"),
-            (NodeArgs { databases: Some("a,,b".into()), ..args() }, "BO_DATABASES"),
-            (NodeArgs { seeds: Some("a,,b".into()), ..args() }, "BO_SEEDS"),
-            (NodeArgs { seeds: Some("host:0".into()), ..args() }, "BO_SEEDS"),
-            (NodeArgs { seeds: Some("300.1.1.1".into()), ..args() }, "BO_SEEDS"),
-            (NodeArgs { cluster_key: Some("".into()), ..args() }, "BO_CLUSTER_KEY"),
-            (NodeArgs { log: Some("info,[".into()), ..args() }, "BO_LOG"),
-            (NodeArgs { gossip_interval: Some("fast".into()), ..args() }, "BO_GOSSIP_INTERVAL"),
-            (NodeArgs { gossip_interval: Some("1ms".into()), ..args() }, "BO_GOSSIP_INTERVAL"),
-            (NodeArgs { phi_threshold: Some("NaN".into()), ..args() }, "BO_PHI_THRESHOLD"),
-            (NodeArgs { dead_node_grace: Some("x".into()), ..args() }, "BO_DEAD_NODE_GRACE"),
-            (NodeArgs { data_dir: Some(" ".into()), ..args() }, "BO_DATA_DIR"),
+            (
+                NodeArgs {
+                    listen: Some("nonsense".into()),
+                    ..args()
+                },
+                "BO_LISTEN",
+            ),
+            (
+                NodeArgs {
+                    listen: Some("1.2.3.4:99999".into()),
+                    ..args()
+                },
+                "BO_LISTEN",
+            ),
+            (
+                NodeArgs {
+                    endpoint: Some("0.0.0.0:9091".into()),
+                    ..args()
+                },
+                "BO_ENDPOINT",
+            ),
+            (
+                NodeArgs {
+                    endpoint: Some("host".into()),
+                    ..args()
+                },
+                "BO_ENDPOINT",
+            ),
+            (
+                NodeArgs {
+                    http: Some(":80".into()),
+                    ..args()
+                },
+                "BO_HTTP",
+            ),
+            (
+                NodeArgs {
+                    node_id: Some("a b".into()),
+                    ..args()
+                },
+                "BO_NODE_ID",
+            ),
+            (
+                NodeArgs {
+                    databases: Some("ok,9bad".into()),
+                    ..args()
+                },
+                "BO_DATABASES",
+            ),
+            (
+                NodeArgs {
+                    databases: Some("a,,b".into()),
+                    ..args()
+                },
+                "BO_DATABASES",
+            ),
+            (
+                NodeArgs {
+                    seeds: Some("a,,b".into()),
+                    ..args()
+                },
+                "BO_SEEDS",
+            ),
+            (
+                NodeArgs {
+                    seeds: Some("host:0".into()),
+                    ..args()
+                },
+                "BO_SEEDS",
+            ),
+            (
+                NodeArgs {
+                    seeds: Some("300.1.1.1".into()),
+                    ..args()
+                },
+                "BO_SEEDS",
+            ),
+            (
+                NodeArgs {
+                    cluster_key: Some("".into()),
+                    ..args()
+                },
+                "BO_CLUSTER_KEY",
+            ),
+            (
+                NodeArgs {
+                    log: Some("info,[".into()),
+                    ..args()
+                },
+                "BO_LOG",
+            ),
+            (
+                NodeArgs {
+                    gossip_interval: Some("fast".into()),
+                    ..args()
+                },
+                "BO_GOSSIP_INTERVAL",
+            ),
+            (
+                NodeArgs {
+                    gossip_interval: Some("1ms".into()),
+                    ..args()
+                },
+                "BO_GOSSIP_INTERVAL",
+            ),
+            (
+                NodeArgs {
+                    phi_threshold: Some("NaN".into()),
+                    ..args()
+                },
+                "BO_PHI_THRESHOLD",
+            ),
+            (
+                NodeArgs {
+                    dead_node_grace: Some("x".into()),
+                    ..args()
+                },
+                "BO_DEAD_NODE_GRACE",
+            ),
+            (
+                NodeArgs {
+                    data_dir: Some(" ".into()),
+                    ..args()
+                },
+                "BO_DATA_DIR",
+            ),
         ];
         for (bad, var) in cases {
             let err = NodeConfig::from_args(&bad).expect_err(var);

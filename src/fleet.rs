@@ -53,7 +53,10 @@ impl LocalNode {
     /// Starts the process again (after a stop or kill) with the same spec.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.kill();
-        let log = File::options().create(true).append(true).open(&self.log_path)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
         let mut command = Command::new(&self.exe);
         command
             .arg("node")
@@ -148,7 +151,11 @@ impl LocalNode {
 
     /// Runs a statement on this node. `Err` when it cannot be reached.
     pub fn sql(&self, statement: &str) -> Result<(u16, Value), String> {
-        match post_statement(&self.http_addr().to_string(), statement, Duration::from_secs(10)) {
+        match post_statement(
+            &self.http_addr().to_string(),
+            statement,
+            Duration::from_secs(10),
+        ) {
             ApiOutcome::Answered { status, body } => Ok((status, body)),
             ApiOutcome::Unreachable(message) => Err(message),
         }
@@ -205,7 +212,11 @@ pub fn rows_as_maps(body: &Value) -> Vec<serde_json::Map<String, Value>> {
     let columns: Vec<String> = body
         .get("columns")
         .and_then(Value::as_array)
-        .map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|c| {
+            c.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     body.get("results")
         .and_then(Value::as_array)
@@ -220,11 +231,15 @@ pub fn rows_as_maps(body: &Value) -> Vec<serde_json::Map<String, Value>> {
 
 /// The status of `node_id` in `observer`'s SHOW NODES, if listed.
 pub fn node_status(observer: &LocalNode, node_id: &str) -> Option<String> {
-    observer.query("SHOW NODES").ok()?.into_iter().find_map(|row| {
-        (row.get("node_id")?.as_str()? == node_id)
-            .then(|| row.get("status")?.as_str().map(str::to_string))
-            .flatten()
-    })
+    observer
+        .query("SHOW NODES")
+        .ok()?
+        .into_iter()
+        .find_map(|row| {
+            (row.get("node_id")?.as_str()? == node_id)
+                .then(|| row.get("status")?.as_str().map(str::to_string))
+                .flatten()
+        })
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or `limit` passes.

@@ -50,14 +50,12 @@ impl NodeIdentity {
     ) -> Result<NodeIdentity, IdentityError> {
         let path = data_dir.join(IDENTITY_FILE);
         let previous = match fs::read(&path) {
-            Ok(bytes) => Some(
-                serde_json::from_slice::<IdentityFile>(&bytes).map_err(|source| {
-                    IdentityError::Corrupt {
-                        path: path.clone(),
-                        source,
-                    }
-                })?,
-            ),
+            Ok(bytes) => Some(serde_json::from_slice::<IdentityFile>(&bytes).map_err(
+                |source| IdentityError::Corrupt {
+                    path: path.clone(),
+                    source,
+                },
+            )?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(source) => return Err(IdentityError::Read { path, source }),
         };

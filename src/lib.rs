@@ -5,8 +5,8 @@
 //! with `catalog` (local databases) beside them. `node` wires them together.
 
 pub mod api;
-pub mod cli;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod db_name;
 pub mod durable;

@@ -9,7 +9,11 @@ use bocluster::cli;
 use bocluster::config::NodeArgs;
 
 #[derive(Parser)]
-#[command(name = "bocluster", version, about = "Gossip-based, master-defined database clusters for edge fleets")]
+#[command(
+    name = "bocluster",
+    version,
+    about = "Gossip-based, master-defined database clusters for edge fleets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -31,12 +31,17 @@ pub fn run(args: DemoArgs) -> u8 {
 }
 
 fn run_demo(args: &DemoArgs) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     let dir = tempfile::Builder::new()
         .prefix("bocluster-demo-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
-    println!("bocluster demo: {} nodes, data in {}", args.nodes, dir.path().display());
+    println!(
+        "bocluster demo: {} nodes, data in {}",
+        args.nodes,
+        dir.path().display()
+    );
 
     let seed = "127.0.0.2:9091".to_string();
     let started = Instant::now();
@@ -55,14 +60,23 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
                 ("BO_LOG".into(), "warn".into()),
             ],
         };
-        let node = LocalNode::start(&exe, spec).map_err(|e| format!("cannot start {node_id}: {e}"))?;
-        println!("  started {node_id}: QUIC {} (UDP), HTTP {}", node.quic_addr(), node.http_addr());
+        let node =
+            LocalNode::start(&exe, spec).map_err(|e| format!("cannot start {node_id}: {e}"))?;
+        println!(
+            "  started {node_id}: QUIC {} (UDP), HTTP {}",
+            node.quic_addr(),
+            node.http_addr()
+        );
         nodes.push(node);
     }
     for node in &mut nodes {
         node.wait_healthy(Duration::from_secs(20))?;
     }
-    println!("  all {} APIs up after {:.2?}", nodes.len(), started.elapsed());
+    println!(
+        "  all {} APIs up after {:.2?}",
+        nodes.len(),
+        started.elapsed()
+    );
 
     let observer = &nodes[0];
     let expected = nodes.len();
@@ -72,7 +86,11 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
             .iter()
             .filter(|r| r.get("status").and_then(|s| s.as_str()) == Some("alive"))
             .count();
-        let complete = rows.iter().all(|r| r.get("version").and_then(|v| v.as_str()).is_some_and(|v| !v.is_empty()));
+        let complete = rows.iter().all(|r| {
+            r.get("version")
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| !v.is_empty())
+        });
         (alive == expected && complete).then_some(())
     });
     if converged.is_none() {
@@ -82,13 +100,26 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
             observer.log()
         ));
     }
-    println!("  converged: {} sees all {expected} nodes alive after {:.2?}\n", observer.spec.node_id, started.elapsed());
+    println!(
+        "  converged: {} sees all {expected} nodes alive after {:.2?}\n",
+        observer.spec.node_id,
+        started.elapsed()
+    );
     let answer = observer.sql("SHOW NODES").map_err(|e| e.to_string())?;
     print!("{}", crate::cli::sql::format_answer(&answer.1));
     println!("\nTry it (in another terminal):");
-    println!("  bocluster sql --host {} \"SHOW NODES\"", observer.http_addr());
-    println!("  bocluster sql --host {} \"CREATE DATABASE sales\"", nodes[1].http_addr());
-    println!("  bocluster sql --host {} \"SHOW DATABASES\"", nodes[1].http_addr());
+    println!(
+        "  bocluster sql --host {} \"SHOW NODES\"",
+        observer.http_addr()
+    );
+    println!(
+        "  bocluster sql --host {} \"CREATE DATABASE sales\"",
+        nodes[1].http_addr()
+    );
+    println!(
+        "  bocluster sql --host {} \"SHOW DATABASES\"",
+        nodes[1].http_addr()
+    );
 
     if !args.no_wait {
         println!("\nPress Ctrl-C to stop the demo and remove its data.");
@@ -105,7 +136,10 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
 }
 
 fn wait_for_ctrl_c() {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         }),

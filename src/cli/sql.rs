@@ -41,7 +41,9 @@ pub fn post_statement(host: &str, statement: &str, timeout: Duration) -> ApiOutc
         .into();
     let response = match agent.post(&url).send_json(json!({ "stmt": statement })) {
         Ok(response) => response,
-        Err(e) => return ApiOutcome::Unreachable(format!("cannot reach a bocluster node at {url}: {e}")),
+        Err(e) => {
+            return ApiOutcome::Unreachable(format!("cannot reach a bocluster node at {url}: {e}"))
+        }
     };
     let status = response.status().as_u16();
     match response.into_body().read_json::<Value>() {
@@ -66,7 +68,10 @@ pub fn run(args: SqlArgs) -> u8 {
             } else if ok {
                 print!("{}", format_answer(&body));
             } else {
-                let errmsg = body.get("errmsg").and_then(Value::as_str).unwrap_or("unknown error");
+                let errmsg = body
+                    .get("errmsg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
                 eprintln!("error: {errmsg}");
             }
             if ok {
@@ -91,7 +96,11 @@ pub fn format_answer(body: &Value) -> String {
         .and_then(Value::as_array)
         .map(|rows| {
             rows.iter()
-                .map(|row| row.as_array().map(|r| r.iter().map(cell_text).collect()).unwrap_or_default())
+                .map(|row| {
+                    row.as_array()
+                        .map(|r| r.iter().map(cell_text).collect())
+                        .unwrap_or_default()
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -101,7 +110,11 @@ pub fn format_answer(body: &Value) -> String {
     }
     if !columns.is_empty() {
         out.push_str(&render(&columns, &rows));
-        out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+        out.push_str(&format!(
+            "({} row{})\n",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" }
+        ));
     }
     out
 }

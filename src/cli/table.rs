@@ -50,7 +50,10 @@ mod tests {
     fn aligns_columns() {
         let table = render(
             &["name".into(), "n".into()],
-            &[vec!["a".into(), "10".into()], vec!["long_name".into(), "2".into()]],
+            &[
+                vec!["a".into(), "10".into()],
+                vec!["long_name".into(), "2".into()],
+            ],
         );
         assert_eq!(
             table,

@@ -51,12 +51,7 @@ pub struct Member {
 }
 
 /// Reads one node's state into a [`Member`]. The only function that knows key formats.
-pub fn member_from_state(
-    id: &ChitchatId,
-    state: &NodeState,
-    live: bool,
-    is_self: bool,
-) -> Member {
+pub fn member_from_state(id: &ChitchatId, state: &NodeState, live: bool, is_self: bool) -> Member {
     let status = if state.get(keys::LEFT).is_some() {
         MemberStatus::Left
     } else if live || is_self {

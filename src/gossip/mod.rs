@@ -56,7 +56,10 @@ pub struct Gossip {
 }
 
 impl Gossip {
-    pub async fn start(settings: GossipSettings, transport: GossipTransport) -> anyhow::Result<Gossip> {
+    pub async fn start(
+        settings: GossipSettings,
+        transport: GossipTransport,
+    ) -> anyhow::Result<Gossip> {
         let self_id = ChitchatId::new(
             settings.node_id.clone(),
             settings.generation,
@@ -154,7 +157,8 @@ impl Gossip {
         }
         // A Syn/SynAck/Ack exchange needs a round trip or two; meanwhile peers that gossip
         // with us get the mark in our answers.
-        let grace = (self.gossip_interval * 4).clamp(Duration::from_millis(500), Duration::from_secs(2));
+        let grace =
+            (self.gossip_interval * 4).clamp(Duration::from_millis(500), Duration::from_secs(2));
         tokio::time::sleep(grace).await;
         self.publisher.abort();
         let _ = self.handle.shutdown().await;
@@ -189,7 +193,8 @@ impl SnapshotPublisher {
         // Held until the snapshot is sent, so two publishers cannot reorder snapshots.
         let guard = self.chitchat.lock().await;
         let live: HashSet<ChitchatId> = guard.live_nodes().cloned().collect();
-        let members = members::members_from_states(guard.node_states().iter(), &live, &self.self_id);
+        let members =
+            members::members_from_states(guard.node_states().iter(), &live, &self.self_id);
         let previous = self.members_tx.borrow().clone();
         if *previous == members {
             return;
@@ -211,7 +216,9 @@ fn log_change(change: &MembershipChange) {
         MembershipChange::Failed(m) => {
             info!(node_id = %m.node_id, endpoint = %m.endpoint, "member dead (failure detector)")
         }
-        MembershipChange::Left(m) => info!(node_id = %m.node_id, endpoint = %m.endpoint, "member left"),
+        MembershipChange::Left(m) => {
+            info!(node_id = %m.node_id, endpoint = %m.endpoint, "member left")
+        }
         _ => {}
     }
 }

@@ -73,7 +73,9 @@ impl Socket for GossipSocket {
             let mut payload: &[u8] = &inbound.payload;
             match ChitchatMessage::deserialize(&mut payload) {
                 Ok(msg) => return Ok((inbound.from, msg)),
-                Err(e) => debug!(from = %inbound.from, error = %e, "ignoring an invalid chitchat message"),
+                Err(e) => {
+                    debug!(from = %inbound.from, error = %e, "ignoring an invalid chitchat message")
+                }
             }
         }
     }

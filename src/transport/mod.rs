@@ -80,6 +80,8 @@ struct Shared {
     peer_queues: Mutex<HashMap<SocketAddr, PeerQueue>>,
     next_queue_id: std::sync::atomic::AtomicU64,
     refusals: RefusalLog,
+    /// Where received gossip goes (read by chitchat through [`GossipTransport`]).
+    inbox: mpsc::Sender<InboundGossip>,
 }
 
 /// One peer's outgoing queue; `id` tells a replaced queue from its successor.
@@ -119,8 +121,7 @@ impl QuicTransport {
         let mut server_config =
             quinn::ServerConfig::with_crypto(Arc::new(identity.quic_server_config()?));
         server_config.transport_config(transport_config.clone());
-        let mut client_config =
-            quinn::ClientConfig::new(Arc::new(identity.quic_client_config()?));
+        let mut client_config = quinn::ClientConfig::new(Arc::new(identity.quic_client_config()?));
         client_config.transport_config(transport_config);
 
         let mut endpoint = Endpoint::server(server_config, listen).map_err(|source| {
@@ -135,6 +136,7 @@ impl QuicTransport {
         })?;
         endpoint.set_default_client_config(client_config);
 
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_LEN);
         let shared = Arc::new(Shared {
             endpoint,
             advertised,
@@ -142,9 +144,9 @@ impl QuicTransport {
             peer_queues: Mutex::new(HashMap::new()),
             next_queue_id: Default::default(),
             refusals: RefusalLog::default(),
+            inbox: inbox_tx,
         });
-        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_LEN);
-        tokio::spawn(accept_loop(shared.clone(), inbox_tx));
+        tokio::spawn(accept_loop(shared.clone()));
         let transport = QuicTransport { shared };
         let gossip = GossipTransport::new(transport.clone(), inbox_rx);
         Ok((transport, gossip))
@@ -200,7 +202,8 @@ impl QuicTransport {
     /// Closes every connection and waits (briefly) for the peers to be told.
     pub async fn close(&self) {
         self.shared.endpoint.close(0u32.into(), b"node stopping");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
     }
 
     /// Waits until every queued message has been handed to QUIC, or `limit` passes.
@@ -262,8 +265,9 @@ async fn write_uni(connection: &Connection, frame: &[u8]) -> Result<(), String> 
     Ok(())
 }
 
-/// The cached live connection to `peer`, or a new one.
-async fn connection_to(shared: &Shared, peer: SocketAddr) -> Option<Connection> {
+/// The cached live connection to `peer`, or a new one. A dialled connection is served like
+/// an accepted one: the peer may answer over it.
+async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connection> {
     if let Some(conn) = lock(&shared.connections).get(&peer) {
         if conn.close_reason().is_none() {
             return Some(conn.clone());
@@ -279,6 +283,7 @@ async fn connection_to(shared: &Shared, peer: SocketAddr) -> Option<Connection> 
     match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => {
             lock(&shared.connections).insert(peer, conn.clone());
+            tokio::spawn(serve_connection(shared.clone(), conn.clone()));
             Some(conn)
         }
         Ok(Err(e)) => {
@@ -309,14 +314,13 @@ fn forget_connection(shared: &Shared, peer: SocketAddr, dead: &Connection) {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, inbox: mpsc::Sender<InboundGossip>) {
+async fn accept_loop(shared: Arc<Shared>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         let shared = shared.clone();
-        let inbox = inbox.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(connection) => serve_connection(shared, connection, inbox).await,
+                Ok(connection) => serve_connection(shared, connection).await,
                 Err(e) => {
                     if shared.refusals.should_log(remote) {
                         warn!(peer = %remote, error = %e,
@@ -328,11 +332,8 @@ async fn accept_loop(shared: Arc<Shared>, inbox: mpsc::Sender<InboundGossip>) {
     }
 }
 
-async fn serve_connection(
-    shared: Arc<Shared>,
-    connection: Connection,
-    inbox: mpsc::Sender<InboundGossip>,
-) {
+/// Reads every stream the peer opens on `connection`, until it closes.
+async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
     let mut cached_for: Option<SocketAddr> = None;
     loop {
         let mut stream = match connection.accept_uni().await {
@@ -363,7 +364,7 @@ async fn serve_connection(
                 connections.insert(gossip.from, connection.clone());
             }
         }
-        if inbox.send(gossip).await.is_err() {
+        if shared.inbox.send(gossip).await.is_err() {
             return;
         }
     }

@@ -1,0 +1,191 @@
+//! Gossip membership between real node processes over QUIC with mutual TLS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn seeds(block: u8) -> String {
+    format!("127.0.{block}.1:9091")
+}
+
+fn statuses(observer: &LocalNode) -> Vec<(String, String)> {
+    observer
+        .query("SHOW NODES")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|row| {
+            let get = |k: &str| {
+                row.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (get("node_id"), get("status"))
+        })
+        .collect()
+}
+
+#[test]
+fn three_nodes_converge_and_show_every_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 10;
+    let seed = seeds(block);
+    let nodes: Vec<LocalNode> = (1..=3)
+        .map(|h| {
+            start(spec(
+                dir.path(),
+                block,
+                h,
+                &[("BO_SEEDS", &seed), ("BO_DATABASES", "log1")],
+            ))
+        })
+        .collect();
+    for observer in &nodes {
+        let converged = wait_for(DEADLINE, || {
+            let s = statuses(observer);
+            (s.len() == 3 && s.iter().all(|(_, st)| st == "alive")).then_some(())
+        });
+        assert!(
+            converged.is_some(),
+            "{} saw {:?}; log:\n{}",
+            observer.spec.node_id,
+            statuses(observer),
+            observer.log()
+        );
+    }
+    let (status, body) = sql(&nodes[0], "SHOW NODES");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["columns"],
+        serde_json::json!([
+            "node_id",
+            "endpoint",
+            "status",
+            "generation",
+            "databases",
+            "masters",
+            "version"
+        ])
+    );
+    let rows = rows_as_maps(&body);
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n10-1", "n10-2", "n10-3"]);
+    // Keys spread too: every row gets its endpoint, databases and version.
+    let complete = wait_for(DEADLINE, || {
+        let rows = nodes[0].query("SHOW NODES").ok()?;
+        rows.iter()
+            .all(|r| r["databases"] == "log1" && r["version"] == env!("CARGO_PKG_VERSION"))
+            .then_some(rows)
+    })
+    .expect("databases and version reach every peer");
+    for (row, node) in complete.iter().zip(&nodes) {
+        assert_eq!(row["endpoint"], node.quic_addr().to_string());
+        assert!(row["generation"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn sigkill_gives_dead_sigterm_gives_left_and_restart_is_alive_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 11;
+    let seed = seeds(block);
+    let observer = start(spec(dir.path(), block, 1, &[]));
+    let mut killed = start(spec(dir.path(), block, 2, &[("BO_SEEDS", &seed)]));
+    let mut stopped = start(spec(dir.path(), block, 3, &[("BO_SEEDS", &seed)]));
+    expect_status(&observer, "n11-2", "alive");
+    expect_status(&observer, "n11-3", "alive");
+
+    killed.kill();
+    expect_status(&observer, "n11-2", "dead");
+
+    assert!(
+        stopped.stop(Duration::from_secs(10)),
+        "SIGTERM must make the node exit by itself"
+    );
+    // `left` must be visible right away, not after failure detection turned it `dead` first.
+    expect_status(&observer, "n11-3", "left");
+
+    let before = observer.query("SHOW NODES").unwrap();
+    let old_generation = before.iter().find(|r| r["node_id"] == "n11-2").unwrap()["generation"]
+        .as_u64()
+        .unwrap();
+    killed.restart().unwrap();
+    killed.wait_healthy(DEADLINE).unwrap();
+    expect_status(&observer, "n11-2", "alive");
+    let after = observer.query("SHOW NODES").unwrap();
+    let rows: Vec<_> = after.iter().filter(|r| r["node_id"] == "n11-2").collect();
+    assert_eq!(rows.len(), 1, "a restarted node is one row: {after:?}");
+    assert!(rows[0]["generation"].as_u64().unwrap() > old_generation);
+
+    stopped.restart().unwrap();
+    stopped.wait_healthy(DEADLINE).unwrap();
+    expect_status(&observer, "n11-3", "alive");
+    assert_eq!(statuses(&observer).len(), 3);
+}
+
+#[test]
+fn a_paused_node_is_dead_then_alive_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 12;
+    let seed = seeds(block);
+    let observer = start(spec(dir.path(), block, 1, &[]));
+    let paused = start(spec(dir.path(), block, 2, &[("BO_SEEDS", &seed)]));
+    expect_status(&observer, "n12-2", "alive");
+    paused.signal(Signal::SIGSTOP);
+    expect_status(&observer, "n12-2", "dead");
+    paused.signal(Signal::SIGCONT);
+    expect_status(&observer, "n12-2", "alive");
+}
+
+#[test]
+fn a_node_with_another_cluster_key_never_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 13;
+    let seed = seeds(block);
+    let key_a = [("BO_CLUSTER_KEY", "alpha-secret")];
+    let a1 = start(spec(dir.path(), block, 1, &key_a));
+    let a2 = start(spec(
+        dir.path(),
+        block,
+        2,
+        &[("BO_CLUSTER_KEY", "alpha-secret"), ("BO_SEEDS", &seed)],
+    ));
+    // Seeds itself to both members of the other cluster, so it keeps trying.
+    let both = format!("{seed},127.0.{block}.2:9091");
+    let intruder = start(spec(
+        dir.path(),
+        block,
+        3,
+        &[("BO_CLUSTER_KEY", "other-secret"), ("BO_SEEDS", &both)],
+    ));
+    let keyless = start(spec(dir.path(), block, 4, &[("BO_SEEDS", &both)]));
+    expect_status(&a1, "n13-2", "alive");
+    expect_status(&a2, "n13-1", "alive");
+    // The refusal is logged by the refusing side (once per peer per minute).
+    let logged = wait_for(DEADLINE, || a1.log().contains("127.0.13.3").then_some(()));
+    assert!(
+        logged.is_some(),
+        "a1 should log the refused peer; log:\n{}",
+        a1.log()
+    );
+    // Give the intruders many gossip rounds (100 ms each) to get in; they must not.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        for (node, others) in [(&a1, 2), (&a2, 2), (&intruder, 1), (&keyless, 1)] {
+            let seen = statuses(node);
+            assert_eq!(seen.len(), others, "{} sees {seen:?}", node.spec.node_id);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refusals = a1.log().matches("127.0.13.3").count();
+    assert!(
+        refusals <= 2,
+        "refusals must not flood the log ({refusals} lines)"
+    );
+}
