@@ -1,8 +1,9 @@
 //! The typed view of gossip: one [`Member`] per node id, read from chitchat's state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use chitchat::{ChitchatId, NodeState};
 
@@ -93,9 +94,10 @@ pub fn members_from_states<'a>(
     states: impl Iterator<Item = (&'a ChitchatId, &'a NodeState)>,
     live: &HashSet<ChitchatId>,
     self_id: &ChitchatId,
+    mut listed: impl FnMut(&ChitchatId) -> bool,
 ) -> Vec<Member> {
     let mut latest: BTreeMap<&str, (&ChitchatId, &NodeState)> = BTreeMap::new();
-    for (id, state) in states {
+    for (id, state) in states.filter(|(id, _)| listed(id)) {
         match latest.get(&*id.node_id) {
             Some((known, _)) if known.generation_id >= id.generation_id => {}
             _ => {
@@ -107,6 +109,47 @@ pub fn members_from_states<'a>(
         .into_values()
         .map(|(id, state)| member_from_state(id, state, live.contains(id), id == self_id))
         .collect()
+}
+
+/// Hides nodes that were just learned of and not yet confirmed alive.
+///
+/// chitchat's failure detector calls a node dead until it has heard two heartbeats from it,
+/// so without this a node that just joined would flash `dead` on every peer. A node is listed
+/// once it has been alive, or once it has been known for `settle` without ever being alive
+/// (then it really is dead, e.g. a crashed node a newcomer hears about).
+pub struct Settling {
+    settle: Duration,
+    first_seen: HashMap<ChitchatId, Instant>,
+    ever_alive: HashSet<ChitchatId>,
+}
+
+impl Settling {
+    pub fn new(settle: Duration) -> Settling {
+        Settling {
+            settle,
+            first_seen: HashMap::new(),
+            ever_alive: HashSet::new(),
+        }
+    }
+
+    /// Whether `id` should be listed now.
+    pub fn is_listed(&mut self, id: &ChitchatId, live: bool, now: Instant) -> bool {
+        if live {
+            self.ever_alive.insert(id.clone());
+            return true;
+        }
+        if self.ever_alive.contains(id) {
+            return true;
+        }
+        let first_seen = *self.first_seen.entry(id.clone()).or_insert(now);
+        now.duration_since(first_seen) >= self.settle
+    }
+
+    /// Forgets nodes gossip has forgotten.
+    pub fn retain_known(&mut self, known: &HashSet<&ChitchatId>) {
+        self.first_seen.retain(|id, _| known.contains(id));
+        self.ever_alive.retain(|id| known.contains(id));
+    }
 }
 
 /// A change in membership, computed by diffing two member lists.
@@ -197,6 +240,22 @@ mod tests {
         assert!(matches!(&changes[3], MembershipChange::Joined(m) if m.node_id == "d"));
         assert!(matches!(&changes[4], MembershipChange::Joined(m) if m.node_id == "e"));
         assert_eq!(changes.len(), 5);
+    }
+
+    #[test]
+    fn settling_hides_new_nodes_until_alive_or_settled() {
+        let mut settling = Settling::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let a = id("a", 1, 1);
+        let b = id("b", 1, 2);
+        assert!(!settling.is_listed(&a, false, t0));
+        assert!(settling.is_listed(&a, true, t0 + Duration::from_millis(300)));
+        // Once alive, a node stays listed (as dead) when it dies.
+        assert!(settling.is_listed(&a, false, t0 + Duration::from_millis(600)));
+        assert!(!settling.is_listed(&b, false, t0));
+        assert!(settling.is_listed(&b, false, t0 + Duration::from_secs(2)));
+        settling.retain_known(&HashSet::new());
+        assert!(!settling.is_listed(&a, false, t0 + Duration::from_secs(3)));
     }
 
     #[test]

@@ -30,6 +30,10 @@ const MAX_SAMPLED_INTERVAL: Duration = Duration::from_secs(10);
 /// Tombstones of deleted keys are kept this long so late peers still learn of the deletion.
 const DELETED_KEY_GRACE: Duration = Duration::from_secs(3600);
 
+/// Gossip rounds a newly learned node may take to be confirmed alive before it is listed
+/// as dead (see [`members::Settling`]).
+const SETTLE_ROUNDS: u32 = 12;
+
 /// Everything gossip needs to start.
 #[derive(Debug, Clone)]
 pub struct GossipSettings {
@@ -90,6 +94,9 @@ impl Gossip {
             self_id: self_id.clone(),
             members_tx,
             changes,
+            settling: std::sync::Mutex::new(members::Settling::new(
+                settings.gossip_interval * SETTLE_ROUNDS,
+            )),
         });
         snapshot.publish().await;
         let publisher = tokio::spawn(snapshot.clone().run(settings.gossip_interval));
@@ -171,6 +178,7 @@ struct SnapshotPublisher {
     self_id: ChitchatId,
     members_tx: watch::Sender<Arc<Vec<Member>>>,
     changes: broadcast::Sender<MembershipChange>,
+    settling: std::sync::Mutex<members::Settling>,
 }
 
 impl SnapshotPublisher {
@@ -193,8 +201,14 @@ impl SnapshotPublisher {
         // Held until the snapshot is sent, so two publishers cannot reorder snapshots.
         let guard = self.chitchat.lock().await;
         let live: HashSet<ChitchatId> = guard.live_nodes().cloned().collect();
+        let now = std::time::Instant::now();
+        let mut settling = self.settling.lock().unwrap_or_else(|p| p.into_inner());
+        settling.retain_known(&guard.node_states().keys().collect());
         let members =
-            members::members_from_states(guard.node_states().iter(), &live, &self.self_id);
+            members::members_from_states(guard.node_states().iter(), &live, &self.self_id, |id| {
+                settling.is_listed(id, live.contains(id) || *id == self.self_id, now)
+            });
+        drop(settling);
         let previous = self.members_tx.borrow().clone();
         if *previous == members {
             return;

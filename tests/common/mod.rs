@@ -3,7 +3,7 @@
 //! Each test takes a distinct `block` (the third octet of 127.0.<block>.x), so tests that run
 //! in parallel never share addresses. Nodes are killed when dropped, also on failure.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
