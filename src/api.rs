@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::exec::execute_text;
 use crate::node::NodeContext;
@@ -30,28 +30,64 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
         .with_state(ctx)
 }
 
-#[derive(Deserialize)]
-struct StatementRequest {
-    stmt: String,
+/// The statement in a request body, or why there is none.
+fn statement_of(body: &[u8]) -> Result<String, ExecError> {
+    let bad = |errmsg: String| ExecError {
+        http_status: 400,
+        retcode: retcode::BAD_REQUEST,
+        errmsg,
+    };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
+    match value.get("stmt") {
+        Some(Value::String(stmt)) if value.is_object() => Ok(stmt.clone()),
+        Some(other) if value.is_object() => Err(bad(format!(
+            "\"stmt\" must be a string, found {}",
+            json_kind(other)
+        ))),
+        _ => Err(bad(
+            "request body must be a JSON object with a string field \"stmt\", e.g. {\"stmt\": \"SHOW NODES\"}"
+                .to_string(),
+        )),
+    }
 }
 
-async fn post_statement(State(ctx): State<Arc<NodeContext>>, body: Bytes) -> Response {
-    let request: StatementRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => {
-            let errmsg = if e.is_data() {
-                format!("request body must be a JSON object with a string field \"stmt\": {e}")
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+async fn post_statement(
+    State(ctx): State<Arc<NodeContext>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("request body is larger than {MAX_BODY_BYTES} bytes")
             } else {
-                format!("request body is not valid JSON: {e}")
+                format!("cannot read the request body: {rejection}")
             };
             return error_response(ExecError {
-                http_status: 400,
+                http_status: status.as_u16(),
                 retcode: retcode::BAD_REQUEST,
                 errmsg,
             });
         }
     };
-    match execute_text(&ctx, &request.stmt).await {
+    let stmt = match statement_of(&body) {
+        Ok(stmt) => stmt,
+        Err(e) => return error_response(e),
+    };
+    match execute_text(&ctx, &stmt).await {
         Ok(reply) => {
             let mut body = json!({
                 "retcode": 0,

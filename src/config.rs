@@ -202,7 +202,7 @@ impl NodeConfig {
         };
         let phi_threshold = match &args.phi_threshold {
             Some(v) => match v.trim().parse::<f64>() {
-                Ok(phi) if phi.is_finite() && phi >= 1.0 && phi <= 100.0 => phi,
+                Ok(phi) if phi.is_finite() && (1.0..=100.0).contains(&phi) => phi,
                 _ => {
                     return Err(invalid(
                         "BO_PHI_THRESHOLD",

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node until SIGINT/SIGTERM (every flag also reads its BO_* variable)
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Send one statement to a node's HTTP API and print the answer
     Sql(cli::sql::SqlArgs),
     /// Run a small real cluster on loopback addresses until Ctrl-C
@@ -32,7 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Node(args) => cli::node::run(args),
+        Command::Node(args) => cli::node::run(*args),
         Command::Sql(args) => cli::sql::run(args),
         Command::Demo(args) => cli::demo::run(args),
     };

@@ -1,7 +1,7 @@
 //! The HTTP statement API of a real node: the shapes of its answers, and how it rejects
 //! malformed requests, statements that do not parse and statements that cannot be carried out.
 //!
-//! Address blocks used here: 127.0.60.x to 127.0.64.x.
+//! Address blocks used here: 127.0.60.x to 127.0.64.x and 127.0.69.x.
 
 mod common;
 use common::*;
@@ -250,6 +250,23 @@ fn a_json_array_is_not_a_statement_request() {
     let (status, body) = sql(&node, "SHOW DATABASES");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"], json!([]), "{body}");
+    assert_still_healthy(&node);
+}
+
+#[test]
+fn an_oversized_body_gets_the_json_error_shape() {
+    // Every error answer is {"retcode": <negative>, "errmsg": "..."} (src/api.rs), and
+    // retcode::BAD_REQUEST is documented to cover "body too large" (src/reply.rs).
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(spec(dir.path(), 69, 1, &[]));
+    let over = format!(r#"{{"stmt": "{}"}}"#, "x".repeat(1 << 20));
+    let (status, answer) = post_oversized(&node, over.as_bytes());
+    assert_eq!(status, 413, "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let body: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("413 answer has no JSON body ({e}):\n{head}\n\n{body}"));
+    assert_eq!(retcode(&body), -1, "{body}");
+    assert!(!errmsg(&body).is_empty(), "{body}");
     assert_still_healthy(&node);
 }
 
