@@ -50,6 +50,9 @@ pub struct NodeArgs {
     /// Comma list of host[:port] gossip peers to join through
     #[arg(long, env = "BO_SEEDS", value_name = "PEERS")]
     pub seeds: Option<String>,
+    /// Masters to register all databases with: host[:port][;host[:port]...] (port 9091)
+    #[arg(long, env = "BO_MASTER", value_name = "MASTERS")]
+    pub master: Option<String>,
     /// Shared secret; only nodes with the same key can talk [default: none, open cluster]
     #[arg(
         long,
@@ -92,6 +95,8 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     pub databases: Vec<DatabaseName>,
     pub seeds: Vec<String>,
+    /// Masters this node registers with, as `host:port`.
+    pub masters: Vec<String>,
     pub cluster_key: Option<String>,
     pub log: String,
     pub gossip_interval: Duration,
@@ -164,6 +169,13 @@ impl NodeConfig {
             Some(v) => parse_peer_list(v).map_err(|r| invalid("BO_SEEDS", "seeds", v, r))?,
             None => Vec::new(),
         };
+        let masters = match &args.master {
+            Some(v) => {
+                let list = v.replace(';', ",");
+                parse_peer_list(&list).map_err(|r| invalid("BO_MASTER", "master", v, r))?
+            }
+            None => Vec::new(),
+        };
         let cluster_key = match &args.cluster_key {
             Some(v) if v.is_empty() => {
                 return Err(invalid(
@@ -227,6 +239,7 @@ impl NodeConfig {
             node_id,
             databases,
             seeds,
+            masters,
             cluster_key,
             log,
             gossip_interval,
@@ -407,6 +420,7 @@ mod tests {
         let cfg = NodeConfig::from_args(&NodeArgs {
             databases: Some(" log1, log2 ,log1".into()),
             seeds: Some("127.0.0.2,127.0.0.3:19091,node-a,node-b:7,[::1]".into()),
+            master: Some("192.168.0.1; master-b:19091".into()),
             gossip_interval: Some("200ms".into()),
             ..args()
         })
@@ -424,6 +438,7 @@ mod tests {
             ]
         );
         assert_eq!(cfg.gossip_interval, Duration::from_millis(200));
+        assert_eq!(cfg.masters, ["192.168.0.1:9091", "master-b:19091"]);
     }
 
     #[test]
@@ -554,6 +569,20 @@ mod tests {
                     ..args()
                 },
                 "BO_DATA_DIR",
+            ),
+            (
+                NodeArgs {
+                    master: Some("a;;b".into()),
+                    ..args()
+                },
+                "BO_MASTER",
+            ),
+            (
+                NodeArgs {
+                    master: Some("m:70000".into()),
+                    ..args()
+                },
+                "BO_MASTER",
             ),
         ];
         for (bad, var) in cases {

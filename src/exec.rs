@@ -3,9 +3,11 @@
 use serde_json::{json, Value};
 
 use crate::catalog::CatalogError;
+use crate::cluster::master::{reach_out_once, resolve_into};
+use crate::cluster::{AddOutcome, SHOW_CLUSTER_COLUMNS};
 use crate::node::NodeContext;
 use crate::reply::{retcode, ExecError, Reply};
-use crate::sql::{parse_statement, Statement};
+use crate::sql::{parse_statement, ClientHost, ClientSpec, Statement};
 
 /// Parses and executes one statement.
 pub async fn execute_text(ctx: &NodeContext, text: &str) -> Result<Reply, ExecError> {
@@ -39,10 +41,69 @@ pub async fn execute(ctx: &NodeContext, statement: Statement) -> Result<Reply, E
             Ok(Reply::rows(&["name"], rows))
         }
         Statement::ShowNodes => Ok(show_nodes(ctx)),
-        Statement::ShowCluster | Statement::AddClient(_) | Statement::DropClient(_) => Err(
-            ExecError::statement("cluster statements (ADD CLIENT, DROP CLIENT, SHOW CLUSTER) are not available in this build"),
-        ),
+        Statement::ShowCluster => Ok(show_cluster(ctx)),
+        Statement::AddClient(spec) => add_client(ctx, &spec).await,
+        Statement::DropClient(spec) => drop_client(ctx, &spec),
     }
+}
+
+/// `host:port db` as messages print an entry.
+fn describe(spec: &ClientSpec) -> String {
+    match &spec.host {
+        ClientHost::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{} db {}", spec.port, spec.db),
+        host => format!("{host}:{} db {}", spec.port, spec.db),
+    }
+}
+
+async fn add_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecError> {
+    if let ClientHost::Dns(name) = &spec.host {
+        resolve_into(ctx, name).await;
+    }
+    let outcome = ctx
+        .cluster
+        .add_client(spec, &ctx.gossip.members())
+        .map_err(|e| ExecError::server(e.to_string()))?;
+    // Reach the client now rather than at the next reach-out round.
+    let mut cursor = 0;
+    reach_out_once(ctx, &mut cursor).await;
+    Ok(Reply::message(match outcome {
+        AddOutcome::Added => format!("client {} added", describe(spec)),
+        AddOutcome::AlreadyThere => format!("client {} is already in the cluster", describe(spec)),
+    }))
+}
+
+fn drop_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecError> {
+    let removed = ctx
+        .cluster
+        .drop_client(spec, &ctx.gossip.members())
+        .map_err(|e| ExecError::server(e.to_string()))?;
+    match removed {
+        Some(_) => Ok(Reply::message(format!("client {} dropped", describe(spec)))),
+        None => Err(ExecError::statement(format!(
+            "client {} is not in this node's cluster (see SHOW CLUSTER)",
+            describe(spec)
+        ))),
+    }
+}
+
+fn show_cluster(ctx: &NodeContext) -> Reply {
+    let rows = ctx
+        .cluster
+        .rows(&ctx.gossip.members())
+        .into_iter()
+        .map(|r| {
+            vec![
+                json!(r.host),
+                json!(r.ip),
+                json!(r.port),
+                json!(r.db),
+                json!(r.source.as_str()),
+                json!(r.status.as_str()),
+                json!(r.node_id),
+            ]
+        })
+        .collect();
+    Reply::rows(&SHOW_CLUSTER_COLUMNS, rows)
 }
 
 fn catalog_error(e: CatalogError) -> ExecError {

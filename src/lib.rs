@@ -7,6 +7,7 @@
 pub mod api;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db_name;
 pub mod durable;
@@ -19,3 +20,4 @@ pub mod reply;
 pub mod sql;
 pub mod tls;
 pub mod transport;
+pub mod wire;

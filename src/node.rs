@@ -7,9 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::cluster::registration::{keep_registered, MasterIds};
+use crate::cluster::{master, ClusterError, ClusterView};
 use crate::config::NodeConfig;
 use crate::durable::create_dir_durable;
 use crate::gossip::{keys, Gossip, GossipSettings};
@@ -32,6 +35,8 @@ pub enum NodeError {
     Identity(#[from] IdentityError),
     #[error("BO_DATA_DIR: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("BO_DATA_DIR: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("BO_LISTEN: {0}")]
     Transport(#[from] TransportError),
     #[error("TLS: {0}")]
@@ -59,6 +64,10 @@ pub struct NodeContext {
     pub config: NodeConfig,
     pub identity: NodeIdentity,
     pub catalog: Catalog,
+    /// This node's cluster, as a master.
+    pub cluster: ClusterView,
+    /// Node ids of the masters this node registered with (BO_MASTER).
+    pub master_ids: Arc<MasterIds>,
     pub gossip: Gossip,
     pub transport: QuicTransport,
     pub http_addr: SocketAddr,
@@ -81,6 +90,7 @@ impl NodeContext {
 pub struct RunningNode {
     pub ctx: Arc<NodeContext>,
     http: TcpListener,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -92,6 +102,7 @@ impl RunningNode {
         })?;
         let identity = NodeIdentity::load_and_bump(&config.data_dir, config.node_id.as_deref())?;
         let catalog = Catalog::open(&config.data_dir)?;
+        let cluster = ClusterView::open(&config.data_dir)?;
         for name in &config.databases {
             if catalog.ensure(name)? {
                 info!(database = %name, "created database from BO_DATABASES");
@@ -102,7 +113,7 @@ impl RunningNode {
         if tls.key_source == KeySource::OpenDefault {
             warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its gossip. Set the same BO_CLUSTER_KEY on every node to close it.");
         }
-        let (transport, gossip_transport) =
+        let (transport, gossip_transport, requests) =
             QuicTransport::bind(config.listen, config.endpoint, &tls)?;
         let http = TcpListener::bind(config.http).await.map_err(|source| {
             if source.kind() == io::ErrorKind::AddrInUse {
@@ -124,7 +135,13 @@ impl RunningNode {
             node_id: identity.node_id.clone(),
             generation: identity.generation,
             endpoint: config.endpoint,
-            seeds: config.seeds.clone(),
+            // Masters are gossip seeds too: a client joins its master's gossip.
+            seeds: config
+                .seeds
+                .iter()
+                .chain(&config.masters)
+                .cloned()
+                .collect(),
             gossip_interval: config.gossip_interval,
             phi_threshold: config.phi_threshold,
             dead_node_grace: config.dead_node_grace,
@@ -150,11 +167,29 @@ impl RunningNode {
             config,
             identity,
             catalog,
+            cluster,
+            master_ids: Arc::new(MasterIds::default()),
             gossip,
             transport,
             http_addr,
         });
-        Ok(RunningNode { ctx, http })
+        let mut background = vec![
+            tokio::spawn(master::serve_requests(ctx.clone(), requests)),
+            tokio::spawn(master::apply_registrations(ctx.clone())),
+            tokio::spawn(master::reach_out(ctx.clone())),
+        ];
+        for address in &ctx.config.masters {
+            background.push(tokio::spawn(keep_registered(
+                ctx.clone(),
+                ctx.master_ids.clone(),
+                address.clone(),
+            )));
+        }
+        Ok(RunningNode {
+            ctx,
+            http,
+            background,
+        })
     }
 
     /// Serves the API until `shutdown` completes, then leaves the cluster gracefully.
@@ -173,20 +208,17 @@ impl RunningNode {
         });
         shutdown.await;
         info!("stopping: telling peers this node is leaving");
+        for task in &self.background {
+            task.abort();
+        }
+        self.ctx.gossip.leave().await;
         let _ = stop_tx.send(());
-        let _ = server.await;
-        let ctx = match Arc::try_unwrap(self.ctx) {
-            Ok(ctx) => ctx,
-            Err(shared) => {
-                // An API request still holds the context; leave without owning it.
-                shared.transport.close().await;
-                return;
-            }
-        };
-        let transport = ctx.transport.clone();
-        ctx.gossip.leave().await;
-        transport.flush(std::time::Duration::from_millis(500)).await;
-        transport.close().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+        self.ctx
+            .transport
+            .flush(std::time::Duration::from_millis(500))
+            .await;
+        self.ctx.transport.close().await;
         info!("node stopped");
     }
 }

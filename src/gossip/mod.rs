@@ -149,7 +149,7 @@ impl Gossip {
 
     /// Leaves the cluster cleanly: marks this node `left`, pushes that to every known peer at
     /// once, keeps answering gossip for a moment so the mark spreads, then stops.
-    pub async fn leave(self) {
+    pub async fn leave(&self) {
         let peers: Vec<SocketAddr> = self
             .members()
             .iter()
@@ -168,7 +168,7 @@ impl Gossip {
             (self.gossip_interval * 4).clamp(Duration::from_millis(500), Duration::from_secs(2));
         tokio::time::sleep(grace).await;
         self.publisher.abort();
-        let _ = self.handle.shutdown().await;
+        let _ = self.handle.initiate_shutdown();
     }
 }
 

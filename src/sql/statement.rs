@@ -38,7 +38,10 @@ pub struct ClientSpec {
 
 /// Where a client is reached: a literal address, or a DNS name (stored lowercase, since DNS
 /// is case-insensitive) that is resolved when the client is contacted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub enum ClientHost {
     Ip(IpAddr),
     Dns(String),
@@ -64,6 +67,19 @@ impl fmt::Display for ClientHost {
             ClientHost::Ip(ip) => write!(f, "{ip}"),
             ClientHost::Dns(name) => f.write_str(name),
         }
+    }
+}
+
+impl TryFrom<String> for ClientHost {
+    type Error = ClientHostError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<ClientHost> for String {
+    fn from(host: ClientHost) -> String {
+        host.to_string()
     }
 }
 

@@ -21,13 +21,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, TransportConfig};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 pub use gossip_socket::GossipTransport;
 use refusals::RefusalLog;
 
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
+use crate::wire::{Request, Response};
 
 /// Largest message accepted on one stream. chitchat caps its messages at 64 KiB.
 pub const MAX_STREAM_BYTES: usize = 1 << 20;
@@ -48,6 +49,26 @@ const INBOX_LEN: usize = 1024;
 pub enum StreamKind {
     /// One chitchat message, unidirectional.
     Gossip = 1,
+    /// One [`Request`] and its [`Response`], bidirectional.
+    Request = 2,
+}
+
+/// A request received from a peer, with the channel its answer goes back on.
+pub struct IncomingRequest {
+    pub from: SocketAddr,
+    pub request: Request,
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no QUIC connection to {0} (nothing answers there, or its TLS handshake failed: another BO_CLUSTER_KEY, or UDP not forwarded)")]
+    Unreachable(SocketAddr),
+    #[error("request to {addr} failed: {reason}")]
+    Failed { addr: SocketAddr, reason: String },
+    #[error("no answer from {0} in time")]
+    TimedOut(SocketAddr),
 }
 
 /// What precedes a gossip message on its stream: who sent it, as the address to answer to.
@@ -82,6 +103,8 @@ struct Shared {
     refusals: RefusalLog,
     /// Where received gossip goes (read by chitchat through [`GossipTransport`]).
     inbox: mpsc::Sender<InboundGossip>,
+    /// Where received requests go (served by the node).
+    requests: mpsc::Sender<IncomingRequest>,
 }
 
 /// One peer's outgoing queue; `id` tells a replaced queue from its successor.
@@ -103,7 +126,14 @@ impl QuicTransport {
         listen: SocketAddr,
         advertised: SocketAddr,
         identity: &ClusterIdentity,
-    ) -> Result<(QuicTransport, GossipTransport), TransportError> {
+    ) -> Result<
+        (
+            QuicTransport,
+            GossipTransport,
+            mpsc::Receiver<IncomingRequest>,
+        ),
+        TransportError,
+    > {
         let mut transport_config = TransportConfig::default();
         transport_config
             .max_idle_timeout(Some(
@@ -137,6 +167,7 @@ impl QuicTransport {
         endpoint.set_default_client_config(client_config);
 
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_LEN);
+        let (requests_tx, requests_rx) = mpsc::channel(INBOX_LEN);
         let shared = Arc::new(Shared {
             endpoint,
             advertised,
@@ -145,11 +176,12 @@ impl QuicTransport {
             next_queue_id: Default::default(),
             refusals: RefusalLog::default(),
             inbox: inbox_tx,
+            requests: requests_tx,
         });
         tokio::spawn(accept_loop(shared.clone()));
         let transport = QuicTransport { shared };
         let gossip = GossipTransport::new(transport.clone(), inbox_rx);
-        Ok((transport, gossip))
+        Ok((transport, gossip, requests_rx))
     }
 
     /// The UDP address actually bound.
@@ -197,6 +229,39 @@ impl QuicTransport {
         if queue.try_send(frame).is_err() {
             debug!(peer = %to, "peer queue full or closed; dropping a gossip message");
         }
+    }
+
+    /// Sends `request` to `addr` and waits up to `limit` for the answer.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        limit: Duration,
+    ) -> Result<Response, RequestError> {
+        let exchange = async {
+            let connection = connection_to(&self.shared, addr)
+                .await
+                .ok_or(RequestError::Unreachable(addr))?;
+            let failed = |reason: String| RequestError::Failed { addr, reason };
+            let (mut send, mut recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let mut frame = vec![StreamKind::Request as u8];
+            frame = postcard::to_extend(request, frame).map_err(|e| failed(e.to_string()))?;
+            send.write_all(&frame)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            send.finish().map_err(|e| failed(e.to_string()))?;
+            let bytes = recv
+                .read_to_end(MAX_STREAM_BYTES)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            postcard::from_bytes::<Response>(&bytes).map_err(|e| failed(format!("bad answer: {e}")))
+        };
+        tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| RequestError::TimedOut(addr))?
     }
 
     /// Closes every connection and waits (briefly) for the peers to be told.
@@ -332,8 +397,60 @@ async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Answers every request stream the peer opens on `connection`, until it closes.
+async fn serve_requests(shared: Arc<Shared>, connection: Connection) {
+    loop {
+        let (mut send, mut recv) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(_) => return,
+        };
+        let shared = shared.clone();
+        let from = connection.remote_address();
+        tokio::spawn(async move {
+            let Ok(bytes) = recv.read_to_end(MAX_STREAM_BYTES).await else {
+                return;
+            };
+            let response = match decode_request_frame(&bytes) {
+                Some(request) => {
+                    let (reply, answer) = oneshot::channel();
+                    let incoming = IncomingRequest {
+                        from,
+                        request,
+                        reply,
+                    };
+                    if shared.requests.send(incoming).await.is_err() {
+                        return;
+                    }
+                    match answer.await {
+                        Ok(response) => response,
+                        Err(_) => Response::Error {
+                            message: "the node is stopping".to_string(),
+                        },
+                    }
+                }
+                None => Response::Error {
+                    message: "malformed request".to_string(),
+                },
+            };
+            if let Ok(bytes) = postcard::to_allocvec(&response) {
+                let _ = send.write_all(&bytes).await;
+                let _ = send.finish();
+            }
+        });
+    }
+}
+
+fn decode_request_frame(bytes: &[u8]) -> Option<Request> {
+    let (&kind, rest) = bytes.split_first()?;
+    if kind != StreamKind::Request as u8 {
+        return None;
+    }
+    postcard::from_bytes(rest).ok()
+}
+
 /// Reads every stream the peer opens on `connection`, until it closes.
 async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
+    tokio::spawn(serve_requests(shared.clone(), connection.clone()));
     let mut cached_for: Option<SocketAddr> = None;
     loop {
         let mut stream = match connection.accept_uni().await {

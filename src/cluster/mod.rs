@@ -1,0 +1,272 @@
+//! The master's view: the only place that decides what is in this node's cluster.
+//!
+//! Entries enter by ADD CLIENT or by a client's registration (read from gossip: the client
+//! advertises the node ids of the masters it registered with) and leave by DROP CLIENT or by
+//! the client dropping the database it registered. Gossip never adds or removes anything
+//! else: it only says whether and where each client is alive. Every change is written to
+//! `<data dir>/cluster.json` atomically before it is acknowledged.
+
+pub mod master;
+pub mod registration;
+pub mod state;
+pub mod status;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::db_name::DatabaseName;
+use crate::durable::write_atomic;
+use crate::gossip::Member;
+use crate::sql::{ClientHost, ClientSpec};
+
+pub use state::{AddOutcome, ClusterState, Entry, Source};
+pub use status::{cluster_rows, ClusterRow, EntryStatus, MemberIndex, SHOW_CLUSTER_COLUMNS};
+
+const CLUSTER_FILE: &str = "cluster.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} is damaged ({source}); restore it from a backup or move it away to start with an empty cluster")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot save the cluster to {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// The durable cluster of this node (as a master), plus the DNS answers for added names.
+pub struct ClusterView {
+    path: PathBuf,
+    state: Mutex<ClusterState>,
+    resolved: Mutex<HashMap<String, Vec<IpAddr>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Memory is only replaced after a successful write, so a panic cannot leave it torn.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClusterView {
+    /// Loads the cluster from `data_dir` (empty if this node never was a master).
+    pub fn open(data_dir: &Path) -> Result<ClusterView, ClusterError> {
+        let path = data_dir.join(CLUSTER_FILE);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| ClusterError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => ClusterState::default(),
+            Err(source) => return Err(ClusterError::Read { path, source }),
+        };
+        Ok(ClusterView {
+            path,
+            state: Mutex::new(state),
+            resolved: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Applies `change` to a copy of the state, writes the copy, then makes it current: what
+    /// is in memory is always what is on disk. Writes only when `change` reports a change.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut ClusterState) -> (bool, T),
+    ) -> Result<T, ClusterError> {
+        let mut state = lock(&self.state);
+        let mut next = state.clone();
+        let (changed, outcome) = change(&mut next);
+        if changed {
+            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| ClusterError::Write {
+                path: self.path.clone(),
+                source: io::Error::other(e),
+            })?;
+            write_atomic(&self.path, &bytes).map_err(|source| ClusterError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+            *state = next;
+        }
+        Ok(outcome)
+    }
+
+    fn node_at(&self, spec: &ClientSpec, members: &[Member]) -> Option<String> {
+        let resolved = lock(&self.resolved);
+        MemberIndex::new(members)
+            .at(&spec.host, spec.port, &resolved)
+            .map(|m| m.node_id.clone())
+    }
+
+    /// ADD CLIENT, durable before it returns.
+    pub fn add_client(
+        &self,
+        spec: &ClientSpec,
+        members: &[Member],
+    ) -> Result<AddOutcome, ClusterError> {
+        let node_there = self.node_at(spec, members);
+        self.update(|state| {
+            let before = state.clone();
+            let outcome = state.add(spec, node_there.as_deref());
+            (*state != before, outcome)
+        })
+    }
+
+    /// DROP CLIENT, durable before it returns; `None` when there was no such entry.
+    pub fn drop_client(
+        &self,
+        spec: &ClientSpec,
+        members: &[Member],
+    ) -> Result<Option<Entry>, ClusterError> {
+        let node_there = self.node_at(spec, members);
+        self.update(|state| {
+            let removed = state.drop_entry(spec, node_there.as_deref());
+            (removed.is_some(), removed)
+        })
+    }
+
+    /// Applies the registrations gossip carries: every member that advertises this node
+    /// (`self_node_id`) among its masters registers its endpoint and all its databases.
+    pub fn apply_registrations(
+        &self,
+        self_node_id: &str,
+        members: &[Member],
+    ) -> Result<bool, ClusterError> {
+        let registrants: Vec<&Member> = members
+            .iter()
+            // A member whose state has not fully arrived yet (no version) is skipped, so a
+            // partial view never unregisters databases.
+            .filter(|m| !m.version.is_empty() && m.masters.iter().any(|id| id == self_node_id))
+            .collect();
+        if registrants.is_empty() {
+            return Ok(false);
+        }
+        self.update(|state| {
+            let mut changed = false;
+            for member in registrants {
+                let databases: Vec<DatabaseName> = member
+                    .databases
+                    .iter()
+                    .filter_map(|d| DatabaseName::new(d).ok())
+                    .collect();
+                changed |= state.apply_registration(&member.node_id, member.endpoint, &databases);
+            }
+            (changed, changed)
+        })
+    }
+
+    /// SHOW CLUSTER's rows.
+    pub fn rows(&self, members: &[Member]) -> Vec<ClusterRow> {
+        let state = lock(&self.state);
+        let resolved = lock(&self.resolved);
+        cluster_rows(&state, members, &resolved)
+    }
+
+    /// A copy of the durable state.
+    pub fn state(&self) -> ClusterState {
+        lock(&self.state).clone()
+    }
+
+    /// Remembers what `name` resolved to, for matching gossip endpoints.
+    pub fn set_resolved(&self, name: &str, ips: Vec<IpAddr>) {
+        lock(&self.resolved).insert(name.to_string(), ips);
+    }
+
+    /// The DNS names among the entries.
+    pub fn dns_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.state)
+            .entries()
+            .filter_map(|e| match &e.key.host {
+                ClientHost::Dns(name) => Some(name.clone()),
+                ClientHost::Ip(_) => None,
+            })
+            .collect();
+        names.dedup();
+        names
+    }
+
+    /// Endpoints of entries whose client is not live: the master dials them so a client that
+    /// knows nothing of it (no seeds, no BO_MASTER) still joins.
+    pub fn endpoints_to_reach(&self, members: &[Member]) -> Vec<std::net::SocketAddr> {
+        let state = lock(&self.state);
+        let resolved = lock(&self.resolved);
+        let index = MemberIndex::new(members);
+        let mut targets: Vec<std::net::SocketAddr> = state
+            .entries()
+            .filter(|e| {
+                let status = status::entry_status(e, index.for_entry(e, &resolved));
+                matches!(status, EntryStatus::Unreachable | EntryStatus::Dead)
+            })
+            .flat_map(|e| match &e.key.host {
+                ClientHost::Ip(ip) => vec![std::net::SocketAddr::new(*ip, e.key.port)],
+                ClientHost::Dns(name) => resolved
+                    .get(name)
+                    .map(|ips| {
+                        ips.iter()
+                            .map(|ip| std::net::SocketAddr::new(*ip, e.key.port))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(host: &str, db: &str) -> ClientSpec {
+        ClientSpec {
+            host: host.parse().unwrap(),
+            port: 9091,
+            db: DatabaseName::new(db).unwrap(),
+        }
+    }
+
+    #[test]
+    fn changes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = ClusterView::open(dir.path()).unwrap();
+        assert_eq!(
+            view.add_client(&spec("10.0.0.1", "a"), &[]).unwrap(),
+            AddOutcome::Added
+        );
+        assert_eq!(
+            view.add_client(&spec("10.0.0.1", "a"), &[]).unwrap(),
+            AddOutcome::AlreadyThere
+        );
+        view.add_client(&spec("10.0.0.2", "b"), &[]).unwrap();
+        assert!(view
+            .drop_client(&spec("10.0.0.2", "b"), &[])
+            .unwrap()
+            .is_some());
+        assert!(view
+            .drop_client(&spec("10.0.0.2", "b"), &[])
+            .unwrap()
+            .is_none());
+        let reopened = ClusterView::open(dir.path()).unwrap();
+        assert_eq!(reopened.state(), view.state());
+        assert_eq!(reopened.state().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CLUSTER_FILE),
+            b"{\"format\": 1, \"entries\": [",
+        )
+        .unwrap();
+        let err = ClusterView::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("cluster.json"), "{err}");
+    }
+}

@@ -1,0 +1,126 @@
+//! The client side of `BO_MASTER`: introduce this node to each master and advertise the
+//! masters' node ids in gossip, which is what registers all its databases with them.
+//!
+//! A master that is not up yet is retried with backoff, whatever the start order; the log
+//! says so at a sane rate and hints at the usual cause behind Docker port mapping.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::gossip::keys;
+use crate::node::NodeContext;
+use crate::wire::{Request, Response};
+
+/// First retry delay; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a reached master is asked again (it may have been replaced by another node).
+const REFRESH: Duration = Duration::from_secs(30);
+/// One attempt's time limit.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
+/// "Still unreachable" is logged at most this often per master.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The node ids learned per master address, as advertised under [`keys::MASTERS`].
+#[derive(Default)]
+pub struct MasterIds {
+    by_address: Mutex<BTreeMap<String, String>>,
+}
+
+impl MasterIds {
+    /// Records `node_id` for `address`; returns the advertised list when it changed.
+    fn record(&self, address: &str, node_id: &str) -> Option<String> {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if by_address.get(address).map(String::as_str) == Some(node_id) {
+            return None;
+        }
+        by_address.insert(address.to_string(), node_id.to_string());
+        let mut ids: Vec<&str> = by_address.values().map(String::as_str).collect();
+        ids.sort();
+        ids.dedup();
+        Some(ids.join(","))
+    }
+}
+
+/// Asks the master at `address` (`host:port`) for its node id.
+async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String), String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .collect();
+    let request = Request::Hello {
+        node_id: ctx.identity.node_id.clone(),
+        generation: ctx.identity.generation,
+    };
+    let mut last_error = format!("{address} resolved to no address");
+    for addr in addrs {
+        match ctx.transport.request(addr, &request, ATTEMPT_LIMIT).await {
+            Ok(Response::Hello { node_id, .. }) => return Ok((addr, node_id)),
+            Ok(Response::Error { message }) => last_error = format!("{addr} answered: {message}"),
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(last_error)
+}
+
+/// Keeps this node registered with the master at `address`, until the task is aborted.
+pub async fn keep_registered(ctx: Arc<NodeContext>, ids: Arc<MasterIds>, address: String) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures: u64 = 0;
+    let mut last_warned: Option<Instant> = None;
+    loop {
+        match hello(&ctx, &address).await {
+            Ok((addr, master_id)) => {
+                if let Some(list) = ids.record(&address, &master_id) {
+                    info!(master = %address, master_node_id = %master_id, "registered all databases with master");
+                    ctx.gossip.set(keys::MASTERS, &list).await;
+                }
+                // Push the registration now rather than at the next round.
+                ctx.gossip.gossip_with(addr);
+                failures = 0;
+                backoff = FIRST_BACKOFF;
+                last_warned = None;
+                tokio::time::sleep(REFRESH).await;
+            }
+            Err(error) => {
+                failures += 1;
+                let due = last_warned.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+                if due {
+                    last_warned = Some(Instant::now());
+                    warn!(
+                        master = %address,
+                        attempts = failures,
+                        error = %error,
+                        "master does not answer yet; retrying with backoff. If it runs in a container, its QUIC port must be published as UDP (e.g. -p 9091:9091/udp), and BO_MASTER must name the published address"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_list_is_sorted_unique_and_only_reported_on_change() {
+        let ids = MasterIds::default();
+        assert_eq!(ids.record("m2:9091", "zeta").as_deref(), Some("zeta"));
+        assert_eq!(
+            ids.record("m1:9091", "alpha").as_deref(),
+            Some("alpha,zeta")
+        );
+        assert_eq!(ids.record("m1:9091", "alpha"), None);
+        assert_eq!(
+            ids.record("m3:9091", "alpha").as_deref(),
+            Some("alpha,zeta")
+        );
+    }
+}
