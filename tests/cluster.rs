@@ -18,7 +18,14 @@ fn cluster(master: &LocalNode) -> Vec<Row> {
         .into_iter()
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            (s("ip"), r["port"].as_u64().unwrap_or(0), s("db"), s("source"), s("status"), s("node_id"))
+            (
+                s("ip"),
+                r["port"].as_u64().unwrap_or(0),
+                s("db"),
+                s("source"),
+                s("status"),
+                s("node_id"),
+            )
         })
         .collect()
 }
@@ -28,7 +35,14 @@ fn expect_cluster(master: &LocalNode, expected: &[(&str, u64, &str, &str, &str, 
     let want: Vec<Row> = expected
         .iter()
         .map(|(ip, port, db, source, status, node)| {
-            (ip.to_string(), *port, db.to_string(), source.to_string(), status.to_string(), node.to_string())
+            (
+                ip.to_string(),
+                *port,
+                db.to_string(),
+                source.to_string(),
+                status.to_string(),
+                node.to_string(),
+            )
         })
         .collect();
     if wait_for(DEADLINE, || (cluster(master) == want).then_some(())).is_none() {
@@ -66,8 +80,14 @@ fn seed_scenario_clients_added_from_the_master() {
     );
     let rows = master.query("SHOW CLUSTER").unwrap();
     let columns = master.sql("SHOW CLUSTER").unwrap().1["columns"].clone();
-    assert_eq!(columns, serde_json::json!(["host", "ip", "port", "db", "source", "status", "node_id"]));
-    assert!(!rows[0]["host"].as_str().unwrap().is_empty(), "host is the client's host name");
+    assert_eq!(
+        columns,
+        serde_json::json!(["host", "ip", "port", "db", "source", "status", "node_id"])
+    );
+    assert!(
+        !rows[0]["host"].as_str().unwrap().is_empty(),
+        "host is the client's host name"
+    );
     // Gossip knows the master on the client side too, but the client has no cluster of its own.
     assert!(cluster(&client).is_empty());
 }
@@ -118,12 +138,25 @@ fn seed_scenario_client_registers_itself_through_another_port() {
 fn a_client_started_before_its_master_registers_when_it_comes_up() {
     let dir = tempfile::tempdir().unwrap();
     let b = 32;
-    let client = start(spec(dir.path(), b, 2, &[("BO_MASTER", "127.0.32.1:9091"), ("BO_DATABASES", "log1")]));
+    let client = start(spec(
+        dir.path(),
+        b,
+        2,
+        &[("BO_MASTER", "127.0.32.1:9091"), ("BO_DATABASES", "log1")],
+    ));
     // It retries and says why, at a sane rate.
-    let warned = wait_for(DEADLINE, || client.log().contains("master does not answer yet").then_some(()));
+    let warned = wait_for(DEADLINE, || {
+        client
+            .log()
+            .contains("master does not answer yet")
+            .then_some(())
+    });
     assert!(warned.is_some(), "log:\n{}", client.log());
     let master = start(spec(dir.path(), b, 1, &[]));
-    expect_cluster(&master, &[("127.0.32.2", 9091, "log1", "register", "alive", "n32-2")]);
+    expect_cluster(
+        &master,
+        &[("127.0.32.2", 9091, "log1", "register", "alive", "n32-2")],
+    );
     assert!(client.log().matches("master does not answer yet").count() <= 2);
 }
 
@@ -134,16 +167,28 @@ fn a_registered_client_that_moves_keeps_one_row_at_its_new_endpoint() {
     let master = start(spec(dir.path(), b, 1, &[]));
     let registered = [("BO_MASTER", "127.0.33.1"), ("BO_DATABASES", "log1")];
     let mut client = start(spec(dir.path(), b, 2, &registered));
-    expect_cluster(&master, &[("127.0.33.2", 9091, "log1", "register", "alive", "n33-2")]);
+    expect_cluster(
+        &master,
+        &[("127.0.33.2", 9091, "log1", "register", "alive", "n33-2")],
+    );
     // Same node (same data dir and id), new IP and new port.
     assert!(client.stop(Duration::from_secs(10)));
     client.spec.ip = ip(b, 7);
-    client.spec.env.push(("BO_LISTEN".into(), "127.0.33.7:29091".into()));
-    client.spec.env.push(("BO_ENDPOINT".into(), "127.0.33.7:29091".into()));
+    client
+        .spec
+        .env
+        .push(("BO_LISTEN".into(), "127.0.33.7:29091".into()));
+    client
+        .spec
+        .env
+        .push(("BO_ENDPOINT".into(), "127.0.33.7:29091".into()));
     client.restart().unwrap();
     // LocalNode's HTTP address follows spec.ip (BO_HTTP is derived from it).
     client.wait_healthy(DEADLINE).unwrap();
-    expect_cluster(&master, &[("127.0.33.7", 29091, "log1", "register", "alive", "n33-2")]);
+    expect_cluster(
+        &master,
+        &[("127.0.33.7", 29091, "log1", "register", "alive", "n33-2")],
+    );
 }
 
 #[test]
@@ -156,11 +201,25 @@ fn two_masters_keep_different_topologies_and_gossip_never_adds() {
         dir.path(),
         b,
         2,
-        &[("BO_SEEDS", "127.0.34.1"), ("BO_MASTER", "127.0.34.1"), ("BO_DATABASES", "m2db")],
+        &[
+            ("BO_SEEDS", "127.0.34.1"),
+            ("BO_MASTER", "127.0.34.1"),
+            ("BO_DATABASES", "m2db"),
+        ],
     ));
-    let c3 = start(spec(dir.path(), b, 3, &[("BO_MASTER", "127.0.34.2"), ("BO_DATABASES", "log3")]));
+    let c3 = start(spec(
+        dir.path(),
+        b,
+        3,
+        &[("BO_MASTER", "127.0.34.2"), ("BO_DATABASES", "log3")],
+    ));
     // A gossip-only node: it joins the fleet, registers with nobody, is added by nobody.
-    let gossip_only = start(spec(dir.path(), b, 4, &[("BO_SEEDS", "127.0.34.1"), ("BO_DATABASES", "quiet")]));
+    let gossip_only = start(spec(
+        dir.path(),
+        b,
+        4,
+        &[("BO_SEEDS", "127.0.34.1"), ("BO_DATABASES", "quiet")],
+    ));
     ok(&m1, "ADD CLIENT ip=127.0.34.3 db=log3");
     expect_cluster(
         &m1,
@@ -169,7 +228,10 @@ fn two_masters_keep_different_topologies_and_gossip_never_adds() {
             ("127.0.34.3", 9091, "log3", "add", "alive", "n34-3"),
         ],
     );
-    expect_cluster(&m2, &[("127.0.34.3", 9091, "log3", "register", "alive", "n34-3")]);
+    expect_cluster(
+        &m2,
+        &[("127.0.34.3", 9091, "log3", "register", "alive", "n34-3")],
+    );
     // Everyone hears of everyone by gossip...
     for node in [&m1, &m2] {
         for h in 1..=4 {
@@ -179,7 +241,11 @@ fn two_masters_keep_different_topologies_and_gossip_never_adds() {
     // ...yet the gossip-only node is in no master's cluster, and a node that never was a
     // master has an empty one.
     for master in [&m1, &m2] {
-        assert!(cluster(master).iter().all(|r| r.5 != "n34-4"), "{:?}", cluster(master));
+        assert!(
+            cluster(master).iter().all(|r| r.5 != "n34-4"),
+            "{:?}",
+            cluster(master)
+        );
     }
     assert!(cluster(&c3).is_empty());
     assert!(cluster(&gossip_only).is_empty());
@@ -201,7 +267,10 @@ fn a_dropped_registration_stays_out_until_added_back() {
     );
     let body = ok(&master, "DROP CLIENT ip=127.0.35.2 db=log1");
     assert!(body["message"].as_str().unwrap().contains("dropped"));
-    expect_cluster(&master, &[("127.0.35.2", 9091, "log2", "register", "alive", "n35-2")]);
+    expect_cluster(
+        &master,
+        &[("127.0.35.2", 9091, "log2", "register", "alive", "n35-2")],
+    );
     // The client restarts and registers everything again: log1 stays out.
     client.kill();
     client.restart().unwrap();
@@ -232,7 +301,12 @@ fn a_killed_client_is_dead_then_alive_in_the_same_row_and_a_stopped_one_left() {
     let b = 36;
     let master = start(spec(dir.path(), b, 1, &[]));
     let mut added = start(spec(dir.path(), b, 2, &[("BO_DATABASES", "log1")]));
-    let mut registered = start(spec(dir.path(), b, 3, &[("BO_MASTER", "127.0.36.1"), ("BO_DATABASES", "log1")]));
+    let mut registered = start(spec(
+        dir.path(),
+        b,
+        3,
+        &[("BO_MASTER", "127.0.36.1"), ("BO_DATABASES", "log1")],
+    ));
     ok(&master, "ADD CLIENT ip=127.0.36.2 db=log1");
     ok(&master, "ADD CLIENT ip=127.0.36.9 db=log1");
     expect_cluster(
@@ -280,7 +354,12 @@ fn a_restarted_master_answers_at_once_and_relearns_statuses() {
     let b = 37;
     let mut master = start(spec(dir.path(), b, 1, &[]));
     let _added = start(spec(dir.path(), b, 2, &[("BO_DATABASES", "log1")]));
-    let _registered = start(spec(dir.path(), b, 3, &[("BO_MASTER", "127.0.37.1"), ("BO_DATABASES", "log2")]));
+    let _registered = start(spec(
+        dir.path(),
+        b,
+        3,
+        &[("BO_MASTER", "127.0.37.1"), ("BO_DATABASES", "log2")],
+    ));
     ok(&master, "ADD CLIENT ip=127.0.37.2 db=log1");
     let full = [
         ("127.0.37.2", 9091, "log1", "add", "alive", "n37-2"),
@@ -291,7 +370,10 @@ fn a_restarted_master_answers_at_once_and_relearns_statuses() {
     master.restart().unwrap();
     master.wait_healthy(DEADLINE).unwrap();
     // Every entry is there as soon as the API answers.
-    let keys: BTreeSet<(String, u64, String)> = cluster(&master).into_iter().map(|r| (r.0, r.1, r.2)).collect();
+    let keys: BTreeSet<(String, u64, String)> = cluster(&master)
+        .into_iter()
+        .map(|r| (r.0, r.1, r.2))
+        .collect();
     assert_eq!(keys.len(), 2, "{keys:?}");
     expect_cluster(&master, &full);
 }
