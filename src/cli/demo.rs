@@ -1,21 +1,25 @@
 //! `bocluster demo`: a small real cluster on this machine, until Ctrl-C.
 //!
 //! Several `bocluster node` processes, each on its own loopback address with the default
-//! ports, real QUIC with mutual TLS, data dirs in a temporary folder that is removed at the end.
+//! ports, real QUIC with mutual TLS, data dirs in a temporary folder that is removed at the
+//! end. It shows both ways of forming a master's cluster: a client added from the master with
+//! ADD CLIENT, and clients that register themselves with BO_MASTER.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::cli::sql::format_answer;
 use crate::fleet::{wait_for, LocalNode, NodeSpec};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// How many nodes to run (on 127.0.0.2, 127.0.0.3, ...)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=50))]
+    /// How many nodes to run (on 127.0.0.2, 127.0.0.3, ...): one master, one added client,
+    /// the rest register themselves
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=50))]
     pub nodes: u8,
-    /// Exit once the cluster has converged instead of waiting for Ctrl-C
+    /// Exit once the cluster has formed instead of waiting for Ctrl-C
     #[arg(long)]
     pub no_wait: bool,
 }
@@ -30,6 +34,24 @@ pub fn run(args: DemoArgs) -> u8 {
     }
 }
 
+const MASTER: &str = "127.0.0.2";
+
+fn node_spec(dir: &std::path::Path, index: u8, env: Vec<(String, String)>) -> NodeSpec {
+    let node_id = if index == 0 {
+        "master".to_string()
+    } else {
+        format!("client-{index}")
+    };
+    let mut all_env = vec![("BO_LOG".to_string(), "warn".to_string())];
+    all_env.extend(env);
+    NodeSpec {
+        data_dir: dir.join(&node_id),
+        node_id,
+        ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + index)),
+        env: all_env,
+    }
+}
+
 fn run_demo(args: &DemoArgs) -> Result<(), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
@@ -38,32 +60,36 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
     println!(
-        "bocluster demo: {} nodes, data in {}",
+        "bocluster demo: {} nodes on 127.0.0.2-{}, data in {}\n",
         args.nodes,
+        1 + args.nodes,
         dir.path().display()
     );
 
-    let seed = "127.0.0.2:9091".to_string();
     let started = Instant::now();
     let mut nodes = Vec::new();
-    for i in 0..args.nodes {
-        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i));
-        let node_id = format!("demo-{}", i + 1);
-        let databases = format!("db_{}", i + 1);
-        let spec = NodeSpec {
-            node_id: node_id.clone(),
-            ip,
-            data_dir: dir.path().join(&node_id),
-            env: vec![
-                ("BO_SEEDS".into(), seed.clone()),
-                ("BO_DATABASES".into(), databases),
-                ("BO_LOG".into(), "warn".into()),
+    for index in 0..args.nodes {
+        let env: Vec<(String, String)> = match index {
+            0 => vec![],
+            // Knows nothing of the master: the master adds it.
+            1 => vec![("BO_DATABASES".into(), "log1,log2".into())],
+            // Registers all its databases with the master by itself.
+            i => vec![
+                ("BO_MASTER".into(), MASTER.into()),
+                ("BO_DATABASES".into(), format!("sales_{i},events_{i}")),
             ],
         };
+        let spec = node_spec(dir.path(), index, env);
+        let role = match index {
+            0 => "master",
+            1 => "client, to be added with ADD CLIENT",
+            _ => "client, BO_MASTER=127.0.0.2",
+        };
         let node =
-            LocalNode::start(&exe, spec).map_err(|e| format!("cannot start {node_id}: {e}"))?;
+            LocalNode::start(&exe, spec).map_err(|e| format!("cannot start node {index}: {e}"))?;
         println!(
-            "  started {node_id}: QUIC {} (UDP), HTTP {}",
+            "  started {:<9} QUIC {} (UDP), HTTP {}  ({role})",
+            node.spec.node_id,
             node.quic_addr(),
             node.http_addr()
         );
@@ -72,55 +98,48 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
     for node in &mut nodes {
         node.wait_healthy(Duration::from_secs(20))?;
     }
-    println!(
-        "  all {} APIs up after {:.2?}",
-        nodes.len(),
-        started.elapsed()
-    );
+    println!("  all APIs up after {:.2?}\n", started.elapsed());
 
-    let observer = &nodes[0];
-    let expected = nodes.len();
-    let converged = wait_for(Duration::from_secs(30), || {
-        let rows = observer.query("SHOW NODES").ok()?;
-        let alive = rows
-            .iter()
-            .filter(|r| r.get("status").and_then(|s| s.as_str()) == Some("alive"))
-            .count();
-        let complete = rows.iter().all(|r| {
-            r.get("version")
-                .and_then(|v| v.as_str())
-                .is_some_and(|v| !v.is_empty())
-        });
-        (alive == expected && complete).then_some(())
+    let master = &nodes[0];
+    let client = &nodes[1];
+    for db in ["log1", "log2"] {
+        let statement = format!(r#"ADD CLIENT ip="{}" db="{db}""#, client.spec.ip);
+        println!("master> {statement}");
+        let (_, body) = master.sql(&statement)?;
+        print!("{}", format_answer(&body));
+    }
+
+    let expected_rows = 2 + 2 * (nodes.len() - 2);
+    let formed = wait_for(Duration::from_secs(30), || {
+        let rows = master.query("SHOW CLUSTER").ok()?;
+        let alive = rows.iter().filter(|r| r["status"] == "alive").count();
+        (alive == expected_rows).then_some(())
     });
-    if converged.is_none() {
+    if formed.is_none() {
         return Err(format!(
-            "the cluster did not converge within 30 s; log of {}:\n{}",
-            observer.spec.node_id,
-            observer.log()
+            "the cluster did not form within 30 s; master log:\n{}",
+            master.log()
         ));
     }
     println!(
-        "  converged: {} sees all {expected} nodes alive after {:.2?}\n",
-        observer.spec.node_id,
+        "\nall {expected_rows} entries alive on the master after {:.2?}\n",
         started.elapsed()
     );
-    let answer = observer.sql("SHOW NODES").map_err(|e| e.to_string())?;
-    print!("{}", crate::cli::sql::format_answer(&answer.1));
-    println!("\nTry it (in another terminal):");
-    println!(
-        "  bocluster sql --host {} \"SHOW NODES\"",
-        observer.http_addr()
-    );
-    println!(
-        "  bocluster sql --host {} \"CREATE DATABASE sales\"",
-        nodes[1].http_addr()
-    );
-    println!(
-        "  bocluster sql --host {} \"SHOW DATABASES\"",
-        nodes[1].http_addr()
-    );
+    println!("master> SHOW CLUSTER");
+    print!("{}", format_answer(&master.sql("SHOW CLUSTER")?.1));
+    println!("\nmaster> SHOW NODES   (what gossip knows; only the cluster above is the master's)");
+    print!("{}", format_answer(&master.sql("SHOW NODES")?.1));
 
+    println!("\nTry it (in another terminal):");
+    println!("  bocluster sql --host {MASTER}:9090 \"SHOW CLUSTER\"");
+    println!(
+        "  bocluster sql --host {} \"CREATE DATABASE late\"   (a registered client: it appears on the master)",
+        nodes[2].http_addr()
+    );
+    println!(
+        "  bocluster sql --host {MASTER}:9090 'DROP CLIENT ip=\"{}\" db=\"log2\"'",
+        client.spec.ip
+    );
     if !args.no_wait {
         println!("\nPress Ctrl-C to stop the demo and remove its data.");
         wait_for_ctrl_c();
