@@ -59,6 +59,7 @@ pub enum KeySource {
 
 /// A node's TLS material: the cluster CA (trust anchor) and this node's signed certificate.
 pub struct ClusterIdentity {
+    reset_key: [u8; 32],
     ca_cert: CertificateDer<'static>,
     node_cert: CertificateDer<'static>,
     node_key: PrivatePkcs8KeyDer<'static>,
@@ -87,11 +88,18 @@ impl ClusterIdentity {
         let node_cert = node_params.signed_by(&node_key, &issuer)?;
 
         Ok(ClusterIdentity {
+            reset_key: derive_secret(key, &[b"quic-stateless-reset", node_id.as_bytes()])?,
             ca_cert: ca_cert.der().clone(),
             node_cert: node_cert.der().clone(),
             node_key: PrivatePkcs8KeyDer::from(node_key.serialize_der()),
             key_source,
         })
+    }
+
+    /// The QUIC stateless-reset key of this node: the same across its restarts (derived from
+    /// the cluster key and node id), different for every node.
+    pub fn stateless_reset_key(&self) -> [u8; 32] {
+        self.reset_key
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
@@ -149,19 +157,25 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-/// HKDF-SHA256(cluster key) -> 32-byte Ed25519 seed -> PKCS#8 -> rcgen key pair.
-fn derive_ca_key(cluster_key: &str) -> Result<KeyPair, TlsError> {
-    struct SeedLen;
-    impl hkdf::KeyType for SeedLen {
+/// 32 bytes derived from the cluster key with HKDF-SHA256, for the purpose named by `info`.
+fn derive_secret(cluster_key: &str, info: &[&[u8]]) -> Result<[u8; 32], TlsError> {
+    struct Len32;
+    impl hkdf::KeyType for Len32 {
         fn len(&self) -> usize {
             32
         }
     }
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(cluster_key.as_bytes());
-    let mut seed = [0u8; 32];
-    prk.expand(&[b"ca-ed25519-seed"], SeedLen)
-        .and_then(|okm| okm.fill(&mut seed))
+    let mut out = [0u8; 32];
+    prk.expand(info, Len32)
+        .and_then(|okm| okm.fill(&mut out))
         .map_err(|_| TlsError::Certificate(rcgen::Error::RingUnspecified))?;
+    Ok(out)
+}
+
+/// HKDF-SHA256(cluster key) -> 32-byte Ed25519 seed -> PKCS#8 -> rcgen key pair.
+fn derive_ca_key(cluster_key: &str) -> Result<KeyPair, TlsError> {
+    let seed = derive_secret(cluster_key, &[b"ca-ed25519-seed"])?;
     let mut pkcs8 = Vec::with_capacity(48);
     pkcs8.extend_from_slice(&ED25519_PKCS8_PREFIX);
     pkcs8.extend_from_slice(&seed);

@@ -4,6 +4,7 @@
 //! Timing goals live here, not in tests: a noisy machine makes a figure worse, never a test
 //! flaky.
 
+mod cluster;
 mod liveness;
 mod stats;
 
@@ -29,6 +30,9 @@ struct Cli {
 enum Command {
     /// Convergence, SIGKILL-to-dead and SIGTERM-to-left times, over several runs
     Liveness(liveness::LivenessArgs),
+    /// Master-defined cluster timings (ADD CLIENT, BO_MASTER, SIGKILL, master restart,
+    /// SHOW CLUSTER with many entries)
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Liveness(args) => liveness::run(&bin, &args),
+        Command::Cluster(args) => cluster::run(&bin, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

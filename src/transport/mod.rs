@@ -97,7 +97,7 @@ struct Shared {
     endpoint: Endpoint,
     /// The address this node advertises; stamped on every gossip message it sends.
     advertised: SocketAddr,
-    connections: Mutex<HashMap<SocketAddr, Connection>>,
+    connections: Mutex<HashMap<SocketAddr, CachedConnection>>,
     peer_queues: Mutex<HashMap<SocketAddr, PeerQueue>>,
     next_queue_id: std::sync::atomic::AtomicU64,
     refusals: RefusalLog,
@@ -105,6 +105,23 @@ struct Shared {
     inbox: mpsc::Sender<InboundGossip>,
     /// Where received requests go (served by the node).
     requests: mpsc::Sender<IncomingRequest>,
+}
+
+/// A connection to a peer and when it was established. When a peer reaches us over a newer
+/// connection than the cached one (e.g. it restarted: the cached one is to its old process and
+/// only times out later), the newer one replaces it.
+struct CachedConnection {
+    connection: Connection,
+    since: tokio::time::Instant,
+}
+
+impl CachedConnection {
+    fn usable(&self) -> Option<Connection> {
+        self.connection
+            .close_reason()
+            .is_none()
+            .then(|| self.connection.clone())
+    }
 }
 
 /// One peer's outgoing queue; `id` tells a replaced queue from its successor.
@@ -154,7 +171,7 @@ impl QuicTransport {
         let mut client_config = quinn::ClientConfig::new(Arc::new(identity.quic_client_config()?));
         client_config.transport_config(transport_config);
 
-        let mut endpoint = Endpoint::server(server_config, listen).map_err(|source| {
+        let bind_error = |source: io::Error| {
             if source.kind() == io::ErrorKind::AddrInUse {
                 TransportError::AddrInUse { addr: listen }
             } else {
@@ -163,7 +180,21 @@ impl QuicTransport {
                     source,
                 }
             }
-        })?;
+        };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        // A reset key that survives restarts: the restarted node answers packets of its old
+        // connections with a stateless reset peers can verify, so they drop the dead
+        // connection at once instead of writing into it until the idle timeout.
+        let reset_key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &identity.stateless_reset_key());
+        let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        let mut endpoint = Endpoint::new(
+            endpoint_config,
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
         endpoint.set_default_client_config(client_config);
 
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_LEN);
@@ -333,10 +364,11 @@ async fn write_uni(connection: &Connection, frame: &[u8]) -> Result<(), String> 
 /// The cached live connection to `peer`, or a new one. A dialled connection is served like
 /// an accepted one: the peer may answer over it.
 async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connection> {
-    if let Some(conn) = lock(&shared.connections).get(&peer) {
-        if conn.close_reason().is_none() {
-            return Some(conn.clone());
-        }
+    if let Some(conn) = lock(&shared.connections)
+        .get(&peer)
+        .and_then(CachedConnection::usable)
+    {
+        return Some(conn);
     }
     let connecting = match shared.endpoint.connect(peer, SERVER_NAME) {
         Ok(connecting) => connecting,
@@ -347,7 +379,11 @@ async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connect
     };
     match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => {
-            lock(&shared.connections).insert(peer, conn.clone());
+            let cached = CachedConnection {
+                connection: conn.clone(),
+                since: tokio::time::Instant::now(),
+            };
+            lock(&shared.connections).insert(peer, cached);
             tokio::spawn(serve_connection(shared.clone(), conn.clone()));
             Some(conn)
         }
@@ -373,7 +409,7 @@ fn forget_connection(shared: &Shared, peer: SocketAddr, dead: &Connection) {
     let mut connections = lock(&shared.connections);
     if connections
         .get(&peer)
-        .is_some_and(|c| c.stable_id() == dead.stable_id())
+        .is_some_and(|c| c.connection.stable_id() == dead.stable_id())
     {
         connections.remove(&peer);
     }
@@ -451,7 +487,7 @@ fn decode_request_frame(bytes: &[u8]) -> Option<Request> {
 /// Reads every stream the peer opens on `connection`, until it closes.
 async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
     tokio::spawn(serve_requests(shared.clone(), connection.clone()));
-    let mut cached_for: Option<SocketAddr> = None;
+    let since = tokio::time::Instant::now();
     loop {
         let mut stream = match connection.accept_uni().await {
             Ok(stream) => stream,
@@ -471,14 +507,18 @@ async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
             debug!(peer = %connection.remote_address(), "ignoring a malformed stream");
             continue;
         };
-        if cached_for != Some(gossip.from) {
-            cached_for = Some(gossip.from);
+        {
             let mut connections = lock(&shared.connections);
-            let usable = connections
-                .get(&gossip.from)
-                .is_some_and(|c| c.close_reason().is_none());
-            if !usable {
-                connections.insert(gossip.from, connection.clone());
+            let replace = match connections.get(&gossip.from) {
+                Some(cached) => cached.usable().is_none() || cached.since < since,
+                None => true,
+            };
+            if replace {
+                let cached = CachedConnection {
+                    connection: connection.clone(),
+                    since,
+                };
+                connections.insert(gossip.from, cached);
             }
         }
         if shared.inbox.send(gossip).await.is_err() {
