@@ -68,6 +68,12 @@ pub async fn reach_out_once(ctx: &NodeContext, cursor: &mut usize) {
     for name in ctx.cluster.dns_names() {
         resolve_into(ctx, &name).await;
     }
+    dial_unreached(ctx, cursor);
+}
+
+/// Starts a gossip exchange with (a batch of) the entries whose client is not live, with
+/// the DNS answers already known.
+pub fn dial_unreached(ctx: &NodeContext, cursor: &mut usize) {
     let targets = ctx.cluster.endpoints_to_reach(&ctx.gossip.members());
     if targets.is_empty() {
         return;

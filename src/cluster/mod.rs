@@ -83,7 +83,7 @@ impl ClusterView {
         let mut next = state.clone();
         let (changed, outcome) = change(&mut next);
         if changed {
-            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| ClusterError::Write {
+            let bytes = serde_json::to_vec(&next).map_err(|e| ClusterError::Write {
                 path: self.path.clone(),
                 source: io::Error::other(e),
             })?;
@@ -200,7 +200,10 @@ impl ClusterView {
             .entries()
             .filter(|e| {
                 let status = status::entry_status(e, index.for_entry(e, &resolved));
-                matches!(status, EntryStatus::Unreachable | EntryStatus::Dead)
+                matches!(
+                    status,
+                    EntryStatus::Unreachable | EntryStatus::Dead | EntryStatus::Left
+                )
             })
             .flat_map(|e| match &e.key.host {
                 ClientHost::Ip(ip) => vec![std::net::SocketAddr::new(*ip, e.key.port)],

@@ -79,7 +79,7 @@ pub enum AddOutcome {
 
 /// The master's topology.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "ClusterFile", into = "ClusterFile")]
+#[serde(try_from = "ClusterFile", into = "ClusterFile")]
 pub struct ClusterState {
     entries: BTreeMap<EntryKey, Entry>,
     tombstones: BTreeSet<Tombstone>,
@@ -93,23 +93,33 @@ struct ClusterFile {
     tombstones: Vec<Tombstone>,
 }
 
-impl From<ClusterFile> for ClusterState {
-    fn from(file: ClusterFile) -> ClusterState {
-        ClusterState {
+/// The only format this version writes and reads.
+const FORMAT: u32 = 1;
+
+impl TryFrom<ClusterFile> for ClusterState {
+    type Error = String;
+    fn try_from(file: ClusterFile) -> Result<ClusterState, String> {
+        if file.format != FORMAT {
+            return Err(format!(
+                "format {} is not {FORMAT}, the only one this version of bocluster reads",
+                file.format
+            ));
+        }
+        Ok(ClusterState {
             entries: file
                 .entries
                 .into_iter()
                 .map(|e| (e.key.clone(), e))
                 .collect(),
             tombstones: file.tombstones.into_iter().collect(),
-        }
+        })
     }
 }
 
 impl From<ClusterState> for ClusterFile {
     fn from(state: ClusterState) -> ClusterFile {
         ClusterFile {
-            format: 1,
+            format: FORMAT,
             entries: state.entries.into_values().collect(),
             tombstones: state.tombstones.into_iter().collect(),
         }
@@ -375,5 +385,8 @@ mod tests {
         let json = serde_json::to_string(&state).unwrap();
         let back: ClusterState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, state);
+        let future = json.replace("\"format\":1", "\"format\":2");
+        let err = serde_json::from_str::<ClusterState>(&future).unwrap_err();
+        assert!(err.to_string().contains("format 2"), "{err}");
     }
 }

@@ -1,0 +1,107 @@
+//! The master's view at scale: building SHOW CLUSTER with 10,000 entries, applying a
+//! registration, and persisting a change (runs in `cargo bench`; compiled in CI).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use bocluster::cluster::{cluster_rows, ClusterState, ClusterView};
+use bocluster::db_name::DatabaseName;
+use bocluster::gossip::{Member, MemberStatus};
+use bocluster::sql::{ClientHost, ClientSpec};
+
+const HOSTS: usize = 250;
+const DBS_PER_HOST: usize = 40;
+
+fn ip(host: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        0,
+        (host / 250) as u8,
+        (host % 250) as u8 + 1,
+    ))
+}
+
+fn spec(host: usize, db: usize) -> ClientSpec {
+    ClientSpec {
+        host: ClientHost::Ip(ip(host)),
+        port: 9091,
+        db: DatabaseName::new(&format!("db{db}")).expect("valid name"),
+    }
+}
+
+fn ten_thousand() -> ClusterState {
+    let mut state = ClusterState::default();
+    for host in 0..HOSTS {
+        for db in 0..DBS_PER_HOST {
+            state.add(&spec(host, db), None);
+        }
+    }
+    state
+}
+
+fn members() -> Vec<Member> {
+    (0..HOSTS)
+        .map(|host| Member {
+            node_id: format!("node-{host}"),
+            generation: 1,
+            endpoint: SocketAddr::new(ip(host), 9091),
+            status: if host % 10 == 0 {
+                MemberStatus::Dead
+            } else {
+                MemberStatus::Alive
+            },
+            databases: (0..DBS_PER_HOST)
+                .step_by(2)
+                .map(|db| format!("db{db}"))
+                .collect(),
+            masters: vec![],
+            version: "0.1.0".into(),
+            api: String::new(),
+            host: format!("host-{host}"),
+            is_self: false,
+        })
+        .collect()
+}
+
+fn cluster(c: &mut Criterion) {
+    let state = ten_thousand();
+    let members = members();
+    let resolved = Default::default();
+    c.bench_function("show_cluster_10k_entries", |b| {
+        b.iter(|| cluster_rows(black_box(&state), black_box(&members), &resolved))
+    });
+
+    let databases: Vec<DatabaseName> = (0..DBS_PER_HOST)
+        .map(|db| DatabaseName::new(&format!("r{db}")).expect("valid"))
+        .collect();
+    c.bench_function("apply_registration_40_dbs_into_10k", |b| {
+        b.iter_batched(
+            || state.clone(),
+            |mut s| s.apply_registration("client", SocketAddr::new(ip(999), 19091), &databases),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = serde_json::to_vec(&state).expect("serialize");
+    std::fs::write(dir.path().join("cluster.json"), file).expect("write");
+    let view = ClusterView::open(dir.path()).expect("open");
+    let mut toggle = false;
+    c.bench_function("persist_one_change_at_10k_entries", |b| {
+        b.iter(|| {
+            toggle = !toggle;
+            let extra = spec(HOSTS + 1, 0);
+            if toggle {
+                view.add_client(&extra, &[]).expect("add")
+            } else {
+                view.drop_client(&extra, &[]).expect("drop");
+                bocluster::cluster::AddOutcome::Added
+            }
+        })
+    });
+}
+
+criterion_group!(benches, cluster);
+criterion_main!(benches);
