@@ -229,17 +229,21 @@ pub fn rows_as_maps(body: &Value) -> Vec<serde_json::Map<String, Value>> {
         .unwrap_or_default()
 }
 
-/// The status of `node_id` in `observer`'s SHOW NODES, if listed.
-pub fn node_status(observer: &LocalNode, node_id: &str) -> Option<String> {
+/// Column `column` of `node_id`'s row in `observer`'s SHOW NODES, if listed.
+pub fn node_column(observer: &LocalNode, node_id: &str, column: &str) -> Option<String> {
     observer
         .query("SHOW NODES")
         .ok()?
         .into_iter()
-        .find_map(|row| {
-            (row.get("node_id")?.as_str()? == node_id)
-                .then(|| row.get("status")?.as_str().map(str::to_string))
-                .flatten()
-        })
+        .find(|row| row.get("node_id").and_then(Value::as_str) == Some(node_id))?
+        .get(column)?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The status of `node_id` in `observer`'s SHOW NODES, if listed.
+pub fn node_status(observer: &LocalNode, node_id: &str) -> Option<String> {
+    node_column(observer, node_id, "status")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or `limit` passes.

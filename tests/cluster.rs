@@ -8,57 +8,17 @@ use std::time::Duration;
 
 use common::*;
 
-/// SHOW CLUSTER rows as (ip, port, db, source, status, node_id).
-type Row = (String, u64, String, String, String, String);
-
-fn cluster(master: &LocalNode) -> Vec<Row> {
-    master
-        .query("SHOW CLUSTER")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|r| {
-            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            (
-                s("ip"),
-                r["port"].as_u64().unwrap_or(0),
-                s("db"),
-                s("source"),
-                s("status"),
-                s("node_id"),
-            )
-        })
-        .collect()
-}
-
 /// Waits until SHOW CLUSTER on `master` is exactly `expected` (order included).
 fn expect_cluster(master: &LocalNode, expected: &[(&str, u64, &str, &str, &str, &str)]) {
-    let want: Vec<Row> = expected
-        .iter()
-        .map(|(ip, port, db, source, status, node)| {
-            (
-                ip.to_string(),
-                *port,
-                db.to_string(),
-                source.to_string(),
-                status.to_string(),
-                node.to_string(),
-            )
-        })
-        .collect();
-    if wait_for(DEADLINE, || (cluster(master) == want).then_some(())).is_none() {
+    let want = expected_rows(expected);
+    if wait_for(DEADLINE, || (show_cluster(master) == want).then_some(())).is_none() {
         panic!(
             "SHOW CLUSTER on {} never became\n{want:#?}\nlast:\n{:#?}\nlog:\n{}",
             master.spec.node_id,
-            cluster(master),
+            show_cluster(master),
             master.log()
         );
     }
-}
-
-fn ok(node: &LocalNode, statement: &str) -> serde_json::Value {
-    let (status, body) = sql(node, statement);
-    assert_eq!(status, 200, "{statement}: {body}");
-    body
 }
 
 #[test]
@@ -89,7 +49,7 @@ fn seed_scenario_clients_added_from_the_master() {
         "host is the client's host name"
     );
     // Gossip knows the master on the client side too, but the client has no cluster of its own.
-    assert!(cluster(&client).is_empty());
+    assert!(show_cluster(&client).is_empty());
 }
 
 #[test]
@@ -242,13 +202,13 @@ fn two_masters_keep_different_topologies_and_gossip_never_adds() {
     // master has an empty one.
     for master in [&m1, &m2] {
         assert!(
-            cluster(master).iter().all(|r| r.5 != "n34-4"),
+            show_cluster(master).iter().all(|r| r.5 != "n34-4"),
             "{:?}",
-            cluster(master)
+            show_cluster(master)
         );
     }
-    assert!(cluster(&c3).is_empty());
-    assert!(cluster(&gossip_only).is_empty());
+    assert!(show_cluster(&c3).is_empty());
+    assert!(show_cluster(&gossip_only).is_empty());
 }
 
 #[test]
@@ -370,7 +330,7 @@ fn a_restarted_master_answers_at_once_and_relearns_statuses() {
     master.restart().unwrap();
     master.wait_healthy(DEADLINE).unwrap();
     // Every entry is there as soon as the API answers.
-    let keys: BTreeSet<(String, u64, String)> = cluster(&master)
+    let keys: BTreeSet<(String, u64, String)> = show_cluster(&master)
         .into_iter()
         .map(|r| (r.0, r.1, r.2))
         .collect();

@@ -14,51 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bocluster::cli::sql::{post_statement, ApiOutcome};
-use serde_json::Value;
-
-/// A SHOW CLUSTER row: (ip, port, db, source, status, node_id).
-type Row = (String, u64, String, String, String, String);
-
-/// SHOW CLUSTER's rows, in the order the node gives them.
-fn cluster(node: &LocalNode) -> Vec<Row> {
-    node.query("SHOW CLUSTER")
-        .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log()))
-        .into_iter()
-        .map(|r| {
-            let text = |k: &str| {
-                r.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_else(|| panic!("column {k} is not a string in {r:?}"))
-                    .to_string()
-            };
-            let port = r
-                .get("port")
-                .and_then(Value::as_u64)
-                .unwrap_or_else(|| panic!("port is not a number in {r:?}"));
-            (
-                text("ip"),
-                port,
-                text("db"),
-                text("source"),
-                text("status"),
-                text("node_id"),
-            )
-        })
-        .collect()
-}
 
 /// (ip, port, db) of each row.
-fn keys(rows: &[Row]) -> Vec<(String, u64, String)> {
+fn keys(rows: &[ClusterRow]) -> Vec<(String, u64, String)> {
     rows.iter()
         .map(|(ip, port, db, ..)| (ip.clone(), *port, db.clone()))
         .collect()
-}
-
-fn ok(node: &LocalNode, statement: &str) -> Value {
-    let (status, body) = sql(node, statement);
-    assert_eq!(status, 200, "{statement:?} answered {body}");
-    assert_eq!(body["retcode"], 0, "{statement:?} answered {body}");
-    body
 }
 
 /// Restarts a stopped or killed node on the same data dir and waits for /health.
@@ -151,7 +112,7 @@ fn acknowledged_adds_survive_kill_9_mid_stream() {
 
         restart(&mut master);
         // Right after /health answers, no waiting.
-        let rows = cluster(&master);
+        let rows = show_cluster(&master);
         let shown = keys(&rows);
         let unique: BTreeSet<_> = shown.iter().cloned().collect();
         assert_eq!(
@@ -217,10 +178,10 @@ fn acknowledged_adds_survive_kill_9_mid_stream() {
         "{body}"
     );
     ok(&master, "ADD CLIENT ip=127.0.90.251 db=after");
-    let before = cluster(&master).len();
+    let before = show_cluster(&master).len();
     master.kill();
     restart(&mut master);
-    let rows = cluster(&master);
+    let rows = show_cluster(&master);
     assert_eq!(rows.len(), before);
     assert!(keys(&rows).contains(&("127.0.90.251".into(), 9091, "after".into())));
 }
@@ -242,7 +203,7 @@ fn dropped_entries_stay_dropped_after_kill_9() {
     for db in ["a", "b", "c"] {
         ok(&master, &format!("ADD CLIENT ip=127.0.91.200 db={db}"));
     }
-    let row = |ip: &str, db: &str, source: &str, status: &str, node: &str| -> Row {
+    let row = |ip: &str, db: &str, source: &str, status: &str, node: &str| -> ClusterRow {
         (
             ip.to_string(),
             9091,
@@ -254,11 +215,11 @@ fn dropped_entries_stay_dropped_after_kill_9() {
     };
     let registered = |db: &str| row("127.0.91.2", db, "register", "alive", "n91-2");
     let nobody = |db: &str| row("127.0.91.200", db, "add", "unreachable", "");
-    let expect = |master: &LocalNode, want: &[Row]| {
-        if wait_for(DEADLINE, || (cluster(master) == want).then_some(())).is_none() {
+    let expect = |master: &LocalNode, want: &[ClusterRow]| {
+        if wait_for(DEADLINE, || (show_cluster(master) == want).then_some(())).is_none() {
             panic!(
                 "SHOW CLUSTER never became\n{want:#?}\nlast:\n{:#?}\nmaster log:\n{}\nclient log:\n{}",
-                cluster(master),
+                show_cluster(master),
                 master.log(),
                 client.log()
             );
@@ -288,7 +249,7 @@ fn dropped_entries_stay_dropped_after_kill_9() {
             .collect()
     };
     // Right after /health answers: the entries, whatever gossip says of them yet.
-    let rows = cluster(&master);
+    let rows = show_cluster(&master);
     assert_eq!(
         keys(&rows),
         want_keys(&[
@@ -311,7 +272,7 @@ fn dropped_entries_stay_dropped_after_kill_9() {
     ];
     expect(&master, &kept);
     let back = wait_for(Duration::from_secs(3), || {
-        let rows = cluster(&master);
+        let rows = show_cluster(&master);
         (rows != kept).then_some(rows)
     });
     assert_eq!(back, None, "a dropped entry came back");
@@ -338,7 +299,7 @@ fn a_damaged_cluster_file_stops_the_node() {
     let mut node = start(spec(dir.path(), 92, 1, &[]));
     ok(&node, "ADD CLIENT ip=127.0.92.200 db=log1");
     ok(&node, "ADD CLIENT ip=127.0.92.201 db=log2 port=19091");
-    let want = cluster(&node);
+    let want = show_cluster(&node);
     assert_eq!(want.len(), 2);
     assert!(node.stop(DEADLINE), "the node did not stop on SIGTERM");
 
@@ -393,5 +354,5 @@ fn a_damaged_cluster_file_stops_the_node() {
     // With the file restored, the node starts with its entries.
     std::fs::write(&path, &good).unwrap();
     restart(&mut node);
-    assert_eq!(cluster(&node), want);
+    assert_eq!(show_cluster(&node), want);
 }

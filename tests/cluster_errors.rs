@@ -13,9 +13,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-/// A SHOW CLUSTER row: (ip, port, db, source, status, node_id).
-type Row = (String, u64, String, String, String, String);
-
 fn retcode(body: &Value) -> i64 {
     body.get("retcode")
         .and_then(Value::as_i64)
@@ -36,15 +33,7 @@ fn message(body: &Value) -> String {
         .to_string()
 }
 
-/// Runs a statement that must succeed (HTTP 200, retcode 0); returns the body.
-fn ok(node: &LocalNode, statement: &str) -> Value {
-    let (status, body) = sql(node, statement);
-    assert_eq!(status, 200, "{statement:?} answered {body}");
-    assert_eq!(retcode(&body), 0, "{statement:?} answered {body}");
-    body
-}
-
-/// Runs an ADD CLIENT that must add a new entry.
+/// Adds an entry that must be new.
 fn added(node: &LocalNode, statement: &str) {
     let body = ok(node, statement);
     let text = message(&body);
@@ -78,7 +67,7 @@ fn refused_at(node: &LocalNode, statement: &str, line: u64, column: u64, parts: 
 }
 
 /// SHOW CLUSTER's rows; also checks the column list and that every row is complete.
-fn cluster_of(node: &LocalNode, statement: &str) -> Vec<Row> {
+fn cluster_of(node: &LocalNode, statement: &str) -> Vec<ClusterRow> {
     let body = ok(node, statement);
     assert_eq!(
         body["columns"],
@@ -86,63 +75,25 @@ fn cluster_of(node: &LocalNode, statement: &str) -> Vec<Row> {
         "{statement:?}: {body}"
     );
     rows_as_maps(&body)
-        .into_iter()
+        .iter()
         .map(|r| {
-            let text = |k: &str| {
-                r.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_else(|| panic!("column {k} is not a string in {r:?}"))
-                    .to_string()
-            };
-            let host = text("host");
-            let status = text("status");
+            let row = cluster_row(r);
+            let host = r.get("host").and_then(Value::as_str);
             // Nothing is known about the host of an endpoint that never answered.
-            if status == "unreachable" {
-                assert_eq!(host, "", "an unreachable row names a host: {r:?}");
-                assert_eq!(
-                    text("node_id"),
-                    "",
-                    "an unreachable row names a node: {r:?}"
-                );
+            if row.4 == "unreachable" {
+                assert_eq!(host, Some(""), "an unreachable row names a host: {r:?}");
+                assert_eq!(row.5, "", "an unreachable row names a node: {r:?}");
             }
-            let port = r
-                .get("port")
-                .and_then(Value::as_u64)
-                .unwrap_or_else(|| panic!("port is not a number in {r:?}"));
-            (
-                text("ip"),
-                port,
-                text("db"),
-                text("source"),
-                status,
-                text("node_id"),
-            )
+            row
         })
         .collect()
 }
 
-fn cluster(node: &LocalNode) -> Vec<Row> {
+fn cluster(node: &LocalNode) -> Vec<ClusterRow> {
     cluster_of(node, "SHOW CLUSTER")
 }
 
-fn rows(expected: &[(&str, u64, &str, &str, &str, &str)]) -> Vec<Row> {
-    expected
-        .iter()
-        .map(|(ip, port, db, source, status, node)| {
-            (
-                ip.to_string(),
-                *port,
-                db.to_string(),
-                source.to_string(),
-                status.to_string(),
-                node.to_string(),
-            )
-        })
-        .collect()
-}
-
-/// An `add` entry nobody answers at.
-fn unreachable(ip: &str, port: u64, db: &str) -> Row {
+fn unreachable(ip: &str, port: u64, db: &str) -> ClusterRow {
     (
         ip.to_string(),
         port,
@@ -154,7 +105,7 @@ fn unreachable(ip: &str, port: u64, db: &str) -> Row {
 }
 
 /// Waits until SHOW CLUSTER is exactly `want`, in that order.
-fn expect_cluster(node: &LocalNode, want: &[Row]) {
+fn expect_cluster(node: &LocalNode, want: &[ClusterRow]) {
     if wait_for(DEADLINE, || (cluster(node) == want).then_some(())).is_none() {
         panic!(
             "SHOW CLUSTER on {} never became\n{want:#?}\nlast:\n{:#?}\nlog:\n{}",
@@ -374,7 +325,7 @@ fn bad_client_statements_are_refused_at_their_position() {
 
     // None of them added anything, not even the ones that were complete statements followed
     // by more input.
-    assert_eq!(cluster(&node), Vec::<Row>::new());
+    assert_eq!(cluster(&node), Vec::<ClusterRow>::new());
     assert_healthy(&node);
 }
 
@@ -536,7 +487,7 @@ fn live_endpoints_show_alive_no_db_left_and_dead() {
     added(&master, "ADD CLIENT ip=127.0.83.200 db=log1");
 
     let live = |other_status: &str, other_log9: &str| {
-        rows(&[
+        expected_rows(&[
             ("127.0.83.1", 9091, "log1", "add", "alive", "n83-1"),
             ("127.0.83.1", 9091, "nodb", "add", "no_db", "n83-1"),
             ("127.0.83.2", 9091, "log2", "add", other_status, "n83-2"),

@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 
-use serde_json::Value;
 
 /// The node's databases, as SHOW DATABASES lists them.
 fn databases(node: &LocalNode) -> Vec<String> {
@@ -136,34 +135,18 @@ fn a_dropped_database_stays_gone_after_kill_9() {
     assert_eq!(databases(&node), ["doomed", "stay"]);
 }
 
-/// The `databases` column of `node_id`'s row in `observer`'s SHOW NODES, if listed.
-fn advertised_databases(observer: &LocalNode, node_id: &str) -> Option<String> {
-    observer
-        .query("SHOW NODES")
-        .ok()?
-        .into_iter()
-        .find_map(|row| {
-            (row.get("node_id")?.as_str()? == node_id)
-                .then(|| {
-                    row.get("databases")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .flatten()
-        })
-}
-
 /// Waits until every observer shows `databases` for `node_id`; panics with the logs otherwise.
 fn expect_databases(observers: &[&LocalNode], node_id: &str, databases: &str) {
     for observer in observers {
         let seen = wait_for(DEADLINE, || {
-            (advertised_databases(observer, node_id).as_deref() == Some(databases)).then_some(())
+            (node_column(observer, node_id, "databases").as_deref() == Some(databases))
+                .then_some(())
         });
         if seen.is_none() {
             panic!(
                 "{} never showed databases {databases:?} for {node_id} (last: {:?}); its log:\n{}",
                 observer.spec.node_id,
-                advertised_databases(observer, node_id),
+                node_column(observer, node_id, "databases"),
                 observer.log()
             );
         }

@@ -13,27 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// Puts this thread in a fresh network namespace with 10% UDP loss on loopback.
 fn lossy_namespace() -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
-    run("ip", &["link", "set", "lo", "up"])?;
-    run(
+    enter_private_netns()?;
+    run_cmd(
         "iptables",
         &[
             "-A",

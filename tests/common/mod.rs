@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
-pub use bocluster::fleet::{node_status, rows_as_maps, wait_for, LocalNode, NodeSpec};
+pub use bocluster::fleet::{node_column, node_status, rows_as_maps, wait_for, LocalNode, NodeSpec};
 
 /// Generous deadline for anything that should take a few seconds: polls end as soon as
 /// the condition holds, so a slow CI machine only waits longer, it does not fail.
@@ -65,4 +65,87 @@ pub fn expect_status(observer: &LocalNode, node_id: &str, status: &str) {
 /// A statement's answer: (HTTP status, JSON body); panics if the node is unreachable.
 pub fn sql(node: &LocalNode, statement: &str) -> (u16, serde_json::Value) {
     node.sql(statement).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a statement that must succeed (HTTP 200, retcode 0) and returns the answer.
+pub fn ok(node: &LocalNode, statement: &str) -> serde_json::Value {
+    let (status, body) = sql(node, statement);
+    assert_eq!(status, 200, "{statement:?} answered {body}");
+    assert_eq!(body["retcode"], 0, "{statement:?} answered {body}");
+    body
+}
+
+/// A SHOW CLUSTER row: (ip, port, db, source, status, node_id).
+pub type ClusterRow = (String, u64, String, String, String, String);
+
+/// One answer row as a [`ClusterRow`]; panics on a malformed row.
+pub fn cluster_row(r: &serde_json::Map<String, serde_json::Value>) -> ClusterRow {
+    let text = |k: &str| {
+        r.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_else(|| panic!("column {k} is not a string in {r:?}"))
+            .to_string()
+    };
+    let port = r
+        .get("port")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("port is not a number in {r:?}"));
+    (
+        text("ip"),
+        port,
+        text("db"),
+        text("source"),
+        text("status"),
+        text("node_id"),
+    )
+}
+
+/// SHOW CLUSTER on `node`, in the order the node gives.
+pub fn show_cluster(node: &LocalNode) -> Vec<ClusterRow> {
+    node.query("SHOW CLUSTER")
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log()))
+        .iter()
+        .map(cluster_row)
+        .collect()
+}
+
+/// Expected rows written as tuples of string slices.
+pub fn expected_rows(expected: &[(&str, u64, &str, &str, &str, &str)]) -> Vec<ClusterRow> {
+    expected
+        .iter()
+        .map(|(ip, port, db, source, status, node)| {
+            (
+                ip.to_string(),
+                *port,
+                db.to_string(),
+                source.to_string(),
+                status.to_string(),
+                node.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Runs a command to completion; its stderr in the error.
+pub fn run_cmd(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Moves the calling thread into a new network namespace with its loopback up. Processes it
+/// spawns and connections it makes live there; the namespace goes away with them. Needs root.
+pub fn enter_private_netns() -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+    run_cmd("ip", &["link", "set", "lo", "up"])
 }
