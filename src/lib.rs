@@ -17,6 +17,7 @@ pub mod gossip;
 pub mod identity;
 pub mod node;
 pub mod reply;
+pub mod resolve;
 pub mod sql;
 pub mod tls;
 pub mod transport;

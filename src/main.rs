@@ -27,6 +27,8 @@ enum Command {
     Sql(cli::sql::SqlArgs),
     /// Run a small real cluster on loopback addresses until Ctrl-C
     Demo(cli::demo::DemoArgs),
+    /// Ask a node's /health (exit 0 when healthy); the container health check
+    Health(cli::health::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Node(args) => cli::node::run(*args),
         Command::Sql(args) => cli::sql::run(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Health(args) => cli::health::run(args),
     };
     ExitCode::from(code)
 }

@@ -17,6 +17,7 @@ use crate::config::NodeConfig;
 use crate::durable::create_dir_durable;
 use crate::gossip::{keys, Gossip, GossipSettings};
 use crate::identity::{IdentityError, NodeIdentity};
+use crate::resolve::resolve_host_port;
 use crate::tls::{ClusterIdentity, KeySource, TlsError};
 use crate::transport::{QuicTransport, TransportError};
 
@@ -131,17 +132,34 @@ impl RunningNode {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Masters are gossip seeds too: a client joins its master's gossip. chitchat gets
+        // addresses only; names are resolved here (and again later, see `refresh_named_seeds`)
+        // with our own resolver, which works in a static binary.
+        let named_seeds: Vec<String> = config
+            .seeds
+            .iter()
+            .chain(&config.masters)
+            .filter(|s| s.parse::<SocketAddr>().is_err())
+            .cloned()
+            .collect();
+        let mut seeds: Vec<String> = config
+            .seeds
+            .iter()
+            .chain(&config.masters)
+            .filter(|s| s.parse::<SocketAddr>().is_ok())
+            .cloned()
+            .collect();
+        for name in &named_seeds {
+            match resolve_host_port(name).await {
+                Ok(addrs) => seeds.extend(addrs.iter().map(SocketAddr::to_string)),
+                Err(e) => warn!(seed = %name, error = %e, "cannot resolve a seed yet; will retry"),
+            }
+        }
         let settings = GossipSettings {
             node_id: identity.node_id.clone(),
             generation: identity.generation,
             endpoint: config.endpoint,
-            // Masters are gossip seeds too: a client joins its master's gossip.
-            seeds: config
-                .seeds
-                .iter()
-                .chain(&config.masters)
-                .cloned()
-                .collect(),
+            seeds,
             gossip_interval: config.gossip_interval,
             phi_threshold: config.phi_threshold,
             dead_node_grace: config.dead_node_grace,
@@ -178,6 +196,9 @@ impl RunningNode {
             tokio::spawn(master::apply_registrations(ctx.clone())),
             tokio::spawn(master::reach_out(ctx.clone())),
         ];
+        if !named_seeds.is_empty() {
+            background.push(tokio::spawn(refresh_named_seeds(ctx.clone(), named_seeds)));
+        }
         for address in &ctx.config.masters {
             background.push(tokio::spawn(keep_registered(
                 ctx.clone(),
@@ -220,6 +241,32 @@ impl RunningNode {
             .await;
         self.ctx.transport.close().await;
         info!("node stopped");
+    }
+}
+
+/// How often seed names are resolved again (a seed container may come back elsewhere).
+const SEED_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves seed names again and again, and gossips with each address that is not a live
+/// member yet: a seed that was down or renumbered at start is still found.
+async fn refresh_named_seeds(ctx: Arc<NodeContext>, names: Vec<String>) {
+    let mut ticker = tokio::time::interval(SEED_REFRESH);
+    loop {
+        ticker.tick().await;
+        let members = ctx.gossip.members();
+        for name in &names {
+            let Ok(addrs) = resolve_host_port(name).await else {
+                continue;
+            };
+            for addr in addrs {
+                let live = members
+                    .iter()
+                    .any(|m| m.endpoint == addr && m.status == crate::gossip::MemberStatus::Alive);
+                if !live {
+                    ctx.gossip.gossip_with(addr);
+                }
+            }
+        }
     }
 }
 

@@ -337,3 +337,24 @@ fn a_restarted_master_answers_at_once_and_relearns_statuses() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     expect_cluster(&master, &full);
 }
+
+#[test]
+fn masters_and_seeds_may_be_names() {
+    let dir = tempfile::tempdir().unwrap();
+    // `localhost` is 127.0.0.1: the only loopback name there is, so this test owns 127.0.0.1.
+    let mut master_spec = spec(dir.path(), 0, 1, &[]);
+    master_spec.node_id = "named-master".into();
+    let master = start(master_spec);
+    let _client = start(spec(
+        dir.path(),
+        39,
+        2,
+        &[("BO_MASTER", "localhost"), ("BO_DATABASES", "log1")],
+    ));
+    let _peer = start(spec(dir.path(), 39, 3, &[("BO_SEEDS", "localhost:9091")]));
+    expect_cluster(
+        &master,
+        &[("127.0.39.2", 9091, "log1", "register", "alive", "n39-2")],
+    );
+    expect_status(&master, "n39-3", "alive");
+}

@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 
-
 /// The node's databases, as SHOW DATABASES lists them.
 fn databases(node: &LocalNode) -> Vec<String> {
     let (status, body) = sql(node, "SHOW DATABASES");

@@ -1,6 +1,7 @@
 //! The command-line edges: each subcommand reports errors with context and picks exit codes.
 
 pub mod demo;
+pub mod health;
 pub mod node;
 pub mod sql;
 pub mod table;

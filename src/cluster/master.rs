@@ -92,14 +92,8 @@ pub fn dial_unreached(ctx: &NodeContext, cursor: &mut usize) {
 
 /// Resolves `name` (port irrelevant) and records the answer; failures keep the old answer.
 pub async fn resolve_into(ctx: &NodeContext, name: &str) {
-    match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((name, 0))).await {
-        Ok(Ok(addrs)) => {
-            let mut ips: Vec<_> = addrs.map(|a| a.ip()).collect();
-            ips.sort();
-            ips.dedup();
-            ctx.cluster.set_resolved(name, ips);
-        }
-        Ok(Err(e)) => debug!(name, error = %e, "cannot resolve a client name yet"),
-        Err(_) => debug!(name, "resolving a client name timed out"),
+    match crate::resolve::resolve_host(name).await {
+        Ok(ips) => ctx.cluster.set_resolved(name, ips),
+        Err(e) => debug!(name, error = %e, "cannot resolve a client name yet"),
     }
 }

@@ -48,10 +48,9 @@ impl MasterIds {
 
 /// Asks the master at `address` (`host:port`) for its node id.
 async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String), String> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
+    let addrs = crate::resolve::resolve_host_port(address)
         .await
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-        .collect();
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?;
     let request = Request::Hello {
         node_id: ctx.identity.node_id.clone(),
         generation: ctx.identity.generation,
