@@ -10,7 +10,7 @@ image=${BOCLUSTER_IMAGE:-bocluster:latest}
 echo "build.sh: building a static bocluster binary ($target, crt-static)"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" --bin bocluster
 binary="target/$target/release/bocluster"
-if ldd "$binary" >/dev/null 2>&1; then
+if ldd "$binary" 2>&1 | grep -q "=>"; then
   echo "build.sh: $binary is dynamically linked; a FROM scratch image cannot run it" >&2
   exit 1
 fi
