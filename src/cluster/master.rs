@@ -73,7 +73,7 @@ pub async fn reach_out_once(ctx: &NodeContext, cursor: &mut usize) {
 
 /// Starts a gossip exchange with (a batch of) the entries whose client is not live, with
 /// the DNS answers already known.
-pub fn dial_unreached(ctx: &NodeContext, cursor: &mut usize) {
+fn dial_unreached(ctx: &NodeContext, cursor: &mut usize) {
     let targets = ctx.cluster.endpoints_to_reach(&ctx.gossip.members());
     if targets.is_empty() {
         return;

@@ -13,7 +13,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -190,32 +190,39 @@ impl ClusterView {
         names
     }
 
+    /// The socket addresses `host:port` stands for (DNS names as last resolved).
+    pub fn addresses_of(&self, host: &ClientHost, port: u16) -> Vec<SocketAddr> {
+        match host {
+            ClientHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            ClientHost::Dns(name) => lock(&self.resolved)
+                .get(name)
+                .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Endpoints of entries whose client is not live: the master dials them so a client that
     /// knows nothing of it (no seeds, no BO_MASTER) still joins.
-    pub fn endpoints_to_reach(&self, members: &[Member]) -> Vec<std::net::SocketAddr> {
-        let state = lock(&self.state);
-        let resolved = lock(&self.resolved);
-        let index = MemberIndex::new(members);
-        let mut targets: Vec<std::net::SocketAddr> = state
-            .entries()
-            .filter(|e| {
-                let status = status::entry_status(e, index.for_entry(e, &resolved));
-                matches!(
-                    status,
-                    EntryStatus::Unreachable | EntryStatus::Dead | EntryStatus::Left
-                )
-            })
-            .flat_map(|e| match &e.key.host {
-                ClientHost::Ip(ip) => vec![std::net::SocketAddr::new(*ip, e.key.port)],
-                ClientHost::Dns(name) => resolved
-                    .get(name)
-                    .map(|ips| {
-                        ips.iter()
-                            .map(|ip| std::net::SocketAddr::new(*ip, e.key.port))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
+    pub fn endpoints_to_reach(&self, members: &[Member]) -> Vec<SocketAddr> {
+        let unreached: Vec<(ClientHost, u16)> = {
+            let state = lock(&self.state);
+            let resolved = lock(&self.resolved);
+            let index = MemberIndex::new(members);
+            state
+                .entries()
+                .filter(|e| {
+                    let status = status::entry_status(e, index.for_entry(e, &resolved));
+                    matches!(
+                        status,
+                        EntryStatus::Unreachable | EntryStatus::Dead | EntryStatus::Left
+                    )
+                })
+                .map(|e| (e.key.host.clone(), e.key.port))
+                .collect()
+        };
+        let mut targets: Vec<SocketAddr> = unreached
+            .iter()
+            .flat_map(|(host, port)| self.addresses_of(host, *port))
             .collect();
         targets.sort();
         targets.dedup();
