@@ -11,6 +11,7 @@
 
 mod gossip_socket;
 mod refusals;
+mod staleness;
 
 use std::collections::HashMap;
 use std::io;
@@ -22,10 +23,12 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint, TransportConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 pub use gossip_socket::GossipTransport;
 use refusals::RefusalLog;
+use staleness::StalenessFilter;
 
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
 use crate::wire::{Request, Response};
@@ -35,7 +38,13 @@ pub const MAX_STREAM_BYTES: usize = 1 << 20;
 /// How long a dial may take before the peer is considered unreachable for this message.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection with no traffic for this long is closed (and re-dialled on next use).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has received nothing for this long is closed: a peer that crashed (or
+/// was replaced by another node at the same address) is re-dialled soon after.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Gossip that waited longer than this in a peer's queue (the peer was unreachable) is
+/// dropped instead of sent: chitchat sends fresh state every round, and a burst of stale
+/// heartbeats on reconnection would skew the peer's failure detector into a false `dead`.
+const STALE_GOSSIP: Duration = Duration::from_secs(2);
 /// Messages waiting for one peer; beyond this, new ones are dropped (gossip repeats itself).
 const PEER_QUEUE_LEN: usize = 32;
 /// A peer task with nothing to send for this long exits.
@@ -75,6 +84,8 @@ pub enum RequestError {
 #[derive(Debug, Serialize, Deserialize)]
 struct GossipHeader {
     from: SocketAddr,
+    /// The sender's monotonic clock in ms, so late deliveries can be recognised.
+    sent_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +116,15 @@ struct Shared {
     inbox: mpsc::Sender<InboundGossip>,
     /// Where received requests go (served by the node).
     requests: mpsc::Sender<IncomingRequest>,
+    /// When this transport started: the origin of the clock stamped on gossip.
+    started: Instant,
+    staleness: Mutex<StalenessFilter>,
+}
+
+impl Shared {
+    fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
 }
 
 /// A connection to a peer and when it was established. When a peer reaches us over a newer
@@ -112,7 +132,7 @@ struct Shared {
 /// only times out later), the newer one replaces it.
 struct CachedConnection {
     connection: Connection,
-    since: tokio::time::Instant,
+    since: Instant,
 }
 
 impl CachedConnection {
@@ -127,7 +147,7 @@ impl CachedConnection {
 /// One peer's outgoing queue; `id` tells a replaced queue from its successor.
 struct PeerQueue {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<(Instant, Bytes)>,
 }
 
 /// The node's QUIC endpoint. Cheap to clone.
@@ -208,6 +228,8 @@ impl QuicTransport {
             refusals: RefusalLog::default(),
             inbox: inbox_tx,
             requests: requests_tx,
+            started: Instant::now(),
+            staleness: Mutex::new(StalenessFilter::default()),
         });
         tokio::spawn(accept_loop(shared.clone()));
         let transport = QuicTransport { shared };
@@ -231,6 +253,7 @@ impl QuicTransport {
         frame.push(StreamKind::Gossip as u8);
         let header = GossipHeader {
             from: self.shared.advertised,
+            sent_ms: self.shared.clock_ms(),
         };
         match postcard::to_extend(&header, frame) {
             Ok(mut framed) => {
@@ -257,7 +280,7 @@ impl QuicTransport {
             }
         };
         drop(queues);
-        if queue.try_send(frame).is_err() {
+        if queue.try_send((Instant::now(), frame)).is_err() {
             debug!(peer = %to, "peer queue full or closed; dropping a gossip message");
         }
     }
@@ -304,12 +327,12 @@ impl QuicTransport {
 
     /// Waits until every queued message has been handed to QUIC, or `limit` passes.
     pub async fn flush(&self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = Instant::now() + limit;
         loop {
             let pending = lock(&self.shared.peer_queues)
                 .values()
                 .any(|q| !q.tx.is_closed() && q.tx.capacity() < PEER_QUEUE_LEN);
-            if !pending || tokio::time::Instant::now() >= deadline {
+            if !pending || Instant::now() >= deadline {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -328,11 +351,12 @@ async fn peer_task(
     shared: Arc<Shared>,
     peer: SocketAddr,
     queue_id: u64,
-    mut queue: mpsc::Receiver<Bytes>,
+    mut queue: mpsc::Receiver<(Instant, Bytes)>,
 ) {
     loop {
         let frame = match tokio::time::timeout(PEER_TASK_IDLE, queue.recv()).await {
-            Ok(Some(frame)) => frame,
+            Ok(Some((queued_at, _))) if queued_at.elapsed() > STALE_GOSSIP => continue,
+            Ok(Some((_, frame))) => frame,
             Ok(None) | Err(_) => break,
         };
         for attempt in 0..2 {
@@ -381,7 +405,7 @@ async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connect
         Ok(Ok(conn)) => {
             let cached = CachedConnection {
                 connection: conn.clone(),
-                since: tokio::time::Instant::now(),
+                since: Instant::now(),
             };
             lock(&shared.connections).insert(peer, cached);
             tokio::spawn(serve_connection(shared.clone(), conn.clone()));
@@ -422,12 +446,13 @@ async fn accept_loop(shared: Arc<Shared>) {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(connection) => serve_connection(shared, connection).await,
-                Err(e) => {
+                Err(e) if refusals::is_tls_refusal(&e) => {
                     if shared.refusals.should_log(remote) {
                         warn!(peer = %remote, error = %e,
                             "refused a QUIC connection: the peer did not present a certificate of this cluster (another BO_CLUSTER_KEY?)");
                     }
                 }
+                Err(e) => debug!(peer = %remote, error = %e, "incoming connection failed"),
             }
         });
     }
@@ -487,7 +512,7 @@ fn decode_request_frame(bytes: &[u8]) -> Option<Request> {
 /// Reads every stream the peer opens on `connection`, until it closes.
 async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
     tokio::spawn(serve_requests(shared.clone(), connection.clone()));
-    let since = tokio::time::Instant::now();
+    let since = Instant::now();
     loop {
         let mut stream = match connection.accept_uni().await {
             Ok(stream) => stream,
@@ -503,10 +528,20 @@ async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
                 continue;
             }
         };
-        let Some(gossip) = decode_gossip_frame(&bytes) else {
+        let Some((header, gossip)) = decode_gossip_frame(&bytes) else {
             debug!(peer = %connection.remote_address(), "ignoring a malformed stream");
             continue;
         };
+        let stale = lock(&shared.staleness).is_stale(
+            header.from,
+            header.sent_ms,
+            shared.clock_ms(),
+            STALE_GOSSIP,
+        );
+        if stale {
+            debug!(peer = %header.from, "dropping gossip delivered late");
+            continue;
+        }
         {
             let mut connections = lock(&shared.connections);
             let replace = match connections.get(&gossip.from) {
@@ -527,14 +562,15 @@ async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
     }
 }
 
-fn decode_gossip_frame(bytes: &[u8]) -> Option<InboundGossip> {
+fn decode_gossip_frame(bytes: &[u8]) -> Option<(GossipHeader, InboundGossip)> {
     let (&kind, rest) = bytes.split_first()?;
     if kind != StreamKind::Gossip as u8 {
         return None;
     }
     let (header, payload) = postcard::take_from_bytes::<GossipHeader>(rest).ok()?;
-    Some(InboundGossip {
+    let gossip = InboundGossip {
         from: header.from,
         payload: Bytes::copy_from_slice(payload),
-    })
+    };
+    Some((header, gossip))
 }
