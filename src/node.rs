@@ -114,8 +114,12 @@ impl RunningNode {
         if tls.key_source == KeySource::OpenDefault {
             warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its gossip. Set the same BO_CLUSTER_KEY on every node to close it.");
         }
-        let (transport, gossip_transport, requests) =
-            QuicTransport::bind(config.listen, config.endpoint, &tls)?;
+        let (transport, gossip_transport, requests) = QuicTransport::bind(
+            config.listen,
+            config.endpoint,
+            &tls,
+            config.gossip_interval / 2,
+        )?;
         let http = TcpListener::bind(config.http).await.map_err(|source| {
             if source.kind() == io::ErrorKind::AddrInUse {
                 NodeError::HttpInUse { addr: config.http }

@@ -4,8 +4,10 @@
 //! sender's *advertised* endpoint (from the stream header), never the UDP source address, which
 //! behind NAT or port mapping is not one anybody can dial.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
@@ -19,13 +21,19 @@ use super::{InboundGossip, QuicTransport};
 pub struct GossipTransport {
     quic: QuicTransport,
     inbox: Mutex<Option<mpsc::Receiver<InboundGossip>>>,
+    min_syn_spacing: Duration,
 }
 
 impl GossipTransport {
-    pub(crate) fn new(quic: QuicTransport, inbox: mpsc::Receiver<InboundGossip>) -> Self {
+    pub(crate) fn new(
+        quic: QuicTransport,
+        inbox: mpsc::Receiver<InboundGossip>,
+        min_syn_spacing: Duration,
+    ) -> Self {
         GossipTransport {
             quic,
             inbox: Mutex::new(Some(inbox)),
+            min_syn_spacing,
         }
     }
 }
@@ -43,6 +51,8 @@ impl Transport for GossipTransport {
             quic: self.quic.clone(),
             inbox,
             buf: Vec::new(),
+            min_syn_spacing: self.min_syn_spacing,
+            syn_budgets: HashMap::new(),
         }))
     }
 }
@@ -51,11 +61,55 @@ struct GossipSocket {
     quic: QuicTransport,
     inbox: mpsc::Receiver<InboundGossip>,
     buf: Vec<u8>,
+    /// Gossip rounds (Syns) to one peer are paced: a burst of at most [`SYN_BURST`], then one
+    /// per this spacing. chitchat's round timer fires all its missed ticks at once after the
+    /// process was frozen (docker pause, a stopped VM); a burst of heartbeats would make peers'
+    /// failure detectors expect heartbeats every millisecond and then call the node dead after
+    /// one quiet round. Explicit exchanges (a leave, an ADD CLIENT) fit in the burst allowance.
+    min_syn_spacing: Duration,
+    syn_budgets: HashMap<SocketAddr, SynBudget>,
+}
+
+/// Syns a peer may receive back to back before pacing applies.
+const SYN_BURST: f64 = 3.0;
+
+/// A token bucket: `tokens` Syns may go now; one more every `min_syn_spacing`.
+struct SynBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl GossipSocket {
+    /// Takes a Syn token for `to`; false when the peer's budget is spent.
+    fn take_syn_token(&mut self, to: SocketAddr) -> bool {
+        let now = Instant::now();
+        let spacing = self.min_syn_spacing.as_secs_f64().max(1e-3);
+        if self.syn_budgets.len() > 4096 {
+            self.syn_budgets
+                .retain(|_, b| now.duration_since(b.at).as_secs_f64() < spacing * SYN_BURST);
+        }
+        let budget = self.syn_budgets.entry(to).or_insert(SynBudget {
+            tokens: SYN_BURST,
+            at: now,
+        });
+        let refill = now.duration_since(budget.at).as_secs_f64() / spacing;
+        budget.tokens = (budget.tokens + refill).min(SYN_BURST);
+        budget.at = now;
+        if budget.tokens >= 1.0 {
+            budget.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[async_trait]
 impl Socket for GossipSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        if matches!(msg, ChitchatMessage::Syn { .. }) && !self.take_syn_token(to) {
+            return Ok(());
+        }
         self.buf.clear();
         msg.serialize(&mut self.buf);
         self.quic.send_gossip(to, &self.buf);

@@ -163,6 +163,7 @@ impl QuicTransport {
         listen: SocketAddr,
         advertised: SocketAddr,
         identity: &ClusterIdentity,
+        min_syn_spacing: Duration,
     ) -> Result<
         (
             QuicTransport,
@@ -233,7 +234,7 @@ impl QuicTransport {
         });
         tokio::spawn(accept_loop(shared.clone()));
         let transport = QuicTransport { shared };
-        let gossip = GossipTransport::new(transport.clone(), inbox_rx);
+        let gossip = GossipTransport::new(transport.clone(), inbox_rx, min_syn_spacing);
         Ok((transport, gossip, requests_rx))
     }
 
