@@ -1,17 +1,26 @@
 //! `edge-fleet`: runs fleets of real `bocluster node` processes on loopback addresses and
-//! measures how membership behaves: convergence, crash detection, clean leave.
+//! measures how membership behaves: convergence, crash detection, clean leave, and the same
+//! scenarios against HashiCorp Serf side by side (`compare`), or N nodes in one process
+//! (`scale`).
 //!
 //! Timing goals live here, not in tests: a noisy machine makes a figure worse, never a test
 //! flaky.
 
 mod cluster;
+mod compare;
 mod liveness;
+mod netns;
+mod plot;
+mod procfs;
+mod scale;
+mod serf;
 mod stats;
+mod systems;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +31,11 @@ struct Cli {
     /// The bocluster binary to run [default: target/release/bocluster of this workspace]
     #[arg(long, global = true)]
     bin: Option<PathBuf>,
+    /// Run in a private network namespace of its own (needs root): nodes, and every
+    /// connection to them, live there, apart from anything else on this machine's loopback.
+    /// `compare` and `scale` always try to (it is where they count bytes with iptables).
+    #[arg(long, global = true)]
+    netns: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +47,74 @@ enum Command {
     /// Master-defined cluster timings (ADD CLIENT, BO_MASTER, SIGKILL, master restart,
     /// SHOW CLUSTER with many entries)
     Cluster(cluster::ClusterArgs),
+    /// bocluster and HashiCorp Serf side by side: join, failure detection, convergence,
+    /// false positives, bandwidth, memory and CPU at each fleet size, with ratios
+    Compare(compare::CompareArgs),
+    /// N real nodes in this one process (real QUIC on 127.1.x.y): convergence, memory, CPU,
+    /// gossip bytes and change propagation as N grows
+    Scale(scale::ScaleArgs),
+    /// Draw the PNG charts again from JSON reports of `compare --out` and `scale --out`
+    Plot(PlotArgs),
+    /// Everything BENCHMARKS.md shows: `compare` then `scale`, reports, tables and charts
+    /// into one folder
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Where compare.json/.md, scale.json/.md and the PNG charts go
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    dir: PathBuf,
+    /// Fleet sizes for `compare`
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+    sizes: Vec<usize>,
+    /// Runs per size for `compare`
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Steady window of `compare` (the figure is 5m)
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    steady: std::time::Duration,
+    /// In-process sizes for `scale`
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100,120,1000")]
+    scale_sizes: Vec<usize>,
+    /// Convergence limit of each `scale` size
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    scale_limit: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// A `compare --out` report
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
+    /// A `scale --out` report
+    #[arg(long, value_name = "FILE")]
+    scale: Option<PathBuf>,
+    /// Where the PNG files go
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    dir: PathBuf,
+}
+
+/// Enters a private network namespace; for `compare` and `scale` a failure only means no
+/// byte counting (returns whether counting is possible there).
+fn namespace(required: bool, counting: bool) -> Result<bool, String> {
+    if !nix::unistd::geteuid().is_root() {
+        if required {
+            return Err("--netns needs root".into());
+        }
+        return Ok(false);
+    }
+    match netns::enter_private_netns() {
+        Ok(()) => {
+            eprintln!("edge-fleet: running in a private network namespace");
+            Ok(counting && netns::run_cmd("iptables", &["-L", "OUTPUT", "-n"]).is_ok())
+        }
+        Err(e) if required => Err(e),
+        Err(e) => {
+            eprintln!("edge-fleet: NOTICE: cannot enter a private network namespace ({e})");
+            Ok(false)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -40,16 +122,41 @@ fn main() -> ExitCode {
     let bin = cli.bin.unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/bocluster")
     });
-    if !bin.exists() {
+    let needs_bin = matches!(
+        cli.command,
+        Command::Liveness(_) | Command::Cluster(_) | Command::Compare(_) | Command::Bench(_)
+    );
+    if needs_bin && !bin.exists() {
         eprintln!(
             "edge-fleet: {} not found; build it with `cargo build --release` or pass --bin",
             bin.display()
         );
         return ExitCode::from(2);
     }
+    // Before any other thread starts: threads (tokio's workers included) and child processes
+    // inherit the namespace of the thread that creates them.
+    let measuring = matches!(
+        cli.command,
+        Command::Compare(_) | Command::Scale(_) | Command::Bench(_)
+    );
+    let counting = if measuring || cli.netns {
+        match namespace(cli.netns, measuring) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("edge-fleet: --netns: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        false
+    };
     let result = match cli.command {
         Command::Liveness(args) => liveness::run(&bin, &args),
         Command::Cluster(args) => cluster::run(&bin, &args),
+        Command::Compare(args) => compare::run(&bin, &args, counting),
+        Command::Scale(args) => scale::run(&args, counting),
+        Command::Plot(args) => plot_again(&args),
+        Command::Bench(args) => bench(&bin, &args, counting),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,4 +165,53 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), String> {
+    let compare = compare::CompareArgs {
+        sizes: args.sizes.clone(),
+        runs: args.runs,
+        steady: args.steady,
+        out: Some(args.dir.join("compare.json")),
+        plots: Some(args.dir.clone()),
+        serf_cli: false,
+        no_serf: false,
+    };
+    compare::run(bin, &compare, counting)?;
+    let scale = scale::ScaleArgs {
+        sizes: args.scale_sizes.clone(),
+        limit: args.scale_limit,
+        steady: std::time::Duration::from_secs(20),
+        stop_at_failure: false,
+        max_rss_mib: 8192,
+        gossip_interval: None,
+        phi_threshold: None,
+        out: Some(args.dir.join("scale.json")),
+        plots: Some(args.dir.clone()),
+    };
+    scale::run(&scale, counting)
+}
+
+fn plot_again(args: &PlotArgs) -> Result<(), String> {
+    if args.compare.is_none() && args.scale.is_none() {
+        return Err("plot: give --compare FILE and/or --scale FILE".into());
+    }
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let mut files = Vec::new();
+    if let Some(path) = &args.compare {
+        let report: compare::CompareReport =
+            serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.extend(plot::plot_compare(&report, &args.dir)?);
+    }
+    if let Some(path) = &args.scale {
+        let report: scale::ScaleReport =
+            serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.extend(plot::plot_scale(&report, &args.dir)?);
+    }
+    for f in files {
+        eprintln!("plot: wrote {}", f.display());
+    }
+    Ok(())
 }

@@ -1,0 +1,948 @@
+//! `edge-fleet compare`: the same scenarios against a bocluster fleet and a Serf fleet of the
+//! same size on the same machine, side by side, with the ratio bocluster / Serf per figure.
+//!
+//! Per size and run, each system gets a fresh fleet (node 0 first, then the rest seeded to
+//! it) and goes through: cold start (all N see all N alive); on the first run, a steady window
+//! (false positives, bandwidth, memory, CPU); a change on one node until every node sees it;
+//! a join brought in by node 0 (ADD CLIENT / `serf join`); a join through node 0 (BO_MASTER /
+//! `serf agent -join`); SIGKILL of one node until node 0, then every other node, reports it
+//! dead. The two systems alternate within each run, so drift of the machine touches both.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::netns::ByteCounters;
+use crate::procfs::{self, Machine};
+use crate::serf;
+use crate::stats::{meets, ratio, Stat};
+use crate::systems::{BoFleet, Fleet, Liveness, Seen, SerfFleet, System, MAX_NODES};
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Fleet sizes, comma-separated (3..=200)
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    pub sizes: Vec<usize>,
+    /// Runs per size (a fresh fleet each); figures are medians over them
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Steady window for false positives, bandwidth, memory and CPU (first run of each size;
+    /// 0s skips it). The figure is 5m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub steady: Duration,
+    /// Also write the JSON report to this file (and the tables beside it, as .md)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Draw PNG charts (convergence, detection, bandwidth against N) into this folder
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// Poll Serf with `serf members -format=json` processes instead of its RPC protocol
+    #[arg(long)]
+    pub serf_cli: bool,
+    /// Run bocluster only
+    #[arg(long)]
+    pub no_serf: bool,
+}
+
+/// Between two sweeps over the observers.
+const POLL: Duration = Duration::from_millis(10);
+/// A fleet must have formed by then.
+const FORM_LIMIT: Duration = Duration::from_secs(120);
+/// A change, a join or a failure must be seen by then.
+const EVENT_LIMIT: Duration = Duration::from_secs(90);
+/// How often the steady window asks every observer.
+const STEADY_POLL: Duration = Duration::from_secs(1);
+
+/// One run's timings in milliseconds; `None` where the event was not seen in time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunTimes {
+    pub cold_start_ms: Option<f64>,
+    pub change_ms: Option<f64>,
+    pub add_join_ms: Option<f64>,
+    pub master_join_ms: Option<f64>,
+    pub detect_first_ms: Option<f64>,
+    pub detect_all_ms: Option<f64>,
+    /// Median time of one sweep over all observers while waiting for the change / the death:
+    /// the resolution of the "all nodes" figures.
+    #[serde(default)]
+    pub change_sweep_ms: Option<f64>,
+    #[serde(default)]
+    pub detect_sweep_ms: Option<f64>,
+}
+
+/// The steady window's findings; per-node figures are stats across the nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Steady {
+    pub window_s: f64,
+    pub polls: usize,
+    /// Distinct live nodes that some observer reported dead (or left).
+    pub false_positive_nodes: usize,
+    /// (observer, node) reports of a live node as dead, over all polls.
+    pub false_positive_reports: usize,
+    pub bytes_in_per_s: Option<Stat>,
+    pub bytes_out_per_s: Option<Stat>,
+    #[serde(default)]
+    pub packets_in_per_s: Option<Stat>,
+    #[serde(default)]
+    pub packets_out_per_s: Option<Stat>,
+    pub rss_kib: Option<Stat>,
+    pub cpu_percent: Option<Stat>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SystemResult {
+    pub runs: Vec<RunTimes>,
+    pub steady: Option<Steady>,
+}
+
+/// One row of the side-by-side table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Figure {
+    pub key: String,
+    pub label: String,
+    pub unit: String,
+    pub bocluster: Option<Stat>,
+    pub serf: Option<Stat>,
+    /// bocluster median / Serf median.
+    pub ratio: Option<f64>,
+    pub target: Option<String>,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeReport {
+    pub n: usize,
+    pub log2_n: f64,
+    pub figures: Vec<Figure>,
+    pub bocluster: SystemResult,
+    pub serf: Option<SystemResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareReport {
+    pub machine: Machine,
+    pub bocluster_version: String,
+    pub serf_version: Option<String>,
+    /// How Serf was found (or installed).
+    pub serf_note: String,
+    pub runs: usize,
+    pub steady_s: f64,
+    pub sizes: Vec<SizeReport>,
+    /// Whether bandwidth was measured (needs root and iptables in a private namespace).
+    pub bandwidth_measured: bool,
+    pub serf_polling: String,
+    pub gossip_interval_ms: GossipIntervals,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GossipIntervals {
+    pub bocluster: f64,
+    pub serf: f64,
+}
+
+fn progress(system: System, n: usize, run: usize, runs: usize, what: &str) {
+    eprintln!(
+        "compare: [N={n} run {}/{runs} {}] {what}",
+        run + 1,
+        system.name()
+    );
+}
+
+pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String> {
+    if args.sizes.is_empty() || args.runs == 0 {
+        return Err("--sizes and --runs must not be empty".into());
+    }
+    if let Some(bad) = args
+        .sizes
+        .iter()
+        .find(|&&n| !(3..=MAX_NODES - 50).contains(&n))
+    {
+        return Err(format!(
+            "--sizes: {bad} is out of range 3..={}",
+            MAX_NODES - 50
+        ));
+    }
+    let serf_bin = if args.no_serf {
+        None
+    } else {
+        match serf::locate_or_install() {
+            Ok((path, note)) => {
+                eprintln!("compare: serf: {note}");
+                Some((path, note))
+            }
+            Err(e) => {
+                eprintln!("compare: NOTICE: {e}; running bocluster only (no ratios)");
+                None
+            }
+        }
+    };
+    let machine = Machine::describe();
+    eprintln!("compare: machine: {machine}");
+    if !counting {
+        eprintln!("compare: NOTICE: no private network namespace with iptables (needs root); bandwidth is skipped");
+    }
+    let mut sizes = Vec::new();
+    for &n in &args.sizes {
+        let mut bo = SystemResult::default();
+        let mut sf = serf_bin.as_ref().map(|_| SystemResult::default());
+        for run in 0..args.runs {
+            let steady = (run == 0 && !args.steady.is_zero()).then_some(args.steady);
+            let ctx = RunContext {
+                n,
+                run,
+                runs: args.runs,
+                steady,
+                counting,
+            };
+            let (times, st) = one_run(&ctx, System::Bocluster, |dir| {
+                BoFleet::start(bin, dir, n).map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
+            })?;
+            bo.runs.push(times);
+            if st.is_some() {
+                bo.steady = st;
+            }
+            if let (Some((path, _)), Some(sf)) = (&serf_bin, sf.as_mut()) {
+                let (times, st) = one_run(&ctx, System::Serf, |dir| {
+                    SerfFleet::start(path, dir, n, args.serf_cli)
+                        .map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
+                })?;
+                sf.runs.push(times);
+                if st.is_some() {
+                    sf.steady = st;
+                }
+            }
+        }
+        sizes.push(size_report(n, bo, sf));
+    }
+    let report = CompareReport {
+        machine,
+        bocluster_version: bocluster::node::VERSION.to_string(),
+        serf_version: serf_bin.as_ref().map(|(p, _)| serf::version(p)),
+        serf_note: serf_bin
+            .as_ref()
+            .map_or_else(|| "not run".to_string(), |(_, note)| note.clone()),
+        runs: args.runs,
+        steady_s: args.steady.as_secs_f64(),
+        sizes,
+        bandwidth_measured: counting,
+        serf_polling: if args.serf_cli {
+            "serf members -format=json".into()
+        } else {
+            "RPC (MessagePack over TCP), one connection per agent".into()
+        },
+        gossip_interval_ms: GossipIntervals {
+            bocluster: System::Bocluster.gossip_interval().as_secs_f64() * 1000.0,
+            serf: System::Serf.gossip_interval().as_secs_f64() * 1000.0,
+        },
+    };
+    let tables = render_tables(&report);
+    println!("{tables}");
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    println!("{json}");
+    if let Some(out) = &args.out {
+        write_file(out, &json)?;
+        let md = out.with_extension("md");
+        write_file(&md, &tables)?;
+        eprintln!("compare: wrote {} and {}", out.display(), md.display());
+    }
+    if let Some(dir) = &args.plots {
+        match crate::plot::plot_compare(&report, dir) {
+            Ok(files) => {
+                for f in files {
+                    eprintln!("compare: wrote {}", f.display());
+                }
+            }
+            Err(e) => eprintln!("compare: NOTICE: no plots: {e}"),
+        }
+    }
+    Ok(())
+}
+
+pub fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+struct RunContext {
+    n: usize,
+    run: usize,
+    runs: usize,
+    steady: Option<Duration>,
+    counting: bool,
+}
+
+type Started = Result<(Box<dyn Fleet>, Instant), String>;
+
+fn one_run(
+    ctx: &RunContext,
+    system: System,
+    start: impl FnOnce(&Path) -> Started,
+) -> Result<(RunTimes, Option<Steady>), String> {
+    let n = ctx.n;
+    let say = |what: &str| progress(system, n, ctx.run, ctx.runs, what);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    say(&format!("starting {n} nodes"));
+    let (mut fleet, started) = start(dir.path())?;
+    let fleet = fleet.as_mut();
+    let mut times = RunTimes::default();
+
+    let initial: Vec<usize> = (0..n).collect();
+    let initial_names = names(fleet, &initial);
+    let (cold, _) = wait_each(fleet, &initial, started, FORM_LIMIT, |view| {
+        all_alive(view, &initial_names)
+    });
+    times.cold_start_ms = slowest(&cold);
+    let Some(cold_ms) = times.cold_start_ms else {
+        let formed = cold.iter().filter(|t| t.is_some()).count();
+        return Err(format!(
+            "{} fleet of {n} did not form in {FORM_LIMIT:?}: {formed} of {n} nodes saw all alive",
+            system.name()
+        ));
+    };
+    say(&format!(
+        "formed: every node sees {n} alive after {cold_ms:.0} ms"
+    ));
+
+    let steady = match ctx.steady {
+        Some(window) => Some(steady_window(fleet, n, window, ctx.counting, &say)?),
+        None => None,
+    };
+
+    // A change on one node until every node sees it.
+    let target = n / 2;
+    let marker = format!("chg{}_{n}", ctx.run);
+    let target_name = fleet.name(target);
+    let t = Instant::now();
+    fleet.change(target, &marker)?;
+    let (seen, sweep) = wait_each(fleet, &initial, t, EVENT_LIMIT, |view| {
+        view.iter()
+            .any(|s| s.name == target_name && s.markers.contains(&marker))
+    });
+    times.change_ms = slowest(&seen);
+    times.change_sweep_ms = sweep;
+    say(&format!(
+        "change on {target_name} seen by all: {} (one sweep over the nodes: {})",
+        show_ms(times.change_ms),
+        show_ms(times.change_sweep_ms)
+    ));
+
+    // Node 0 brings a new node in.
+    let added = fleet.start_joiner(false)?;
+    let t = Instant::now();
+    fleet.add_from_seed(added)?;
+    times.add_join_ms = wait_seed_sees(fleet, added, t);
+    say(&format!(
+        "{} -> alive on node 0: {}",
+        match system {
+            System::Bocluster => "ADD CLIENT",
+            System::Serf => "serf join",
+        },
+        show_ms(times.add_join_ms)
+    ));
+
+    // A new node joins through node 0.
+    let t = Instant::now();
+    let joiner = fleet.start_joiner(true)?;
+    times.master_join_ms = wait_seed_sees(fleet, joiner, t);
+    say(&format!(
+        "{} start -> alive on node 0: {}",
+        match system {
+            System::Bocluster => "BO_MASTER client",
+            System::Serf => "serf agent -join",
+        },
+        show_ms(times.master_join_ms)
+    ));
+
+    // Everyone knows everyone again before the kill (not timed).
+    let everyone: Vec<usize> = (0..fleet.len()).collect();
+    let everyone_names = names(fleet, &everyone);
+    let (again, _) = wait_each(fleet, &everyone, Instant::now(), FORM_LIMIT, |view| {
+        all_alive(view, &everyone_names)
+    });
+    if slowest(&again).is_none() {
+        say("NOTICE: the fleet did not converge again after the joins; killing anyway");
+    }
+
+    // SIGKILL one node of the initial fleet: dead on node 0, then on every other node.
+    let victim = n - 1;
+    let victim_name = fleet.name(victim);
+    fleet.kill(victim);
+    let t = Instant::now();
+    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let (dead, sweep) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
+        view.iter()
+            .any(|s| s.name == victim_name && s.status == Liveness::Dead)
+    });
+    times.detect_first_ms = dead[0].map(ms);
+    times.detect_all_ms = slowest(&dead);
+    times.detect_sweep_ms = sweep;
+    say(&format!(
+        "SIGKILL {victim_name} -> dead on node 0: {}, on all {}: {} (one sweep: {})",
+        show_ms(times.detect_first_ms),
+        observers.len(),
+        show_ms(times.detect_all_ms),
+        show_ms(times.detect_sweep_ms)
+    ));
+    Ok((times, steady))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn show_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "NOT SEEN in time".to_string(), |v| format!("{v:.0} ms"))
+}
+
+fn names(fleet: &dyn Fleet, nodes: &[usize]) -> Vec<String> {
+    nodes.iter().map(|&i| fleet.name(i)).collect()
+}
+
+fn all_alive(view: &[Seen], names: &[String]) -> bool {
+    names.iter().all(|name| {
+        view.iter()
+            .any(|s| &s.name == name && s.status == Liveness::Alive)
+    })
+}
+
+/// The latest of the times, if every observer has one.
+fn slowest(times: &[Option<Duration>]) -> Option<f64> {
+    times
+        .iter()
+        .map(|t| t.map(ms))
+        .collect::<Option<Vec<f64>>>()?
+        .into_iter()
+        .reduce(f64::max)
+}
+
+/// Sweeps `observers` until each has once satisfied `check`; returns, per observer, the time
+/// from `since` to the first sweep where it did (`None`: not within `limit`), and the median
+/// time one sweep took (the resolution of the slowest observer's time). The first observer
+/// (node 0, whose own figure is reported) is asked again after every [`FIRST_EVERY`] others, so
+/// its resolution stays a few requests even when a sweep over a loaded fleet takes seconds.
+fn wait_each(
+    fleet: &mut dyn Fleet,
+    observers: &[usize],
+    since: Instant,
+    limit: Duration,
+    check: impl Fn(&[Seen]) -> bool,
+) -> (Vec<Option<Duration>>, Option<f64>) {
+    let mut done = vec![None; observers.len()];
+    let mut sweeps = Vec::new();
+    let ask = |fleet: &mut dyn Fleet, k: usize, done: &mut Vec<Option<Duration>>| {
+        if done[k].is_none() {
+            if let Ok(view) = fleet.view(observers[k]) {
+                if check(&view) {
+                    done[k] = Some(since.elapsed());
+                }
+            }
+        }
+    };
+    loop {
+        let sweep = Instant::now();
+        for k in 0..observers.len() {
+            ask(fleet, k, &mut done);
+            if k > 0 && k % FIRST_EVERY == 0 {
+                ask(fleet, 0, &mut done);
+            }
+        }
+        sweeps.push(ms(sweep.elapsed()));
+        if done.iter().all(Option::is_some) || since.elapsed() >= limit {
+            return (done, crate::stats::median(&sweeps));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How many other observers are asked between two questions to the first one.
+const FIRST_EVERY: usize = 8;
+
+fn wait_seed_sees(fleet: &mut dyn Fleet, node: usize, since: Instant) -> Option<f64> {
+    while since.elapsed() < EVENT_LIMIT {
+        if fleet.seed_sees_alive(node).unwrap_or(false) {
+            return Some(ms(since.elapsed()));
+        }
+        std::thread::sleep(POLL);
+    }
+    None
+}
+
+fn steady_window(
+    fleet: &mut dyn Fleet,
+    n: usize,
+    window: Duration,
+    counting: bool,
+    say: &dyn Fn(&str),
+) -> Result<Steady, String> {
+    let counters = if counting {
+        match ByteCounters::install(n, fleet.counter_rules(n)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                say(&format!(
+                    "NOTICE: cannot count bytes ({e}); bandwidth skipped"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    say(&format!(
+        "steady window of {window:?}: polling every node every {STEADY_POLL:?}"
+    ));
+    let pids: Vec<Option<u32>> = (0..n).map(|i| fleet.pid(i)).collect();
+    let cpu_before: Vec<Option<Duration>> =
+        pids.iter().map(|p| p.and_then(procfs::cpu_time)).collect();
+    let bytes_before = counters.as_ref().map(ByteCounters::read).transpose()?;
+    let start = Instant::now();
+    let live: BTreeSet<String> = (0..n).map(|i| fleet.name(i)).collect();
+    let mut false_nodes = BTreeSet::new();
+    let mut false_reports = 0;
+    let mut polls = 0;
+    let mut next_note = Duration::from_secs(15);
+    while start.elapsed() < window {
+        let tick = Instant::now();
+        for observer in 0..n {
+            let Ok(view) = fleet.view(observer) else {
+                continue;
+            };
+            for seen in view {
+                if live.contains(&seen.name)
+                    && matches!(seen.status, Liveness::Dead | Liveness::Left)
+                {
+                    false_reports += 1;
+                    false_nodes.insert(seen.name);
+                }
+            }
+        }
+        polls += 1;
+        if start.elapsed() >= next_note {
+            say(&format!(
+                "steady: {:.0}/{:.0} s, {} live nodes reported dead so far",
+                start.elapsed().as_secs_f64(),
+                window.as_secs_f64(),
+                false_nodes.len()
+            ));
+            next_note += Duration::from_secs(15);
+        }
+        let spent = tick.elapsed();
+        if spent < STEADY_POLL {
+            std::thread::sleep((STEADY_POLL - spent).min(window.saturating_sub(start.elapsed())));
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let bytes = match (&counters, bytes_before) {
+        (Some(c), Some(before)) => Some(c.read()?.since(&before)),
+        _ => None,
+    };
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&cpu_before)
+        .filter_map(|(pid, before)| {
+            let after = pid.and_then(procfs::cpu_time)?;
+            Some((after.saturating_sub((*before)?)).as_secs_f64() / elapsed * 100.0)
+        })
+        .collect();
+    let rss: Vec<f64> = pids
+        .iter()
+        .filter_map(|p| p.and_then(procfs::rss_kib).map(|k| k as f64))
+        .collect();
+    let per_s = |v: &[u64]| -> Option<Stat> {
+        Stat::of(&v.iter().map(|b| *b as f64 / elapsed).collect::<Vec<_>>())
+    };
+    let steady = Steady {
+        window_s: elapsed,
+        polls,
+        false_positive_nodes: false_nodes.len(),
+        false_positive_reports: false_reports,
+        bytes_in_per_s: bytes.as_ref().and_then(|b| per_s(&b.bytes_in)),
+        bytes_out_per_s: bytes.as_ref().and_then(|b| per_s(&b.bytes_out)),
+        packets_in_per_s: bytes.as_ref().and_then(|b| per_s(&b.packets_in)),
+        packets_out_per_s: bytes.as_ref().and_then(|b| per_s(&b.packets_out)),
+        rss_kib: Stat::of(&rss),
+        cpu_percent: Stat::of(&cpu),
+    };
+    say(&format!(
+        "steady done: {} false positives, in {} out {} per node, RSS {}, CPU {}",
+        steady.false_positive_nodes,
+        show(steady.bytes_in_per_s.as_ref(), "B/s"),
+        show(steady.bytes_out_per_s.as_ref(), "B/s"),
+        show(steady.rss_kib.as_ref(), "KiB"),
+        show(steady.cpu_percent.as_ref(), "%"),
+    ));
+    Ok(steady)
+}
+
+/// Key, label, the run's value and the largest ratio to Serf's that meets the target.
+type TimingRow = (
+    &'static str,
+    &'static str,
+    fn(&RunTimes) -> Option<f64>,
+    Option<f64>,
+);
+/// Key, label, unit, the steady window's value and the target ratio.
+type SteadyRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Steady) -> Option<Stat>,
+    Option<f64>,
+);
+
+/// A row with the ratio of the medians and whether it is within `max_ratio`.
+fn figure(
+    key: &str,
+    label: &str,
+    unit: &str,
+    ours: Option<Stat>,
+    theirs: Option<Stat>,
+    max_ratio: Option<f64>,
+) -> Figure {
+    let r = ratio(ours.as_ref(), theirs.as_ref());
+    Figure {
+        key: key.into(),
+        label: label.into(),
+        unit: unit.into(),
+        bocluster: ours,
+        serf: theirs,
+        ratio: r,
+        target: max_ratio.map(|m| format!("<= {m}x")),
+        met: max_ratio.and_then(|m| meets(r, m)),
+    }
+}
+
+/// The figures of one size, from both systems' results.
+pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> SizeReport {
+    let log2_n = (n as f64).log2();
+    let runs = |r: &SystemResult, f: fn(&RunTimes) -> Option<f64>| -> Option<Stat> {
+        Stat::of(&r.runs.iter().filter_map(f).collect::<Vec<_>>())
+    };
+    let steady = |r: &SystemResult, f: fn(&Steady) -> Option<Stat>| r.steady.as_ref().and_then(f);
+    let mut figures = Vec::new();
+    let timing: [TimingRow; 7] = [
+        (
+            "cold_start_ms",
+            "cold start: all N see N alive",
+            |t| t.cold_start_ms,
+            None,
+        ),
+        (
+            "master_join_ms",
+            "join: BO_MASTER client / agent -join -> alive",
+            |t| t.master_join_ms,
+            Some(0.5),
+        ),
+        (
+            "add_join_ms",
+            "join: ADD CLIENT / serf join -> alive",
+            |t| t.add_join_ms,
+            Some(0.5),
+        ),
+        (
+            "detect_first_ms",
+            "SIGKILL -> dead on node 0 (master)",
+            |t| t.detect_first_ms,
+            Some(0.5),
+        ),
+        (
+            "detect_all_ms",
+            "SIGKILL -> dead on all nodes",
+            |t| t.detect_all_ms,
+            Some(0.5),
+        ),
+        (
+            "change_ms",
+            "change seen by all nodes",
+            |t| t.change_ms,
+            Some(1.0),
+        ),
+        (
+            "detect_sweep_ms",
+            "one sweep over all nodes (resolution of 'all')",
+            |t| t.detect_sweep_ms,
+            None,
+        ),
+    ];
+    for (key, label, f, max) in timing {
+        figures.push(figure(
+            key,
+            label,
+            "ms",
+            runs(&bo, f),
+            sf.as_ref().and_then(|s| runs(s, f)),
+            max,
+        ));
+    }
+    // The change in gossip rounds of each system's own interval, against 2 x log2 N.
+    let rounds = |r: &SystemResult, system: System| {
+        let interval = ms(system.gossip_interval());
+        Stat::of(
+            &r.runs
+                .iter()
+                .filter_map(|t| t.change_ms.map(|v| v / interval))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let bo_rounds = rounds(&bo, System::Bocluster);
+    let sf_rounds = sf.as_ref().and_then(|s| rounds(s, System::Serf));
+    figures.push(Figure {
+        key: "change_rounds".into(),
+        label: "change seen by all, in gossip rounds".into(),
+        unit: "rounds".into(),
+        ratio: ratio(bo_rounds.as_ref(), sf_rounds.as_ref()),
+        target: Some(format!("<= 2 log2 N = {:.1}", 2.0 * log2_n)),
+        met: bo_rounds.map(|s| s.median <= 2.0 * log2_n),
+        bocluster: bo_rounds,
+        serf: sf_rounds,
+    });
+    let fp = |r: &SystemResult| {
+        r.steady
+            .as_ref()
+            .and_then(|s| Stat::of(&[s.false_positive_nodes as f64]))
+    };
+    let bo_fp = fp(&bo);
+    figures.push(Figure {
+        key: "false_positives".into(),
+        label: "live nodes reported dead (steady window)".into(),
+        unit: "nodes".into(),
+        ratio: ratio(bo_fp.as_ref(), sf.as_ref().and_then(fp).as_ref()),
+        target: Some("0".into()),
+        met: bo_fp.map(|s| s.median == 0.0),
+        bocluster: bo_fp,
+        serf: sf.as_ref().and_then(fp),
+    });
+    let per_node: [SteadyRow; 6] = [
+        (
+            "bytes_in_per_s",
+            "bandwidth in per node (steady)",
+            "B/s",
+            |s| s.bytes_in_per_s,
+            Some(1.0),
+        ),
+        (
+            "bytes_out_per_s",
+            "bandwidth out per node (steady)",
+            "B/s",
+            |s| s.bytes_out_per_s,
+            Some(1.0),
+        ),
+        (
+            "packets_in_per_s",
+            "packets in per node (steady)",
+            "pkt/s",
+            |s| s.packets_in_per_s,
+            None,
+        ),
+        (
+            "packets_out_per_s",
+            "packets out per node (steady)",
+            "pkt/s",
+            |s| s.packets_out_per_s,
+            None,
+        ),
+        (
+            "rss_kib",
+            "resident memory per node",
+            "KiB",
+            |s| s.rss_kib,
+            Some(0.5),
+        ),
+        (
+            "cpu_percent",
+            "CPU per node (steady)",
+            "%",
+            |s| s.cpu_percent,
+            None,
+        ),
+    ];
+    for (key, label, unit, f, max) in per_node {
+        figures.push(figure(
+            key,
+            label,
+            unit,
+            steady(&bo, f),
+            sf.as_ref().and_then(|s| steady(s, f)),
+            max,
+        ));
+    }
+    SizeReport {
+        n,
+        log2_n,
+        figures,
+        bocluster: bo,
+        serf: sf,
+    }
+}
+
+/// A value in its unit, readable.
+pub fn format_value(v: f64, unit: &str) -> String {
+    match unit {
+        "ms" if v >= 10_000.0 => format!("{:.1} s", v / 1000.0),
+        "ms" => format!("{v:.0} ms"),
+        "B/s" if v >= 1_000_000.0 => format!("{:.2} MB/s", v / 1e6),
+        "B/s" if v >= 1_000.0 => format!("{:.1} kB/s", v / 1e3),
+        "B/s" => format!("{v:.0} B/s"),
+        "KiB" => format!("{:.1} MiB", v / 1024.0),
+        "%" => format!("{v:.2} %"),
+        "rounds" | "pkt/s" => format!("{v:.1}"),
+        _ => format!("{v:.0}"),
+    }
+}
+
+fn show(stat: Option<&Stat>, unit: &str) -> String {
+    match stat {
+        None => "-".into(),
+        Some(s) if s.samples > 1 && s.min != s.max => format!(
+            "{} ({}-{})",
+            format_value(s.median, unit),
+            format_value(s.min, unit),
+            format_value(s.max, unit)
+        ),
+        Some(s) => format_value(s.median, unit),
+    }
+}
+
+/// The report as Markdown tables, one per size.
+pub fn render_tables(report: &CompareReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Machine: {}\nbocluster {}; Serf: {} ({})\n{} runs per size (medians; ranges min-max over runs, or over nodes for per-node figures); steady window {:.0} s; Serf polled by {}\n",
+        report.machine,
+        report.bocluster_version,
+        report.serf_version.as_deref().unwrap_or("not run"),
+        report.serf_note,
+        report.runs,
+        report.steady_s,
+        report.serf_polling,
+    ));
+    for size in &report.sizes {
+        out.push_str(&format!(
+            "\n### N = {} (log2 N = {:.1})\n\n",
+            size.n, size.log2_n
+        ));
+        out.push_str(
+            "| figure | bocluster | Serf | bocluster / Serf | target | met |\n|---|---|---|---|---|---|\n",
+        );
+        for f in &size.figures {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                f.label,
+                show(f.bocluster.as_ref(), &f.unit),
+                show(f.serf.as_ref(), &f.unit),
+                f.ratio
+                    .map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
+                f.target.as_deref().unwrap_or(""),
+                match f.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "",
+                }
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(change: &[f64], detect: &[f64]) -> SystemResult {
+        SystemResult {
+            runs: change
+                .iter()
+                .zip(detect)
+                .map(|(&c, &d)| RunTimes {
+                    change_ms: Some(c),
+                    detect_first_ms: Some(d),
+                    detect_all_ms: Some(d + 100.0),
+                    ..RunTimes::default()
+                })
+                .collect(),
+            steady: Some(Steady {
+                window_s: 60.0,
+                polls: 60,
+                false_positive_nodes: 0,
+                false_positive_reports: 0,
+                bytes_in_per_s: Stat::of(&[1000.0, 3000.0]),
+                bytes_out_per_s: Stat::of(&[2000.0]),
+                packets_in_per_s: None,
+                packets_out_per_s: Stat::of(&[20.0]),
+                rss_kib: Stat::of(&[10_000.0]),
+                cpu_percent: Stat::of(&[0.5]),
+            }),
+        }
+    }
+
+    #[test]
+    fn figures_ratios_and_targets() {
+        let bo = result(&[500.0, 600.0, 700.0], &[1500.0, 1600.0, 1400.0]);
+        let sf = result(&[1000.0, 1200.0, 1100.0], &[6000.0, 6400.0, 5000.0]);
+        let size = size_report(16, bo, Some(sf));
+        let get = |key: &str| size.figures.iter().find(|f| f.key == key).unwrap();
+        let change = get("change_ms");
+        assert_eq!(change.bocluster.unwrap().median, 600.0);
+        assert_eq!(change.serf.unwrap().median, 1100.0);
+        assert!((change.ratio.unwrap() - 600.0 / 1100.0).abs() < 1e-9);
+        assert_eq!(change.met, Some(true));
+        let detect = get("detect_first_ms");
+        assert_eq!(detect.ratio, Some(0.25));
+        assert_eq!(detect.met, Some(true));
+        // 600 ms / 250 ms = 2.4 rounds, 1100 / 200 = 5.5; 2 log2 16 = 8.
+        let rounds = get("change_rounds");
+        assert_eq!(rounds.bocluster.unwrap().median, 2.4);
+        assert_eq!(rounds.serf.unwrap().median, 5.5);
+        assert_eq!(rounds.met, Some(true));
+        // Equal bandwidth meets "no more than Serf's"; no Serf data, no ratio.
+        assert_eq!(get("bytes_in_per_s").ratio, Some(1.0));
+        assert_eq!(get("bytes_in_per_s").met, Some(true));
+        assert_eq!(get("rss_kib").met, Some(false));
+        assert_eq!(get("cpu_percent").met, None);
+        // Zero false positives on both sides: no ratio, target met.
+        assert_eq!(get("false_positives").ratio, None);
+        assert_eq!(get("false_positives").met, Some(true));
+        // Timings nobody measured stay empty.
+        assert!(get("cold_start_ms").bocluster.is_none());
+
+        let alone = size_report(16, result(&[500.0], &[1500.0]), None);
+        let change = alone.figures.iter().find(|f| f.key == "change_ms").unwrap();
+        assert_eq!((change.ratio, change.met), (None, None));
+        assert!(render_tables(&CompareReport {
+            machine: Machine::describe(),
+            bocluster_version: "0".into(),
+            serf_version: None,
+            serf_note: "not run".into(),
+            runs: 1,
+            steady_s: 60.0,
+            sizes: vec![alone],
+            bandwidth_measured: false,
+            serf_polling: "rpc".into(),
+            gossip_interval_ms: GossipIntervals {
+                bocluster: 250.0,
+                serf: 200.0
+            },
+        })
+        .contains("| change seen by all nodes | 500 ms | - | - | <= 1x |  |"));
+    }
+
+    #[test]
+    fn slowest_needs_every_observer() {
+        let d = Duration::from_millis;
+        assert_eq!(slowest(&[Some(d(5)), Some(d(9)), Some(d(1))]), Some(9.0));
+        assert_eq!(slowest(&[Some(d(5)), None]), None);
+    }
+
+    #[test]
+    fn values_in_their_units() {
+        assert_eq!(format_value(1234.4, "ms"), "1234 ms");
+        assert_eq!(format_value(12_345.0, "ms"), "12.3 s");
+        assert_eq!(format_value(2_500.0, "B/s"), "2.5 kB/s");
+        assert_eq!(format_value(10_240.0, "KiB"), "10.0 MiB");
+        assert_eq!(format_value(3.0, "nodes"), "3");
+    }
+}

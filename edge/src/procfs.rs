@@ -1,0 +1,115 @@
+//! Resident memory and CPU time of a process, read from `/proc`.
+
+use std::time::Duration;
+
+/// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
+pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// `utime + stime` (clock ticks) of a `/proc/<pid>/stat` text. The command name (field 2) is
+/// in parentheses and may hold spaces and parentheses, so fields are counted after the last
+/// `)`: there, `state` is the first and `utime`, `stime` are the 12th and 13th.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Resident memory of `pid` in KiB (`None` when it is gone).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    parse_vmrss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// CPU time `pid` has used so far, user and system.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let ticks = parse_stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// The kernel's clock tick rate for `/proc` times (`sysconf(_SC_CLK_TCK)`, normally 100).
+pub fn clock_ticks_per_second() -> f64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz as f64,
+        _ => 100.0,
+    }
+}
+
+/// What the machine is, for the report: cores, memory, kernel, CPU model.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory: String,
+    pub kernel: String,
+    pub cpu_model: String,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let memory = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+            .unwrap_or_else(|| "unknown".into());
+        let cpu_model = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|v| v.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            cpu_model,
+        }
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} cores ({}), {} memory, Linux {}",
+            self.cores, self.cpu_model, self.memory, self.kernel
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmrss_from_status() {
+        let status = "Name:\tbocluster\nVmPeak:\t  99 kB\nVmRSS:\t   10388 kB\nThreads:\t3\n";
+        assert_eq!(parse_vmrss_kib(status), Some(10388));
+        assert_eq!(parse_vmrss_kib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_from_stat_with_odd_command_names() {
+        let stat = "1234 (serf) S 1 1234 1234 0 -1 4194560 2911 0 0 0 57 23 0 0 20 0 9 0 8912 1";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(80));
+        let odd = "77 (a) b (c)) R 1 77 77 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 1";
+        assert_eq!(parse_stat_cpu_ticks(odd), Some(11));
+        assert_eq!(parse_stat_cpu_ticks("77 (x) R 1"), None);
+    }
+
+    #[test]
+    fn this_process_is_readable() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).unwrap() > 0);
+        assert!(cpu_time(pid).is_some());
+    }
+}
