@@ -546,7 +546,12 @@ async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
         {
             let mut connections = lock(&shared.connections);
             let replace = match connections.get(&gossip.from) {
-                Some(cached) => cached.usable().is_none() || cached.since < since,
+                // A newer connection replaces the cached one only when it comes from the
+                // address it claims: a header alone must not take over another peer's link.
+                Some(cached) => {
+                    cached.usable().is_none()
+                        || (cached.since < since && connection.remote_address() == gossip.from)
+                }
                 None => true,
             };
             if replace {

@@ -1,0 +1,247 @@
+//! The properties the fuzz targets check, shared by the libFuzzer targets (`fuzz_targets/`)
+//! and the deterministic fallback loop (`src/bin/fuzz_loop.rs`).
+//!
+//! A property that does not hold panics, which libFuzzer reports as a crash (and the
+//! fallback loop as a failure), with the input saved.
+
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+
+use bocluster::sql::{parse_statement, ClientSpec, Statement};
+use bocluster::wire::{Request, Response};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
+
+/// Longest error message the statement parser may produce, in bytes, whatever the input's
+/// size (it is sent back over HTTP). The parser quotes at most 40 characters of input, and
+/// refuses values over 256 bytes before naming them "so that error messages never echo huge
+/// inputs" (src/sql/parser.rs); a name or host of up to 256 bytes is echoed whole, Debug-escaped
+/// (up to 6 characters per byte, `\u{7f}`): 256 x 6 plus the message's own words.
+pub const MAX_PARSE_ERROR_LEN: usize = 2048;
+
+/// The stream tags of src/transport/mod.rs (`StreamKind`), which is private there.
+const GOSSIP_TAG: u8 = 1;
+const REQUEST_TAG: u8 = 2;
+
+/// Statement parser: on the input as UTF-8 (when it is) and as lossily decoded UTF-8 (what a
+/// client that replaces bad bytes would send). Never panics; an error names a line and a
+/// column inside the input and has a bounded message; a statement that parses can be written
+/// back as text that parses to the same statement.
+pub fn check_statement(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        check_statement_text(text);
+    }
+    let lossy = String::from_utf8_lossy(data);
+    if let std::borrow::Cow::Owned(text) = lossy {
+        check_statement_text(&text);
+    }
+}
+
+/// The checks of [`check_statement`] on one string.
+pub fn check_statement_text(input: &str) {
+    match parse_statement(input) {
+        Ok(statement) => {
+            let text = render(&statement);
+            match parse_statement(&text) {
+                Ok(again) => assert_eq!(
+                    again, statement,
+                    "{input:?} parsed as {statement:?}; written back as {text:?} it parses as {again:?}"
+                ),
+                Err(e) => panic!(
+                    "{input:?} parsed as {statement:?}; written back as {text:?} it fails: {e}"
+                ),
+            }
+        }
+        Err(e) => {
+            let lines: Vec<&str> = input.split('\n').collect();
+            assert!(
+                e.line >= 1 && e.column >= 1,
+                "{input:?}: position must be 1-based: {e:?}"
+            );
+            let line = usize::try_from(e.line).unwrap_or(usize::MAX);
+            assert!(
+                line <= lines.len(),
+                "{input:?}: error on line {} of an input of {} lines: {e}",
+                e.line,
+                lines.len()
+            );
+            let width = lines[line - 1].chars().count() as u64;
+            assert!(
+                e.column <= width + 1,
+                "{input:?}: error at column {} of a line of {width} characters: {e}",
+                e.column
+            );
+            assert!(!e.message.is_empty(), "{input:?}: empty error message");
+            assert!(
+                e.message.len() <= MAX_PARSE_ERROR_LEN,
+                "{input:?} ({} bytes): error message of {} bytes: {e}",
+                input.len(),
+                e.message.len()
+            );
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with(&format!("line {}, column {}: ", e.line, e.column)),
+                "{input:?}: error does not start with its position: {shown:?}"
+            );
+        }
+    }
+}
+
+/// A statement as operator text, in the documented syntax.
+pub fn render(statement: &Statement) -> String {
+    let client = |verb: &str, spec: &ClientSpec| {
+        format!(
+            "{verb} CLIENT ip=\"{}\" db={} port={}",
+            spec.host, spec.db, spec.port
+        )
+    };
+    match statement {
+        Statement::CreateDatabase { name } => format!("CREATE DATABASE {name}"),
+        Statement::DropDatabase { name } => format!("DROP DATABASE {name}"),
+        Statement::ShowDatabases => "SHOW DATABASES".to_string(),
+        Statement::ShowNodes => "SHOW NODES".to_string(),
+        Statement::ShowCluster => "SHOW CLUSTER".to_string(),
+        Statement::AddClient(spec) => client("ADD", spec),
+        Statement::DropClient(spec) => client("DROP", spec),
+    }
+}
+
+/// Node-to-node messages: the input as a postcard [`Request`] and [`Response`], as a chitchat
+/// message, and as a whole stream frame the way src/transport/mod.rs reads one (tag byte, then
+/// a request, or a gossip header and a chitchat message). Decoding never panics, and whatever
+/// decodes re-encodes to bytes that decode to the same value.
+pub fn check_wire(data: &[u8]) {
+    check_postcard::<Request>(data);
+    check_postcard::<Response>(data);
+    check_chitchat(data);
+    match data.split_first() {
+        Some((&REQUEST_TAG, rest)) => check_postcard::<Request>(rest),
+        Some((&GOSSIP_TAG, rest)) => {
+            // The gossip header is a postcard struct: `from: SocketAddr`, `sent_ms: u64` (the
+            // sender's clock).
+            if let Ok((_, payload)) = postcard::take_from_bytes::<(SocketAddr, u64)>(rest) {
+                check_postcard::<(SocketAddr, u64)>(&rest[..rest.len() - payload.len()]);
+                check_chitchat(payload);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_postcard<T>(data: &[u8])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let Ok(value) = postcard::from_bytes::<T>(data) else {
+        return;
+    };
+    let bytes = postcard::to_allocvec(&value)
+        .unwrap_or_else(|e| panic!("{value:?} decoded from {data:?} does not encode: {e}"));
+    match postcard::from_bytes::<T>(&bytes) {
+        Ok(again) => assert_eq!(
+            again, value,
+            "{value:?} re-encoded as {bytes:?} decodes as {again:?}"
+        ),
+        Err(e) => panic!("{value:?} re-encoded as {bytes:?} does not decode: {e}"),
+    }
+}
+
+fn check_chitchat(data: &[u8]) {
+    let mut rest = data;
+    let Ok(message) = ChitchatMessage::deserialize(&mut rest) else {
+        return;
+    };
+    let consumed = data.len() - rest.len();
+    assert!(consumed <= data.len());
+    // A chitchat delta remembers the length it was decoded from, and re-encoding it asserts
+    // that the new encoding has that length. A delta decoded from an encoding chitchat itself
+    // would not write (blocks split or compressed otherwise, a redundant max-version op, an
+    // item longer than a block) cannot be re-encoded: chitchat never re-encodes a message it
+    // received, so that is no fault. Such messages are skipped; every other one must
+    // round-trip.
+    let Some(bytes) = quietly(|| message.serialize_to_vec()) else {
+        return;
+    };
+    assert_eq!(
+        bytes.len(),
+        message.serialized_len(),
+        "{message:?}: encoding length differs from serialized_len()"
+    );
+    match ChitchatMessage::deserialize(&mut &bytes[..]) {
+        Ok(again) => assert_eq!(
+            again, message,
+            "{message:?} re-encoded decodes as {again:?}"
+        ),
+        Err(e) => panic!("{message:?} re-encoded as {bytes:?} does not decode: {e}"),
+    }
+}
+
+/// Runs `f`, returning `None` if it panics, without the panic hook printing or aborting (the
+/// libFuzzer runtime's hook aborts on every panic).
+fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    panic::set_hook(hook);
+    result.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_inputs_pass() {
+        for text in [
+            "SHOW NODES",
+            "CREATE DATABASE log1;",
+            "ADD CLIENT ip=\"::1\" db=x port=19091",
+            "DROP CLIENT ip=Edge-1.example db=x",
+            "SHOW FOO",
+            "",
+        ] {
+            check_statement(text.as_bytes());
+        }
+        check_wire(&[REQUEST_TAG, 0, 2, b'n', b'1', 7]);
+        check_wire(&[0x53, 0xb0, 0, 3]);
+    }
+
+    fn seed(name: &str) -> Vec<u8> {
+        let path = format!("{}/seeds/wire_messages/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The binary seeds are what they are named after, so the fuzzer starts from valid
+    /// messages of every kind.
+    #[test]
+    fn wire_seeds_decode() {
+        for name in [
+            "chitchat_syn",
+            "chitchat_bad_cluster",
+            "chitchat_ack_uncompressed",
+            "chitchat_synack_compressed",
+        ] {
+            let bytes = seed(name);
+            let message = ChitchatMessage::deserialize(&mut &bytes[..])
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!format!("{message:?}").is_empty());
+            check_wire(&bytes);
+        }
+        let hello = postcard::from_bytes::<Request>(&seed("request_hello")).unwrap();
+        assert!(matches!(hello, Request::Hello { .. }));
+        for name in ["response_hello", "response_error"] {
+            postcard::from_bytes::<Response>(&seed(name)).unwrap();
+        }
+        let frame = seed("frame_request_hello");
+        assert_eq!(frame[0], REQUEST_TAG);
+        assert_eq!(postcard::from_bytes::<Request>(&frame[1..]).unwrap(), hello);
+        for name in ["frame_gossip_ack", "frame_gossip_syn"] {
+            let frame = seed(name);
+            assert_eq!(frame[0], GOSSIP_TAG);
+            let ((from, _sent_ms), payload) =
+                postcard::take_from_bytes::<(SocketAddr, u64)>(&frame[1..]).unwrap();
+            assert_eq!(from, "127.0.100.2:9091".parse().unwrap());
+            ChitchatMessage::deserialize(&mut &payload[..]).unwrap();
+            check_wire(&frame);
+        }
+    }
+}
