@@ -535,6 +535,7 @@ async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
         };
         let stale = lock(&shared.staleness).is_stale(
             header.from,
+            connection.stable_id(),
             header.sent_ms,
             shared.clock_ms(),
             STALE_GOSSIP,

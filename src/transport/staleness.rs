@@ -21,6 +21,8 @@ pub struct StalenessFilter {
 struct SenderClock {
     min_offset_ms: i128,
     last_sent_ms: u64,
+    /// The connection the sender's messages came over; a new one may be a new process.
+    connection: usize,
 }
 
 impl StalenessFilter {
@@ -29,6 +31,7 @@ impl StalenessFilter {
     pub fn is_stale(
         &mut self,
         from: SocketAddr,
+        connection: usize,
         sent_ms: u64,
         local_ms: u64,
         threshold: Duration,
@@ -37,10 +40,14 @@ impl StalenessFilter {
         let clock = self.senders.entry(from).or_insert(SenderClock {
             min_offset_ms: offset,
             last_sent_ms: sent_ms,
+            connection,
         });
-        // A sender clock that went back means a new process there (a restart): start over.
-        if sent_ms < clock.last_sent_ms {
+        // Another connection, or a sender clock that went back, may be a new process there (a
+        // restart, with a clock of its own): start over from this message.
+        if connection != clock.connection || sent_ms < clock.last_sent_ms {
             clock.min_offset_ms = offset;
+            clock.last_sent_ms = sent_ms;
+            clock.connection = connection;
         }
         clock.last_sent_ms = clock.last_sent_ms.max(sent_ms);
         clock.min_offset_ms = clock.min_offset_ms.min(offset);
@@ -58,14 +65,17 @@ mod tests {
         let peer: SocketAddr = "127.0.0.2:9091".parse().unwrap();
         let limit = Duration::from_secs(1);
         // Sender clock 100 ms behind ours, 5 ms of delay.
-        assert!(!filter.is_stale(peer, 1_000, 1_105, limit));
-        assert!(!filter.is_stale(peer, 1_250, 1_354, limit));
+        assert!(!filter.is_stale(peer, 1, 1_000, 1_105, limit));
+        assert!(!filter.is_stale(peer, 1, 1_250, 1_354, limit));
         // Written at 1_500, delivered after a 20 s partition.
-        assert!(filter.is_stale(peer, 1_500, 21_400, limit));
+        assert!(filter.is_stale(peer, 1, 1_500, 21_400, limit));
         // Fresh messages after the heal are fine.
-        assert!(!filter.is_stale(peer, 21_300, 21_410, limit));
+        assert!(!filter.is_stale(peer, 1, 21_300, 21_410, limit));
         // The sender restarted: its clock starts again near zero.
-        assert!(!filter.is_stale(peer, 10, 30_000, limit));
-        assert!(!filter.is_stale(peer, 260, 30_251, limit));
+        assert!(!filter.is_stale(peer, 1, 10, 30_000, limit));
+        assert!(!filter.is_stale(peer, 1, 260, 30_251, limit));
+        // Restarted again, its clock already past the old one's, over a new connection.
+        assert!(!filter.is_stale(peer, 2, 5_000, 90_000, limit));
+        assert!(!filter.is_stale(peer, 2, 5_250, 90_251, limit));
     }
 }
