@@ -173,13 +173,9 @@ impl LocalNode {
     /// Waits until `/health` answers, or the process exits, or `limit` passes.
     pub fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
-        let url = format!("http://{}/health", self.http_addr());
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .into();
+        let http = self.http_addr().to_string();
         loop {
-            if agent.get(&url).call().is_ok() {
+            if answers_health(&http) {
                 return Ok(());
             }
             if self.has_exited() {
@@ -205,6 +201,15 @@ impl Drop for LocalNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether the node whose HTTP API is at `http` (`ip:port`) answers `/health` within 2 s.
+pub fn answers_health(http: &str) -> bool {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    agent.get(&format!("http://{http}/health")).call().is_ok()
 }
 
 /// A JSON answer's rows as `column -> value` maps.

@@ -317,20 +317,16 @@ impl Node {
     /// Waits until `/health` answers; how long that took.
     pub fn wait_healthy(&self, limit: Duration) -> Result<Duration, String> {
         let start = Instant::now();
-        let url = format!("http://{}/health", self.http);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .into();
+        let http = self.http.to_string();
         loop {
-            if agent.get(&url).call().is_ok() {
+            if bocluster::fleet::answers_health(&http) {
                 return Ok(start.elapsed());
             }
             if start.elapsed() >= limit {
                 let state = docker(&["inspect", "-f", "{{.State.Status}}", &self.container])
                     .unwrap_or_default();
                 return Err(format!(
-                    "{} ({}) not healthy at {url} after {limit:?} (container {state})",
+                    "{} ({}) not healthy at http://{http}/health after {limit:?} (container {state})",
                     self.id, self.container
                 ));
             }
