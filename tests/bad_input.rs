@@ -1119,7 +1119,6 @@ fn compressed_ack(first_block: &[u8], blocks: usize, byte: u8) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "known bug (issue 4, bad input): chitchat decompresses gossip deltas without a size cap; needs a guard before deserialize"]
 fn a_small_gossip_message_cannot_make_the_node_allocate_without_bound() {
     // chitchat caps the messages it writes at 64 KiB, and the transport reads gossip streams
     // of up to 1 MiB; chitchat's decoder decompresses every block of a delta before it looks
@@ -1197,7 +1196,6 @@ fn a_small_gossip_message_cannot_make_the_node_allocate_without_bound() {
 }
 
 #[test]
-#[ignore = "known bug (issue 4, bad input): a crafted delta trips an assert in chitchat 0.11.2 state.rs:237 and stops gossip; needs a guard before deserialize"]
 fn a_delta_that_breaks_chitchats_invariant_does_not_stop_gossip() {
     // chitchat applies a delta's key-values (raising the node's max version to the highest
     // one) and then asserts that the delta's own max version is not below it. A delta whose

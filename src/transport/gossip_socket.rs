@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::{InboundGossip, QuicTransport};
+use super::{gossip_guard, InboundGossip, QuicTransport};
 
 /// Hands chitchat a socket over the node's QUIC endpoint. It can be opened once.
 pub struct GossipTransport {
@@ -124,6 +124,10 @@ impl Socket for GossipSocket {
                 .recv()
                 .await
                 .ok_or_else(|| anyhow::anyhow!("the QUIC endpoint is closed"))?;
+            if let Err(refused) = gossip_guard::check(&inbound.payload) {
+                warn!(from = %inbound.from, "ignoring a gossip message: {refused}");
+                continue;
+            }
             let mut payload: &[u8] = &inbound.payload;
             match ChitchatMessage::deserialize(&mut payload) {
                 Ok(msg) => return Ok((inbound.from, msg)),

@@ -9,6 +9,7 @@
 //! - Sends never block the caller: each peer has a small queue drained by its own task, so a
 //!   dead peer that takes seconds to time out does not stall gossip with live ones.
 
+mod gossip_guard;
 mod gossip_socket;
 mod refusals;
 mod staleness;
