@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 
 use bocluster::sql::{parse_statement, ClientSpec, Statement};
+use bocluster::transport::check_gossip_message;
 use bocluster::wire::{Request, Response};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 
@@ -146,6 +147,9 @@ where
 }
 
 fn check_chitchat(data: &[u8]) {
+    // The transport's guard runs on every gossip message before chitchat; it must never
+    // panic, and it must accept whatever chitchat itself writes (checked below).
+    let guarded = check_gossip_message(data).is_ok();
     let mut rest = data;
     let Ok(message) = ChitchatMessage::deserialize(&mut rest) else {
         return;
@@ -161,6 +165,11 @@ fn check_chitchat(data: &[u8]) {
     let Some(bytes) = quietly(|| message.serialize_to_vec()) else {
         return;
     };
+    if guarded {
+        if let Err(refused) = check_gossip_message(&bytes) {
+            panic!("{message:?}: the guard passed {data:?} but refuses chitchat's own encoding of it: {refused}");
+        }
+    }
     assert_eq!(
         bytes.len(),
         message.serialized_len(),

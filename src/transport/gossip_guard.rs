@@ -42,16 +42,16 @@ const MAX_BLOCK_BYTES: usize = u16::MAX as usize;
 /// The most a whole delta may inflate to. chitchat writes messages of at most 64 KiB and
 /// blocks of 16 KiB before compression; 4 MiB allows a compression ratio of 64, far beyond
 /// what gossip's key-values reach, and bounds what one message can make the node allocate.
-pub(crate) const MAX_DELTA_BYTES: usize = 4 << 20;
+pub const MAX_DELTA_BYTES: usize = 4 << 20;
 
 /// The most operations one delta may hold. chitchat decodes every operation into a 64-byte
 /// value before applying any, so 4 MiB of 9-byte operations would cost some 30 MiB. A
 /// legitimate 64 KiB message holds a few thousand key-values; this leaves a wide margin.
-pub(crate) const MAX_DELTA_OPERATIONS: usize = 65_536;
+pub const MAX_DELTA_OPERATIONS: usize = 65_536;
 
 /// Why a message was refused before decoding.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub enum Refused {
     #[error("the message ends in the middle of {0}")]
     Truncated(&'static str),
     #[error("the delta inflates to more than {MAX_DELTA_BYTES} bytes")]
@@ -76,7 +76,7 @@ pub(crate) enum Refused {
 
 /// Refuses `message` if decoding or applying it could make chitchat allocate without bound or
 /// panic. Messages that are not chitchat's at all are left to chitchat's own decoder.
-pub(crate) fn check(message: &[u8]) -> Result<(), Refused> {
+pub fn check(message: &[u8]) -> Result<(), Refused> {
     let mut reader = Reader(message);
     let (Ok(magic), Ok(version), Ok(kind)) = (
         reader.u16("the header"),

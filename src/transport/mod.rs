@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+pub use gossip_guard::{check as check_gossip_message, Refused as RefusedGossip};
 pub use gossip_socket::GossipTransport;
 use refusals::RefusalLog;
 use staleness::StalenessFilter;
