@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::catalog::CatalogError;
-use crate::cluster::master::resolve_into;
+use crate::cluster::master::{introduce_now, resolve_into};
 use crate::cluster::{AddOutcome, SHOW_CLUSTER_COLUMNS};
 use crate::node::NodeContext;
 use crate::reply::{retcode, ExecError, Reply};
@@ -64,9 +64,7 @@ async fn add_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecE
         .add_client(spec, &ctx.gossip.members())
         .map_err(|e| ExecError::server(e.to_string()))?;
     // Reach the client now rather than at the next reach-out round.
-    for addr in ctx.cluster.addresses_of(&spec.host, spec.port) {
-        ctx.gossip.gossip_with(addr);
-    }
+    introduce_now(ctx, ctx.cluster.addresses_of(&spec.host, spec.port)).await;
     Ok(Reply::message(match outcome {
         AddOutcome::Added => format!("client {} added", describe(spec)),
         AddOutcome::AlreadyThere => format!("client {} is already in the cluster", describe(spec)),

@@ -1,20 +1,39 @@
 //! Our own node-to-node requests (besides gossip), postcard-encoded on a QUIC bidirectional
 //! stream: one request, one response.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
+
+/// Who a node is and what it serves, as it tells a peer it talks to directly.
+///
+/// A master that exchanges introductions with a client knows at once that the client is
+/// alive, where, and with which databases: it lists it `alive` right away instead of after
+/// gossip's failure detector has heard it twice (a second or so).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduction {
+    pub node_id: String,
+    pub generation: u64,
+    /// The endpoint the node advertises (`BO_ENDPOINT`).
+    pub endpoint: SocketAddr,
+    pub host: String,
+    pub databases: Vec<String>,
+}
 
 /// A request one node sends another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// "Who are you?" A client asks the master it dials, to learn the master's node id:
-    /// behind NAT or port mapping the address it dialled says nothing about that.
-    Hello { node_id: String, generation: u64 },
+    /// "Who are you?", with the sender's own introduction. Behind NAT or port mapping the
+    /// address dialled says nothing about who answers, so each side learns the other's node id.
+    /// `register` is set by a `BO_MASTER` client: it registers all its databases with the
+    /// receiver now (gossip carries the same registration, and keeps it current, later).
+    Hello { node: Introduction, register: bool },
 }
 
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Hello { node_id: String, generation: u64 },
+    Hello { node: Introduction },
     Error { message: String },
 }
 
@@ -25,8 +44,14 @@ mod tests {
     #[test]
     fn round_trips_through_postcard() {
         let request = Request::Hello {
-            node_id: "edge-1".into(),
-            generation: 7,
+            node: Introduction {
+                node_id: "edge-1".into(),
+                generation: 7,
+                endpoint: "192.168.0.3:19091".parse().unwrap(),
+                host: "edge".into(),
+                databases: vec!["log1".into(), "log2".into()],
+            },
+            register: true,
         };
         let bytes = postcard::to_allocvec(&request).unwrap();
         assert_eq!(postcard::from_bytes::<Request>(&bytes).unwrap(), request);

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bocluster::tls::{ClusterIdentity, ALPN, SERVER_NAME};
-use bocluster::wire::{Request, Response};
+use bocluster::wire::{Introduction, Request, Response};
 use chitchat::{ChitchatMessage, Deserializable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -640,8 +640,14 @@ fn request_frame(request: &Request) -> Vec<u8> {
 
 fn hello(node_id: &str) -> Request {
     Request::Hello {
-        node_id: node_id.to_string(),
-        generation: 1,
+        node: Introduction {
+            node_id: node_id.to_string(),
+            generation: 1,
+            endpoint: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            host: String::new(),
+            databases: Vec::new(),
+        },
+        register: false,
     }
 }
 
@@ -809,7 +815,7 @@ fn assert_refused_then_control(fx: &mut Fixture, configs: Vec<(&str, quinn::Clie
             .await
             .expect("a peer with the cluster key connects");
         match request(&connection, &request_frame(&hello("probe"))).await {
-            Some(Response::Hello { node_id, .. }) => assert_eq!(node_id, fx.master.spec.node_id),
+            Some(Response::Hello { node }) => assert_eq!(node.node_id, fx.master.spec.node_id),
             other => panic!("control: a peer of the cluster gets no hello answer: {other:?}"),
         }
         let from = endpoint.local_addr().unwrap();
@@ -1006,13 +1012,13 @@ fn malformed_streams_from_a_cluster_peer_are_answered_with_errors_or_ignored() {
         // The node still answers this peer, on this connection and on a new one.
         let answer = request(&connection, &good).await;
         assert!(
-            matches!(&answer, Some(Response::Hello { node_id, .. }) if *node_id == master_id),
+            matches!(&answer, Some(Response::Hello { node }) if node.node_id == master_id),
             "after the malformed streams, hello got {answer:?}"
         );
         let (endpoint2, connection2, _) = member_connection(block, node).await;
         let answer = request(&connection2, &good).await;
         assert!(
-            matches!(&answer, Some(Response::Hello { node_id, .. }) if *node_id == master_id),
+            matches!(&answer, Some(Response::Hello { node }) if node.node_id == master_id),
             "a new connection's hello got {answer:?}"
         );
         drop(stalled);

@@ -76,10 +76,19 @@ fn seed_scenario_client_registers_itself_through_another_port() {
             ("127.0.31.2", 19091, "log2", "register", "alive", "n31-2"),
         ],
     );
-    // The client advertises the master by node id.
-    let nodes = master.query("SHOW NODES").unwrap();
-    let row = nodes.iter().find(|r| r["node_id"] == "n31-2").unwrap();
-    assert_eq!(row["masters"], "n31-1");
+    // The client advertises the master by node id (in gossip, which may list the client a
+    // moment after the master's own introduction with it showed it alive).
+    let row = wait_for(DEADLINE, || {
+        let nodes = master.query("SHOW NODES").ok()?;
+        let row = nodes.into_iter().find(|r| r["node_id"] == "n31-2")?;
+        (row["masters"] == "n31-1").then_some(row)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "SHOW NODES never listed n31-2 with master n31-1: {:?}",
+            master.query("SHOW NODES")
+        )
+    });
     assert_eq!(row["endpoint"], "127.0.31.2:19091");
 
     // Databases it creates later appear; databases it drops disappear.

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bocluster::fleet::{LocalNode, NodeSpec};
+use bocluster::fleet::{node_status, LocalNode, NodeSpec};
 use clap::Args;
 use serde_json::json;
 
@@ -93,6 +93,19 @@ fn one_run(bin: &Path, block: u8) -> Result<Run, String> {
     )?;
     wait_rows(&master, 2, "alive")?;
     let start_to_alive = t.elapsed();
+
+    // The master lists a client alive from their exchange of introductions, before gossip's
+    // failure detector has heard it twice. Kill it once gossip has, so the figure is the
+    // detection of an established client (one that dies before that is listed dead once gossip
+    // gives up waiting for its second heartbeat, 12 rounds after it first heard of it).
+    let client_id = registered.spec.node_id.clone();
+    let deadline = Instant::now() + LIMIT;
+    while node_status(&master, &client_id).as_deref() != Some("alive") {
+        if Instant::now() > deadline {
+            return Err("gossip never listed the registered client alive".into());
+        }
+        std::thread::sleep(POLL);
+    }
 
     let t = Instant::now();
     registered.kill();

@@ -6,6 +6,7 @@
 //! else: it only says whether and where each client is alive. Every change is written to
 //! `<data dir>/cluster.json` atomically before it is acknowledged.
 
+pub mod contacts;
 pub mod master;
 pub mod registration;
 pub mod state;
@@ -16,11 +17,14 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::db_name::DatabaseName;
 use crate::durable::write_atomic;
 use crate::gossip::Member;
 use crate::sql::{ClientHost, ClientSpec};
+use crate::wire::Introduction;
+use contacts::Contacts;
 
 pub use state::{AddOutcome, ClusterState, Entry, Source};
 pub use status::{cluster_rows, ClusterRow, EntryStatus, MemberIndex, SHOW_CLUSTER_COLUMNS};
@@ -45,6 +49,8 @@ pub struct ClusterView {
     path: PathBuf,
     state: Mutex<ClusterState>,
     resolved: Mutex<HashMap<String, Vec<IpAddr>>>,
+    /// Clients that just introduced themselves, live before gossip says so.
+    contacts: Contacts,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +76,7 @@ impl ClusterView {
             path,
             state: Mutex::new(state),
             resolved: Mutex::new(HashMap::new()),
+            contacts: Contacts::default(),
         })
     }
 
@@ -97,8 +104,9 @@ impl ClusterView {
     }
 
     fn node_at(&self, spec: &ClientSpec, members: &[Member]) -> Option<String> {
+        let members = self.contacts.vouch(members, Instant::now());
         let resolved = lock(&self.resolved);
-        MemberIndex::new(members)
+        MemberIndex::new(&members)
             .at(&spec.host, spec.port, &resolved)
             .map(|m| m.node_id.clone())
     }
@@ -149,22 +157,34 @@ impl ClusterView {
         self.update(|state| {
             let mut changed = false;
             for member in registrants {
-                let databases: Vec<DatabaseName> = member
-                    .databases
-                    .iter()
-                    .filter_map(|d| DatabaseName::new(d).ok())
-                    .collect();
+                let databases = valid_databases(&member.databases);
                 changed |= state.apply_registration(&member.node_id, member.endpoint, &databases);
             }
             (changed, changed)
         })
     }
 
+    /// A client's registration brought by its own introduction (a `BO_MASTER` hello), durable
+    /// before it returns; gossip brings the same registration a moment later.
+    pub fn register_introduction(&self, node: &Introduction) -> Result<bool, ClusterError> {
+        let databases = valid_databases(&node.databases);
+        self.update(|state| {
+            let changed = state.apply_registration(&node.node_id, node.endpoint, &databases);
+            (changed, changed)
+        })
+    }
+
+    /// Remembers that `node` just introduced itself: proof of life until gossip lists it.
+    pub fn record_contact(&self, node: Introduction) {
+        self.contacts.record(node, Instant::now());
+    }
+
     /// SHOW CLUSTER's rows.
     pub fn rows(&self, members: &[Member]) -> Vec<ClusterRow> {
+        let members = self.contacts.vouch(members, Instant::now());
         let state = lock(&self.state);
         let resolved = lock(&self.resolved);
-        cluster_rows(&state, members, &resolved)
+        cluster_rows(&state, &members, &resolved)
     }
 
     /// A copy of the durable state.
@@ -204,10 +224,11 @@ impl ClusterView {
     /// Endpoints of entries whose client is not live: the master dials them so a client that
     /// knows nothing of it (no seeds, no BO_MASTER) still joins.
     pub fn endpoints_to_reach(&self, members: &[Member]) -> Vec<SocketAddr> {
+        let members = self.contacts.vouch(members, Instant::now());
         let unreached: Vec<(ClientHost, u16)> = {
             let state = lock(&self.state);
             let resolved = lock(&self.resolved);
-            let index = MemberIndex::new(members);
+            let index = MemberIndex::new(&members);
             state
                 .entries()
                 .filter(|e| {
@@ -228,6 +249,14 @@ impl ClusterView {
         targets.dedup();
         targets
     }
+}
+
+/// The valid database names among those a client advertises (others cannot be entries).
+fn valid_databases(names: &[String]) -> Vec<DatabaseName> {
+    names
+        .iter()
+        .filter_map(|d| DatabaseName::new(d).ok())
+        .collect()
 }
 
 #[cfg(test)]

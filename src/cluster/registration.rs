@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::cluster::master::introduction;
 use crate::gossip::keys;
 use crate::node::NodeContext;
 use crate::wire::{Request, Response};
@@ -51,14 +52,16 @@ async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String),
     let addrs = crate::resolve::resolve_host_port(address)
         .await
         .map_err(|e| format!("cannot resolve {address}: {e}"))?;
+    // The hello registers this node's databases with the master at once; advertising the
+    // master's node id in gossip (below) keeps the registration current.
     let request = Request::Hello {
-        node_id: ctx.identity.node_id.clone(),
-        generation: ctx.identity.generation,
+        node: introduction(ctx),
+        register: true,
     };
     let mut last_error = format!("{address} resolved to no address");
     for addr in addrs {
         match ctx.transport.request(addr, &request, ATTEMPT_LIMIT).await {
-            Ok(Response::Hello { node_id, .. }) => return Ok((addr, node_id)),
+            Ok(Response::Hello { node }) => return Ok((addr, node.node_id)),
             Ok(Response::Error { message }) => last_error = format!("{addr} answered: {message}"),
             Err(e) => last_error = e.to_string(),
         }

@@ -1,0 +1,170 @@
+//! Direct contacts: proof of life from an exchange of introductions, until gossip takes over.
+//!
+//! chitchat's failure detector lists a node alive only after two heartbeats from it, a round
+//! or more apart, so a client gossip has just met shows up a second or so after it answered.
+//! A master that has just exchanged [`Introduction`]s with a client (its `BO_MASTER` hello, or
+//! the dial that follows ADD CLIENT) already knows it is alive: it lists it so at once. Gossip
+//! stays the authority: as soon as it lists that node at that generation or a newer one, alive
+//! or dead, the contact no longer counts, and it never counts for longer than
+//! [`CONTACT_VALID`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::gossip::{Member, MemberStatus};
+use crate::wire::Introduction;
+
+/// How long an introduction vouches for a node gossip does not list yet. Gossip lists a live
+/// node within a few rounds; a node that never shows up in gossip is not vouched for longer.
+pub const CONTACT_VALID: Duration = Duration::from_secs(10);
+
+/// Contacts kept at most; expired ones are dropped first when this is reached.
+const MAX_CONTACTS: usize = 4096;
+
+/// The latest introduction from each node id, with when it came.
+#[derive(Default)]
+pub struct Contacts {
+    by_node: Mutex<HashMap<String, (Introduction, Instant)>>,
+}
+
+impl Contacts {
+    /// Remembers that `node` introduced itself at `now` (the newest generation wins).
+    pub fn record(&self, node: Introduction, now: Instant) {
+        let mut by_node = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        if by_node.len() >= MAX_CONTACTS && !by_node.contains_key(&node.node_id) {
+            by_node.retain(|_, (_, at)| now.duration_since(*at) < CONTACT_VALID);
+            if by_node.len() >= MAX_CONTACTS {
+                return;
+            }
+        }
+        match by_node.get(&node.node_id) {
+            Some((known, _)) if known.generation > node.generation => {}
+            _ => {
+                by_node.insert(node.node_id.clone(), (node, now));
+            }
+        }
+    }
+
+    /// `members`, plus a live member for every recent contact that gossip does not list at
+    /// that generation or a newer one.
+    pub fn vouch<'a>(&self, members: &'a [Member], now: Instant) -> Cow<'a, [Member]> {
+        let by_node = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        if by_node.is_empty() {
+            return Cow::Borrowed(members);
+        }
+        let listed: HashMap<&str, u64> = members
+            .iter()
+            .map(|m| (m.node_id.as_str(), m.generation))
+            .collect();
+        let vouched: Vec<Member> = by_node
+            .values()
+            .filter(|(node, at)| {
+                now.duration_since(*at) < CONTACT_VALID
+                    && listed
+                        .get(node.node_id.as_str())
+                        .is_none_or(|generation| *generation < node.generation)
+            })
+            .map(|(node, _)| live_member(node))
+            .collect();
+        if vouched.is_empty() {
+            return Cow::Borrowed(members);
+        }
+        let mut all = members.to_vec();
+        all.extend(vouched);
+        Cow::Owned(all)
+    }
+}
+
+/// The member an introduction stands for, alive.
+fn live_member(node: &Introduction) -> Member {
+    Member {
+        node_id: node.node_id.clone(),
+        generation: node.generation,
+        endpoint: node.endpoint,
+        status: MemberStatus::Alive,
+        databases: node.databases.clone(),
+        masters: Vec::new(),
+        // Empty: what gossip has not delivered yet (registrations skip such members).
+        version: String::new(),
+        api: String::new(),
+        host: node.host.clone(),
+        is_self: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intro(node_id: &str, generation: u64) -> Introduction {
+        Introduction {
+            node_id: node_id.into(),
+            generation,
+            endpoint: "10.0.0.1:19091".parse().unwrap(),
+            host: "edge".into(),
+            databases: vec!["log1".into()],
+        }
+    }
+
+    fn gossip_member(node_id: &str, generation: u64, status: MemberStatus) -> Member {
+        Member {
+            status,
+            generation,
+            ..live_member(&intro(node_id, generation))
+        }
+    }
+
+    #[test]
+    fn a_fresh_contact_is_listed_alive_until_gossip_lists_it() {
+        let contacts = Contacts::default();
+        let t0 = Instant::now();
+        contacts.record(intro("c", 3), t0);
+        let none: Vec<Member> = Vec::new();
+        let vouched = contacts.vouch(&none, t0);
+        assert_eq!(vouched.len(), 1);
+        assert_eq!(vouched[0].status, MemberStatus::Alive);
+        assert_eq!(vouched[0].databases, ["log1"]);
+
+        // Gossip's word wins, dead or alive, at that generation or a newer one.
+        for status in [MemberStatus::Dead, MemberStatus::Alive, MemberStatus::Left] {
+            let members = vec![gossip_member("c", 3, status)];
+            let seen = contacts.vouch(&members, t0);
+            assert_eq!(seen.len(), 1);
+            assert_eq!(seen[0].status, status);
+        }
+        // An older generation in gossip (the node restarted) does not hide the new contact.
+        let members = vec![gossip_member("c", 2, MemberStatus::Dead)];
+        let seen = contacts.vouch(&members, t0);
+        assert_eq!(seen.len(), 2);
+        assert!(seen
+            .iter()
+            .any(|m| m.generation == 3 && m.status == MemberStatus::Alive));
+    }
+
+    #[test]
+    fn a_contact_expires() {
+        let contacts = Contacts::default();
+        let t0 = Instant::now();
+        contacts.record(intro("c", 1), t0);
+        assert!(contacts.vouch(&[], t0 + CONTACT_VALID).is_empty());
+    }
+
+    #[test]
+    fn the_newest_generation_wins_and_the_map_stays_bounded() {
+        let contacts = Contacts::default();
+        let t0 = Instant::now();
+        contacts.record(intro("c", 5), t0);
+        contacts.record(intro("c", 4), t0);
+        assert_eq!(contacts.vouch(&[], t0)[0].generation, 5);
+
+        let later = t0 + CONTACT_VALID;
+        for i in 0..MAX_CONTACTS + 10 {
+            contacts.record(intro(&format!("n{i}"), 1), later);
+        }
+        let by_node = contacts.by_node.lock().unwrap();
+        assert_eq!(by_node.len(), MAX_CONTACTS);
+        assert!(!by_node.contains_key("c"), "the expired contact went first");
+    }
+}
