@@ -214,6 +214,42 @@ mod tests {
         check_wire(&[0x53, 0xb0, 0, 3]);
     }
 
+    /// The hello seeds, as the node encodes them now. `FUZZ_WRITE_SEEDS=1 cargo test` writes
+    /// them to `seeds/wire_messages/` after a change of the wire format.
+    #[test]
+    fn hello_seeds_are_current() {
+        use bocluster::wire::Introduction;
+        let node = Introduction {
+            node_id: "edge-1".into(),
+            generation: 7,
+            endpoint: "192.168.0.3:19091".parse().unwrap(),
+            host: "edge".into(),
+            databases: vec!["log1".into(), "log2".into()],
+        };
+        let request = Request::Hello {
+            node: node.clone(),
+            register: true,
+        };
+        let seeds = [
+            ("request_hello", postcard::to_allocvec(&request).unwrap()),
+            (
+                "frame_request_hello",
+                postcard::to_extend(&request, vec![REQUEST_TAG]).unwrap(),
+            ),
+            (
+                "response_hello",
+                postcard::to_allocvec(&Response::Hello { node }).unwrap(),
+            ),
+        ];
+        for (name, bytes) in seeds {
+            if std::env::var_os("FUZZ_WRITE_SEEDS").is_some() {
+                let path = format!("{}/seeds/wire_messages/{name}", env!("CARGO_MANIFEST_DIR"));
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            assert_eq!(seed(name), bytes, "{name} is stale: rerun with FUZZ_WRITE_SEEDS=1");
+        }
+    }
+
     fn seed(name: &str) -> Vec<u8> {
         let path = format!("{}/seeds/wire_messages/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
