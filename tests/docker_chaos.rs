@@ -1,6 +1,7 @@
 //! Chaos against real containers: the `bocluster:latest` image on Docker networks of each
 //! test's own, broken with the engine's own tools (kill, pause, network disconnect, container
-//! replacement) and with iptables packet loss inside the containers' network namespaces.
+//! replacement), with iptables packet loss inside the containers' network namespaces and with
+//! a 100 ms delay on the packets they send (NFQUEUE, see `docker_common::net_delay`).
 //!
 //! Every test asserts the master's SHOW CLUSTER over the HTTP API (published on loopback) at
 //! the end: every acknowledged entry there exactly once, nothing else, all `alive`. Each
@@ -717,16 +718,20 @@ fn in_netns(pid: &str, cmd: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// The one-way delay added to every packet a node sends in the loss test.
+const DELAY: Duration = Duration::from_millis(100);
+
 #[test]
-fn ten_percent_packet_loss_on_every_node_for_60s() {
-    if !docker_ready("ten_percent_packet_loss_on_every_node_for_60s") {
+fn ten_percent_loss_and_100ms_delay_on_every_node_for_60s() {
+    let test = "ten_percent_loss_and_100ms_delay_on_every_node_for_60s";
+    if !docker_ready(test) {
         return;
     }
     let tools = ["nsenter", "iptables"]
         .iter()
         .all(|t| Command::new(t).arg("--version").output().is_ok());
     if !tools {
-        eprintln!("NOTICE: skipping ten_percent_packet_loss_on_every_node_for_60s: needs nsenter and iptables on the host (and root)");
+        eprintln!("NOTICE: skipping {test}: needs nsenter and iptables on the host (and root)");
         return;
     }
     let mut fleet = Fleet::new("loss");
@@ -738,8 +743,11 @@ fn ten_percent_packet_loss_on_every_node_for_60s() {
     let converged = wait_views(&nodes, &ids, "before the loss");
     eprintln!("MEASURED loss: every node sees every node alive {converged:.2?} later");
 
-    // 10% of the UDP packets each node receives from the network are dropped.
-    let mut no_delay = None;
+    // 10% of the UDP packets each node receives from the network are dropped, and every UDP
+    // packet each node sends to the network is held 100 ms first (tc netem is not available
+    // on every kernel; see docker_common::net_delay). Declared after the fleet, the delays
+    // stop (and take their rules out) before the containers go, also on failure.
+    let mut delays = Vec::new();
     for node in &nodes {
         let pid = node.pid();
         let rule = [
@@ -761,38 +769,36 @@ fn ten_percent_packet_loss_on_every_node_for_60s() {
         let mut add = vec!["-w", "5", "-A"];
         add.extend(rule);
         if let Err(e) = in_netns(&pid, "iptables", &add) {
-            eprintln!("NOTICE: skipping ten_percent_packet_loss_on_every_node_for_60s: cannot add the loss rule ({e}); run as root");
+            eprintln!("NOTICE: skipping {test}: cannot add the loss rule ({e}); run as root");
             return;
         }
-        if no_delay.is_none() {
-            if let Err(e) = in_netns(
-                &pid,
-                "tc",
-                &[
-                    "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "100ms",
-                ],
-            ) {
-                no_delay = Some(e);
-            }
-        }
-    }
-    match &no_delay {
-        Some(e) => eprintln!(
-            "NOTICE: the 100 ms delay part of this scenario is not possible here (tc netem: {e}); only the 10% loss is applied"
-        ),
-        None => eprintln!("loss: 100 ms netem delay applied to every node as well"),
+        let delay =
+            net_delay::NetDelay::for_pid(&node.id, &pid, DELAY, &["!", "-o", "lo", "-p", "udp"])
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot add the {DELAY:?} delay (NFQUEUE) to {}: {e}",
+                        node.id
+                    )
+                });
+        delays.push(delay);
     }
 
-    // For 60 s, polled every 500 ms: no alive row turns dead, on the master or anywhere.
+    // For 60 s, polled every 500 ms: no alive row turns dead, on the master or anywhere, and
+    // the delay stays in force.
     let start = Instant::now();
     let mut polls = 0;
     while start.elapsed() < Duration::from_secs(60) {
+        for delay in &delays {
+            delay
+                .check()
+                .unwrap_or_else(|e| panic!("at {:.1?}: {e}", start.elapsed()));
+        }
         let rows = master
             .show_cluster()
             .unwrap_or_else(|e| panic!("SHOW CLUSTER at {:.1?}: {e}", start.elapsed()));
         if let Err(e) = check_cluster(&rows, &expected, all_alive) {
             panic!(
-                "false alarm under 10% loss at {:.1?} (poll {polls}): {e}",
+                "false alarm under 10% loss and {DELAY:?} delay at {:.1?} (poll {polls}): {e}",
                 start.elapsed()
             );
         }
@@ -805,7 +811,7 @@ fn ten_percent_packet_loss_on_every_node_for_60s() {
                 assert_eq!(
                     status,
                     "alive",
-                    "false alarm under 10% loss at {:.1?}: {} sees {id} {status}",
+                    "false alarm under 10% loss and {DELAY:?} delay at {:.1?}: {} sees {id} {status}",
                     start.elapsed(),
                     node.id
                 );
@@ -815,6 +821,30 @@ fn ten_percent_packet_loss_on_every_node_for_60s() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // The delay was real: every packet the rules matched was held, for about 100 ms.
+    let mut delayed_total = 0u64;
+    let mut hold_total = Duration::ZERO;
+    for delay in delays {
+        let report = delay.stop().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("MEASURED loss: delay on {report}");
+        report.check().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            report.delayed > 200,
+            "{}: only {} packets delayed in 60 s",
+            report.label,
+            report.delayed
+        );
+        assert!(
+            report.min_hold >= DELAY && report.mean_hold < DELAY + Duration::from_millis(20),
+            "{}: packets held {:.1?}..{:.1?} (mean {:.1?}), not about {DELAY:?}",
+            report.label,
+            report.min_hold,
+            report.max_hold,
+            report.mean_hold
+        );
+        delayed_total += report.delayed;
+        hold_total += report.mean_hold * report.delayed as u32;
+    }
     // The loss was real.
     let mut dropped_total = 0u64;
     for node in &nodes {
@@ -834,7 +864,8 @@ fn ten_percent_packet_loss_on_every_node_for_60s() {
         dropped_total += dropped;
     }
     eprintln!(
-        "MEASURED loss: 60 s at 10% UDP loss on every node ({dropped_total} packets dropped, {polls} polls of every node): no row ever left alive"
+        "MEASURED loss: 60 s at 10% UDP loss and {DELAY:?} delay on every node ({dropped_total} packets dropped, {delayed_total} delayed, mean hold {:.1?}, {polls} polls of every node): no row ever left alive",
+        hold_total / delayed_total.max(1) as u32
     );
     assert_final(&master, &expected, &nodes);
 }

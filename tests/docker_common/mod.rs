@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod net_delay;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
