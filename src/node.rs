@@ -221,16 +221,9 @@ impl RunningNode {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = crate::api::router(self.ctx.clone());
-        let server = tokio::spawn(async move {
-            let result = axum::serve(self.http, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                warn!(error = %e, "HTTP API stopped with an error");
-            }
-        });
+        let server = tokio::spawn(crate::api::serve(self.http, app, async {
+            let _ = stop_rx.await;
+        }));
         shutdown.await;
         info!("stopping: telling peers this node is leaving");
         for task in &self.background {

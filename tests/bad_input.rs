@@ -2199,7 +2199,6 @@ fn garbage_on_the_http_port_is_answered_with_errors_or_closed() {
 }
 
 #[test]
-#[ignore = "known bug (issue 4, bad input): the HTTP server has no header/body read timeouts"]
 fn connections_that_never_finish_a_request_are_closed_by_the_node() {
     // A connection that sends nothing, half a request head, or half a body holds a socket
     // (a file descriptor) in the node for as long as the node waits; with no limit on that
