@@ -1,4 +1,5 @@
-//! Parsing cost of each statement (runs in `cargo bench`; compiled in CI).
+//! Parsing cost of each statement, and of rejecting MiB-long ones (runs in `cargo bench`;
+//! compiled in CI). `cargo bench --bench statements -- reject` runs only the latter.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
@@ -28,5 +29,30 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+/// Statements near the 1 MiB body limit that are not statements: how long a node takes to say
+/// so (one of these used to cost the parser over a second and ~100 MiB of tokens).
+fn reject(c: &mut Criterion) {
+    let cases = [
+        (
+            "ip_of_450k_one_letter_tokens",
+            format!("ADD CLIENT db=x ip={}", "a.".repeat(450_000)),
+        ),
+        ("show_x_100k", "SHOW ".repeat(100_000)),
+        ("open_paren_x_500k", "(".repeat(500_000)),
+        (
+            "db_x_50k",
+            format!("ADD CLIENT ip=1.2.3.4 {}", "db=x ".repeat(50_000)),
+        ),
+    ];
+    let mut group = c.benchmark_group("reject");
+    group.sample_size(10);
+    for (name, text) in &cases {
+        group.bench_function(*name, |b| {
+            b.iter(|| parse_statement(black_box(text)).expect_err("not a statement"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, reject);
 criterion_main!(benches);

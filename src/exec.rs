@@ -1,6 +1,9 @@
 //! Carries out a parsed statement against the node: parse -> execute -> reply.
 
+use std::sync::OnceLock;
+
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use crate::catalog::CatalogError;
 use crate::cluster::master::{introduce_now, resolve_into};
@@ -9,14 +12,46 @@ use crate::node::NodeContext;
 use crate::reply::{retcode, ExecError, Reply};
 use crate::sql::{parse_statement, ClientHost, ClientSpec, Statement};
 
+/// Statements up to this long are parsed right where they arrive, on the async worker (that
+/// takes microseconds); longer ones, which only a script or an attacker sends, are parsed on
+/// the blocking pool, at most [`parse_permits`] at a time, so that a burst of MiB-long
+/// statements never holds the few workers that also run gossip and answer `/health`.
+pub const INLINE_PARSE_MAX_BYTES: usize = 4 * 1024;
+
+/// Long statements parsed at once: one per CPU (at least one). The parser is CPU-bound; more
+/// at a time would only queue them in the blocking pool's threads instead of here.
+fn parse_permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    })
+}
+
 /// Parses and executes one statement.
 pub async fn execute_text(ctx: &NodeContext, text: &str) -> Result<Reply, ExecError> {
-    let statement = parse_statement(text).map_err(|e| ExecError {
+    let statement = parse_text(text).await?;
+    execute(ctx, statement).await
+}
+
+/// Parses one statement, off the async workers if it is long (see [`INLINE_PARSE_MAX_BYTES`]).
+pub async fn parse_text(text: &str) -> Result<Statement, ExecError> {
+    let parsed = if text.len() <= INLINE_PARSE_MAX_BYTES {
+        parse_statement(text)
+    } else {
+        let _permit = parse_permits()
+            .acquire()
+            .await
+            .map_err(|_| ExecError::server("the statement parser is shut down"))?;
+        let text = text.to_owned();
+        tokio::task::spawn_blocking(move || parse_statement(&text))
+            .await
+            .map_err(|e| ExecError::server(format!("parsing the statement failed: {e}")))?
+    };
+    parsed.map_err(|e| ExecError {
         http_status: 400,
         retcode: retcode::PARSE_ERROR,
         errmsg: e.to_string(),
-    })?;
-    execute(ctx, statement).await
+    })
 }
 
 pub async fn execute(ctx: &NodeContext, statement: Statement) -> Result<Reply, ExecError> {

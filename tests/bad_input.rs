@@ -1820,9 +1820,9 @@ fn oversized_bodies_are_refused_and_bodies_up_to_the_limit_are_read() {
 }
 
 #[test]
-#[ignore = "known (issue 4, bad input): parsing MiB-long statements raises the node's RSS high-water above the test's bound on CI (23 -> 108 MiB); goes with stopping the tokenizer early for huge statements"]
 fn long_runs_of_repeated_tokens_are_parse_errors_with_short_messages() {
     let mut fx = fixture(108, &[]);
+    let peak_before = proc_status_kib(&fx.master, "VmHWM");
     let client_ip = ip(108, 9);
     let cases: Vec<(&str, String)> = vec![
         ("SHOW x 100,000", "SHOW ".repeat(100_000)),
@@ -1899,6 +1899,15 @@ fn long_runs_of_repeated_tokens_are_parse_errors_with_short_messages() {
         "a statement spread over 500 KB",
         &post(&fx.master, &stmt_body(&spaced)),
         &fx,
+    );
+    // The high-water mark, not only what is resident afterwards: tokenizing a whole MiB-long
+    // statement at once peaked at over 100 MiB.
+    let peak = proc_status_kib(&fx.master, "VmHWM");
+    let bound = memory_bound_kib(fx.before.rss_kib);
+    println!("long runs of repeated tokens: master peak RSS (VmHWM) {peak_before} KiB -> {peak} KiB (bound {bound} KiB)");
+    assert!(
+        peak < bound,
+        "long runs of repeated tokens raised the master's peak RSS from {peak_before} KiB to {peak} KiB (bound {bound} KiB)"
     );
     assert_intact(&mut fx, "after long runs of repeated tokens");
 }
@@ -2255,10 +2264,10 @@ fn connections_that_never_finish_a_request_are_closed_by_the_node() {
 }
 
 #[test]
-#[ignore = "known bug (issue 4, bad input): huge statements are parsed on the async workers"]
 fn statements_that_are_slow_to_parse_do_not_starve_gossip() {
-    // The longest statements take the parser a second or more (a 1 MiB run of one-letter
-    // tokens). Several at once must not stall the node's gossip: its peers must keep
+    // The longest statements (a 1 MiB run of one-letter tokens) once took the parser a second
+    // or more on the async workers; they are now parsed off them, and read only as far as the
+    // grammar needs. Several at once must not stall the node's gossip: its peers must keep
     // seeing it alive, and it must keep answering.
     let mut fx = fixture(113, &[]);
     let addr = fx.master.http_addr();

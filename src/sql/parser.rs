@@ -6,8 +6,10 @@
 //! whitespace, `;` or the end of input, so `192.168.0.3`, `::1` and `xn--bcher-kva.example`
 //! (which the tokenizer would split, or cut at `--` as a comment) are read exactly as typed.
 
+use std::collections::VecDeque;
+
 use sqlparser::dialect::GenericDialect;
-use sqlparser::tokenizer::{Location, Token, Tokenizer, TokenizerError};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, TokenizerError};
 
 use crate::db_name::DatabaseName;
 use crate::sql::statement::{ClientHost, ClientSpec, Statement, DEFAULT_CLIENT_PORT};
@@ -18,6 +20,15 @@ const MAX_QUOTED_LEN: usize = 40;
 /// Longest accepted `key=value` value, in bytes (a DNS name has at most 253), so that error
 /// messages never echo huge inputs.
 const MAX_VALUE_LEN: usize = 256;
+
+/// Bytes of input handed to the tokenizer at a time (see [`Lexer`]); a window grows only for
+/// a single token longer than this.
+const WINDOW_BYTES: usize = 1024;
+
+/// A token that ends this close to the end of a window (one that is not the end of the input)
+/// is read again with the next window: the tokenizer looks a few characters past a token to
+/// decide where it ends (`1e5`, `->>`, `U&'`), and a token cut by the window is not the token.
+const WINDOW_MARGIN: usize = 16;
 
 /// Why an input is not a statement, and where (1-based line and column, in characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,8 +46,14 @@ pub struct ParseError {
 /// A [`ParseError`] at the offending token (or at the end of input when something is
 /// missing) for anything that is not exactly one valid statement.
 pub fn parse_statement(input: &str) -> Result<Statement, ParseError> {
+    parse_with_window(input, WINDOW_BYTES)
+}
+
+/// [`parse_statement`] with the tokenizer's first window of `window` bytes (the answer is the
+/// same for every size; tests try small ones).
+fn parse_with_window(input: &str, window: usize) -> Result<Statement, ParseError> {
     Parser {
-        lexer: Lexer::new(input),
+        lexer: Lexer::new(input, window),
     }
     .statement()
 }
@@ -112,92 +129,262 @@ impl Cursor<'_> {
     }
 }
 
-/// Position of byte `offset` of `src`.
-fn pos_of(src: &str, offset: usize) -> Pos {
-    let mut cursor = Pos::START;
-    for (i, c) in src.char_indices() {
-        if i >= offset {
-            break;
-        }
+/// The position just after `text`, which starts at `pos`.
+fn pos_after(mut pos: Pos, text: &str) -> Pos {
+    for c in text.chars() {
         if c == '\n' {
-            cursor.line += 1;
-            cursor.column = 1;
+            pos.line += 1;
+            pos.column = 1;
         } else {
-            cursor.column += 1;
+            pos.column += 1;
         }
     }
-    cursor
+    pos
 }
 
-/// The tokens of the input, with support for re-tokenizing after a raw bare value.
+/// The smallest char boundary of `text` at or above `at` (at most `text.len()`).
+fn ceil_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the token at the start of `text` probably ends, in bytes, for the kinds that can be
+/// long: comments, quoted strings and names, words and numbers. Only a guess, to size the next
+/// window (so that little after a long token is tokenized along with it); the tokenizer has
+/// the last word, and a wrong guess costs only time.
+fn token_end_guess(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let quoted_from = |open: usize| {
+        let quote = *bytes.get(open)?;
+        let mut i = open + 1;
+        while i < bytes.len() {
+            if bytes[i] == quote {
+                if bytes.get(i + 1) == Some(&quote) {
+                    i += 2; // a doubled quote stands for one
+                    continue;
+                }
+                return Some(i + 1);
+            }
+            i += 1;
+        }
+        None
+    };
+    match bytes {
+        [b'-', b'-', ..] => Some(text.find('\n').map_or(text.len(), |i| i + 1)),
+        [b'/', b'*', ..] => {
+            // Nested, as the tokenizer reads them.
+            let (mut depth, mut i) = (1usize, 2);
+            while i + 1 < bytes.len() {
+                match &bytes[i..i + 2] {
+                    b"/*" => (depth, i) = (depth + 1, i + 2),
+                    b"*/" if depth == 1 => return Some(i + 2),
+                    b"*/" => (depth, i) = (depth - 1, i + 2),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        [b'\'' | b'"' | b'`', ..] => quoted_from(0),
+        [b'0'..=b'9' | b'.', ..] => {
+            // digits [. digits] [e [+-] digits]
+            let digits = |from: usize| {
+                from + bytes[from.min(bytes.len())..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count()
+            };
+            let mut end = digits(0);
+            if bytes.get(end) == Some(&b'.') {
+                end = digits(end + 1);
+            }
+            if matches!(bytes.get(end), Some(b'e' | b'E')) {
+                let sign = usize::from(matches!(bytes.get(end + 1), Some(b'+' | b'-')));
+                let exponent = digits(end + 1 + sign);
+                if exponent > end + 1 + sign {
+                    end = exponent;
+                }
+            }
+            Some(end)
+        }
+        _ => {
+            let word = text
+                .find(|c: char| {
+                    !(c.is_alphabetic() || c.is_ascii_digit() || matches!(c, '_' | '$' | '#' | '@'))
+                })
+                .unwrap_or(text.len());
+            match &bytes[word..] {
+                // A prefixed string: N'..', E'..', X'..', B'..', R'..', U&'..'.
+                [b'\'' | b'"', ..] if (1..=2).contains(&word) => quoted_from(word),
+                [b'&', b'\'', ..] if word == 1 => quoted_from(word + 1),
+                _ if word > 0 => Some(word),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// The tokens of the input, read lazily, with support for re-tokenizing after a raw bare value.
+///
+/// No statement has more than a dozen tokens, so the parser never looks further than about a
+/// dozen tokens in (it stops with an error at the first one that does not fit the grammar).
+/// The tokenizer is therefore given the input one window at a time, as the parser asks for
+/// tokens, instead of all of it at once: a MiB-long run of one-letter tokens used to become a
+/// million tokens (some 100 MiB, and a second of CPU) before the parser looked at the second
+/// one. Whitespace and comments, which a valid statement may carry in any amount, are read
+/// through window by window in constant memory.
 struct Lexer<'a> {
     src: &'a str,
-    toks: Vec<Tok>,
-    next: usize,
+    /// Non-whitespace tokens read ahead and not consumed yet, next first.
+    toks: VecDeque<Tok>,
     /// The tokenizer stopped here, after `toks`.
     error: Option<ParseError>,
-    /// Byte offset where the current tokenization started.
-    base: usize,
+    /// Byte offset (and its position) where the tokenizer goes on: the end of the last token
+    /// read, or the end of input.
+    at: usize,
+    at_pos: Pos,
+    /// The last non-whitespace token before `at`, and the last token if that is whitespace:
+    /// the tokenizer decides some tokens by the ones before them (`t.1e`), so each window is
+    /// tokenized after these.
+    context_token: Option<TokenWithSpan>,
+    context_space: Option<TokenWithSpan>,
+    /// Just after the last non-whitespace token read since the current tokenization started
+    /// (or where it started, if none).
+    last_end: Pos,
     /// Whether a `;` ended the statement (for a clearer "after the end" message).
     saw_semicolon: bool,
+    /// Bytes tokenized at a time unless a token needs more ([`WINDOW_BYTES`]).
+    window: usize,
 }
 
 impl<'a> Lexer<'a> {
-    fn new(src: &'a str) -> Self {
+    fn new(src: &'a str, window: usize) -> Self {
         let mut lexer = Lexer {
             src,
-            toks: Vec::new(),
-            next: 0,
+            window: window.max(1),
+            toks: VecDeque::new(),
             error: None,
-            base: 0,
+            at: 0,
+            at_pos: Pos::START,
+            context_token: None,
+            context_space: None,
+            last_end: Pos::START,
             saw_semicolon: false,
         };
-        lexer.tokenize_from(0);
+        lexer.tokenize_from(0, Pos::START);
         lexer
     }
 
-    /// Replaces the tokens with those of the input from byte `base` on.
-    fn tokenize_from(&mut self, base: usize) {
-        let rest = self.src.get(base..).unwrap_or("");
-        let base_pos = pos_of(self.src, base);
+    /// Drops the tokens read ahead and tokenizes afresh from byte `base` (at `base_pos`) on.
+    fn tokenize_from(&mut self, base: usize, base_pos: Pos) {
         self.toks.clear();
-        self.next = 0;
         self.error = None;
-        self.base = base;
+        self.at = base;
+        self.at_pos = base_pos;
+        self.context_token = None;
+        self.context_space = None;
+        self.last_end = base_pos;
+        self.fill();
+    }
 
+    /// Tokenizes window after window until there is a token to hand out, or the input ends, or
+    /// the tokenizer fails.
+    ///
+    /// A window that ends before the input does is trusted only up to its last token that ends
+    /// at least [`WINDOW_MARGIN`] bytes before the window's end; the rest is read again with
+    /// the next window. A token too long for the window (a long comment, say) gets a window
+    /// that ends where [`token_end_guess`] says it does, or else one twice as large until it
+    /// fits: reading is linear in the input overall, and little more than the token is
+    /// tokenized along with it.
+    fn fill(&mut self) {
         let dialect = GenericDialect {};
-        let mut raw = Vec::new();
-        let result = Tokenizer::new(&dialect, rest).tokenize_with_location_into_buf(&mut raw);
-        let mut cursor = Cursor {
-            src: self.src,
-            pos: base_pos,
-            offset: base,
-        };
-        for t in raw {
-            if matches!(t.token, Token::Whitespace(_) | Token::EOF) {
-                continue;
+        let mut window = self.window;
+        let mut guessed = false;
+        while self.toks.is_empty() && self.error.is_none() && self.at < self.src.len() {
+            let rest = &self.src[self.at..];
+            let cut = ceil_char_boundary(rest, window);
+            let complete = cut == rest.len();
+            // What the tokenizer needs to go on from `at`: the last non-whitespace token, then
+            // the last token if that was whitespace.
+            let mut raw: Vec<TokenWithSpan> = self
+                .context_token
+                .iter()
+                .chain(&self.context_space)
+                .cloned()
+                .collect();
+            let seeded = raw.len();
+            let result =
+                Tokenizer::new(&dialect, &rest[..cut]).tokenize_with_location_into_buf(&mut raw);
+            let trusted_until = if complete {
+                self.src.len()
+            } else {
+                (self.at + cut).saturating_sub(WINDOW_MARGIN)
+            };
+            let (window_start, window_pos) = (self.at, self.at_pos);
+            let mut cursor = Cursor {
+                src: self.src,
+                pos: window_pos,
+                offset: window_start,
+            };
+            for t in raw.drain(seeded..) {
+                let pos = window_pos.offset_by(t.span.start);
+                let start = cursor.seek(pos);
+                let end = cursor.seek(window_pos.offset_by(t.span.end)).max(start);
+                if end > trusted_until {
+                    break;
+                }
+                (self.at, self.at_pos) = (end, cursor.pos);
+                if matches!(t.token, Token::Whitespace(_)) {
+                    self.context_space = Some(t);
+                } else {
+                    self.last_end = cursor.pos;
+                    self.toks.push_back(Tok {
+                        token: t.token.clone(),
+                        start,
+                        end,
+                        pos,
+                    });
+                    self.context_token = Some(t);
+                    self.context_space = None;
+                }
             }
-            let pos = base_pos.offset_by(t.span.start);
-            let start = cursor.seek(pos);
-            let end = cursor.seek(base_pos.offset_by(t.span.end)).max(start);
-            self.toks.push(Tok {
-                token: t.token,
-                start,
-                end,
-                pos,
-            });
-        }
-        if let Err(e) = result {
-            self.error = Some(self.tokenizer_error(&e, base_pos));
+            if complete {
+                if let Err(e) = result {
+                    self.error = Some(self.tokenizer_error(&e, window_start, window_pos));
+                }
+                self.at = self.src.len();
+            } else if self.at == window_start {
+                // Not one whole token in the window: try again with one that fits the token as
+                // far as can be guessed, else with one twice as large.
+                let guess = if guessed {
+                    None
+                } else {
+                    guessed = true;
+                    token_end_guess(rest).map(|end| end.saturating_add(WINDOW_MARGIN))
+                };
+                window = match guess {
+                    Some(guess) if guess > cut => guess,
+                    _ => window.saturating_mul(2),
+                };
+            } else {
+                (window, guessed) = (self.window, false);
+            }
         }
     }
 
-    fn tokenizer_error(&self, e: &TokenizerError, base_pos: Pos) -> ParseError {
-        let pos = base_pos.offset_by(e.location);
+    fn tokenizer_error(
+        &self,
+        e: &TokenizerError,
+        window_start: usize,
+        window_pos: Pos,
+    ) -> ParseError {
+        let pos = window_pos.offset_by(e.location);
         let offset = Cursor {
             src: self.src,
-            pos: base_pos,
-            offset: self.base,
+            pos: window_pos,
+            offset: window_start,
         }
         .seek(pos);
         let at = self.src.get(offset..).and_then(|s| s.chars().next());
@@ -215,7 +402,7 @@ impl<'a> Lexer<'a> {
 
     /// The next token, `None` at the end of input, or the tokenizer's error if it stopped here.
     fn peek(&self) -> Result<Option<&Tok>, ParseError> {
-        match (self.toks.get(self.next), &self.error) {
+        match (self.toks.front(), &self.error) {
             (Some(tok), _) => Ok(Some(tok)),
             (None, Some(error)) => Err(error.clone()),
             (None, None) => Ok(None),
@@ -223,15 +410,16 @@ impl<'a> Lexer<'a> {
     }
 
     fn advance(&mut self) {
-        if self.next < self.toks.len() {
-            self.next += 1;
+        self.toks.pop_front();
+        if self.toks.is_empty() {
+            self.fill();
         }
     }
 
     /// Where the input ends: just after its last token (trailing whitespace does not count).
+    /// Only asked for once every token has been consumed.
     fn end_pos(&self) -> Pos {
-        let end = self.toks.last().map_or(self.base, |t| t.end);
-        pos_of(self.src, end)
+        self.last_end
     }
 
     /// Source text of `tok`.
@@ -241,7 +429,7 @@ impl<'a> Lexer<'a> {
 
     /// Describes the next token for "found ..." in messages.
     fn describe_next(&self) -> String {
-        match self.toks.get(self.next) {
+        match self.toks.front() {
             Some(tok) => quote(self.text(tok)),
             None => "end of input".to_string(),
         }
@@ -249,7 +437,7 @@ impl<'a> Lexer<'a> {
 
     /// Takes a bare value starting at the next token: raw input up to whitespace, `;` or end.
     fn take_bare(&mut self) -> (&'a str, Pos) {
-        let Some(first) = self.toks.get(self.next) else {
+        let Some(first) = self.toks.front() else {
             return ("", self.end_pos());
         };
         let (start, pos) = (first.start, first.pos);
@@ -267,8 +455,9 @@ impl<'a> Lexer<'a> {
         // The tokens after the value may be wrong: the tokenizer may have read a `--` inside
         // it as a comment swallowing the rest of the line, or failed on a quote inside it.
         // Tokenize again from the end of the value (at most three times per statement).
-        self.tokenize_from(end);
-        (self.src.get(start..end).unwrap_or(""), pos)
+        let value = self.src.get(start..end).unwrap_or("");
+        self.tokenize_from(end, pos_after(pos, value));
+        (value, pos)
     }
 }
 
@@ -1140,6 +1329,137 @@ mod tests {
         }
     }
 
+    /// Asserts that reading `input` a few bytes at a time gives what reading it at once does.
+    fn same_for_every_window(input: &str) {
+        let whole = parse_with_window(input, usize::MAX);
+        for window in [1, 2, 3, 5, 8, 13, 16, 17, 31, 64, 200] {
+            assert_eq!(
+                parse_with_window(input, window),
+                whole,
+                "{input:?} read {window} bytes at a time"
+            );
+        }
+    }
+
+    #[test]
+    fn windows_of_any_size_read_the_same() {
+        let comments = "/* c */ -- d\n \t\r\n/* /* nested */ */".repeat(20);
+        let inputs = [
+            "SHOW NODES".to_string(),
+            "  SHOW\n\tNODES ;  \n".to_string(),
+            "-- list\nSHOW NODES; -- done".to_string(),
+            format!("{comments}SHOW{comments}DATABASES{comments};{comments}"),
+            format!("{comments}ADD CLIENT{comments}ip{comments}={comments}1.2.3.4{comments}db={comments}'x'{comments}"),
+            format!("{}SHOW FOO", "\n".repeat(300)),
+            format!("{}SHOW FOO", "\r\n".repeat(300)),
+            format!("SHOW {}", "x".repeat(500)),
+            format!("SHOW '{}", "x".repeat(500)),
+            format!("SHOW '{}' NODES", "x''y".repeat(200)),
+            format!("CREATE DATABASE '{}'", "é".repeat(300)),
+            format!("CREATE DATABASE \"{}\"", "a".repeat(300)),
+            format!("CREATE DATABASE {}", "a".repeat(300)),
+            format!("ADD CLIENT db=x ip={}", "a.".repeat(300)),
+            format!("ADD CLIENT ip=::1 db=x port={}", "9".repeat(300)),
+            "SHOW ".repeat(300),
+            "(".repeat(300),
+            "/*".repeat(300),
+            "--".repeat(300),
+            format!("SHOW DATABASES{}", ";".repeat(300)),
+            format!("ADD CLIENT ip{}", "=".repeat(300)),
+            "\u{1f600}".repeat(300),
+            "\0".repeat(300),
+            "SELECT t.1e5, x'ab', U&'x', 1e+5, 1.2.3.4, a->>b, $$x$$, 'a'||'b'".to_string(),
+            "SHOW t.1e5".to_string(),
+            // The tokenizer reads these by the token before: `._` after a word is a field
+            // access (and an error elsewhere), `.1` after a word a tuple index.
+            "SHOW NODES ._x".to_string(),
+            "SHOW NODES /* c */ ._x".to_string(),
+            "SHOW NODES t.1.2".to_string(),
+            "SHOW NODES (1).5e3".to_string(),
+            "ADD CLIENT ip=1.2.3.4 db=x port ._".to_string(),
+            "ADD CLIENT ip = 10.1.2.3 db =db_a port= 7000".to_string(),
+            // Tokens longer than a window, of every kind whose end is guessed, and then more.
+            format!("SHOW N'{}' (((", "x".repeat(300)),
+            format!("SHOW U&'{}' (((", "x".repeat(300)),
+            format!("SHOW X'{}'", "ab".repeat(150)),
+            format!("SHOW 1.{}.1.1 (((", "5".repeat(300)),
+            format!("SHOW {}e+{} (((", "1".repeat(300), "2".repeat(300)),
+            format!("SHOW $${}$$ (((", "x".repeat(300)),
+            format!("SHOW \"{}\" (((", "x\"\"".repeat(100)),
+            format!("SHOW `{}` (((", "x``".repeat(100)),
+            format!("SHOW '{}\\' (((", "x\\'".repeat(100)),
+            format!("SHOW -- {}\n NODES", "x".repeat(300)),
+            format!("SHOW /* {} /* */ {} */ NODES ((", "x".repeat(300), "*/".repeat(10)),
+            format!("SHOW /* {}", "x".repeat(300)),
+            format!("SHOW {}é{} (((", "é".repeat(150), "a".repeat(150)),
+            format!("SHOW @{} (((", "x".repeat(300)),
+        ];
+        for input in &inputs {
+            same_for_every_window(input);
+        }
+        // Window ends at every place around tokens that depend on the one before.
+        for pad in 0..40 {
+            for tail in [
+                ".5",
+                "._x",
+                "/* c */ ._x",
+                "t.1.2",
+                "t. 1.2",
+                "(1).5e3",
+                "1e+5",
+                "x'ab'",
+            ] {
+                same_for_every_window(&format!(
+                    "SHOW NODES{} {tail}{}",
+                    " ".repeat(pad),
+                    " ".repeat(40)
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn huge_inputs_are_read_only_as_far_as_needed() {
+        // Each of these used to be tokenized whole (a million tokens) before the first error.
+        let e = err(
+            &format!("ADD CLIENT db=x ip={}", "a.".repeat(450_000)),
+            1,
+            20,
+            "ip value \"a.a.",
+        );
+        assert!(e.message.len() < 150, "{e}");
+        err(&"SHOW ".repeat(200_000), 1, 6, "found \"SHOW\"");
+        err(&"(".repeat(1_000_000), 1, 1, "found \"(\"");
+        err(
+            &format!("CREATE DATABASE {}", "a".repeat(1_000_000)),
+            1,
+            17,
+            "longer than 64",
+        );
+        // Far into the input, positions stay exact, and whitespace and comments of any length
+        // are read through.
+        err(
+            &format!("{}SHOW FOO", "\n".repeat(500_000)),
+            500_001,
+            6,
+            "found \"FOO\"",
+        );
+        assert_eq!(
+            ok(&format!("SHOW{}DATABASES", " \n\t/* c */".repeat(50_000))),
+            Statement::ShowDatabases
+        );
+        assert_eq!(
+            ok(&format!("SHOW /*{}*/ NODES", "x".repeat(1_000_000))),
+            Statement::ShowNodes
+        );
+        err(
+            &format!("SHOW '{}", "x".repeat(1_000_000)),
+            1,
+            6,
+            "unterminated quote",
+        );
+    }
+
     #[test]
     fn mangled_statements_never_panic() {
         let seeds = [
@@ -1176,6 +1496,7 @@ mod tests {
                     }
                 }
                 let input = String::from_utf8_lossy(&bytes);
+                same_for_every_window(&input);
                 let lines = input.matches('\n').count() as u64 + 1;
                 if let Err(e) = parse_statement(&input) {
                     assert!(e.line >= 1 && e.line <= lines, "{input:?}: {e}");
