@@ -19,7 +19,7 @@ use crate::gossip::{keys, Gossip, GossipSettings};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::resolve::resolve_host_port;
 use crate::tls::{ClusterIdentity, KeySource, TlsError};
-use crate::transport::{QuicTransport, TransportError};
+use crate::transport::{MemoryNetwork, PeerLink, QuicTransport, TransportError};
 
 /// The version advertised in gossip and shown by SHOW NODES.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,7 +70,7 @@ pub struct NodeContext {
     /// Node ids of the masters this node registered with (BO_MASTER).
     pub master_ids: Arc<MasterIds>,
     pub gossip: Gossip,
-    pub transport: QuicTransport,
+    pub transport: PeerLink,
     pub http_addr: SocketAddr,
 }
 
@@ -87,6 +87,14 @@ impl NodeContext {
     }
 }
 
+/// Where a node's peer traffic goes.
+pub enum PeerNetwork {
+    /// QUIC with mutual TLS on `BO_LISTEN`: what a node process uses.
+    Quic,
+    /// An in-process network shared by nodes of one process (`edge-fleet scale`).
+    Memory(MemoryNetwork),
+}
+
 /// A started node, serving until [`RunningNode::run_until`] returns.
 pub struct RunningNode {
     pub ctx: Arc<NodeContext>,
@@ -97,6 +105,14 @@ pub struct RunningNode {
 impl RunningNode {
     /// Starts everything; every failure here is reported before any traffic is sent.
     pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+        RunningNode::start_on(config, PeerNetwork::Quic).await
+    }
+
+    /// [`RunningNode::start`], with the peers reached over `network`.
+    pub async fn start_on(
+        config: NodeConfig,
+        network: PeerNetwork,
+    ) -> Result<RunningNode, NodeError> {
         create_dir_durable(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -110,16 +126,19 @@ impl RunningNode {
             }
         }
 
-        let tls = ClusterIdentity::new(config.cluster_key.as_deref(), &identity.node_id)?;
-        if tls.key_source == KeySource::OpenDefault {
-            warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its gossip. Set the same BO_CLUSTER_KEY on every node to close it.");
-        }
-        let (transport, gossip_transport, requests) = QuicTransport::bind(
-            config.listen,
-            config.endpoint,
-            &tls,
-            config.gossip_interval / 2,
-        )?;
+        let syn_spacing = config.gossip_interval / 2;
+        let (transport, gossip_transport, requests) = match network {
+            PeerNetwork::Quic => {
+                let tls = ClusterIdentity::new(config.cluster_key.as_deref(), &identity.node_id)?;
+                if tls.key_source == KeySource::OpenDefault {
+                    warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its gossip. Set the same BO_CLUSTER_KEY on every node to close it.");
+                }
+                let (quic, gossip, requests) =
+                    QuicTransport::bind(config.listen, config.endpoint, &tls, syn_spacing)?;
+                (PeerLink::Quic(quic), gossip, requests)
+            }
+            PeerNetwork::Memory(network) => network.bind(config.endpoint, syn_spacing)?,
+        };
         let http = TcpListener::bind(config.http).await.map_err(|source| {
             if source.kind() == io::ErrorKind::AddrInUse {
                 NodeError::HttpInUse { addr: config.http }

@@ -80,6 +80,9 @@ struct BenchArgs {
     /// Convergence limit of each `scale` size
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     scale_limit: std::time::Duration,
+    /// BO_GOSSIP_INTERVAL of the in-process nodes of `scale` [default: the node's default]
+    #[arg(long, value_name = "DURATION")]
+    scale_gossip_interval: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -184,8 +187,10 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
         steady: std::time::Duration::from_secs(20),
         stop_at_failure: false,
         max_rss_mib: 8192,
-        gossip_interval: None,
+        gossip_interval: args.scale_gossip_interval.clone(),
         phi_threshold: None,
+        transport: scale::ScaleTransport::Memory,
+        loss: 0.0,
         out: Some(args.dir.join("scale.json")),
         plots: Some(args.dir.clone()),
     };

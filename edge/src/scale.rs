@@ -1,8 +1,10 @@
 //! `edge-fleet scale`: N real nodes in this one process, to see how cost grows with N.
 //!
-//! Each node is the real node code (`RunningNode::start`: identity, catalog, TLS, QUIC on its
-//! own 127.1.x.y address, chitchat gossip, the master view), all on one multi-threaded tokio
-//! runtime, all seeded to the first node. Measured per size: time to start them, time until
+//! Each node is the real node code (`RunningNode::start_on`: identity, catalog, chitchat
+//! gossip with its guard and pacing, the master view), all on one multi-threaded tokio
+//! runtime, all seeded to the first node. The nodes reach each other over an in-process
+//! network (`--transport memory`, the default, which can also lose gossip: `--loss`), or over
+//! real QUIC with TLS, each on its own 127.1.x.y address (`--transport quic`). Measured per size: time to start them, time until
 //! every node sees all N alive, resident memory of the process per node, CPU and gossip bytes
 //! per node over a steady window, and the time a change (CREATE DATABASE on one node) takes to
 //! reach all N.
@@ -13,14 +15,25 @@ use std::time::{Duration, Instant};
 
 use bocluster::config::{NodeArgs, NodeConfig};
 use bocluster::gossip::MemberStatus;
-use bocluster::node::RunningNode;
-use clap::Args;
+use bocluster::node::{PeerNetwork, RunningNode};
+use bocluster::transport::MemoryNetwork;
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::write_file;
 use crate::netns::{ByteCounters, CounterRule, Direction};
 use crate::procfs::{self, Machine};
 use crate::stats::median;
+
+/// How the in-process nodes reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleTransport {
+    /// Channels between the nodes: the protocol's cost without TLS, QUIC and sockets.
+    Memory,
+    /// Real QUIC with mutual TLS, one UDP endpoint per node.
+    Quic,
+}
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
@@ -33,6 +46,12 @@ pub struct ScaleArgs {
     /// Steady window after convergence for CPU, bandwidth and false positives (0s skips it)
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub steady: Duration,
+    /// How the nodes reach each other
+    #[arg(long, value_enum, default_value_t = ScaleTransport::Memory)]
+    pub transport: ScaleTransport,
+    /// Share of gossip messages the in-process network drops (0 to 1; `--transport memory`)
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
     /// Stop after the first size that does not converge within --limit
     #[arg(long)]
     pub stop_at_failure: bool,
@@ -91,6 +110,12 @@ pub struct ScaleResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScaleReport {
     pub machine: Machine,
+    /// How the nodes reached each other.
+    #[serde(default = "quic_transport")]
+    pub transport: ScaleTransport,
+    /// Share of gossip messages dropped (memory transport).
+    #[serde(default)]
+    pub loss: f64,
     pub bocluster_version: String,
     pub gossip_interval_ms: f64,
     pub limit_s: f64,
@@ -99,6 +124,11 @@ pub struct ScaleReport {
     pub sizes: Vec<ScaleResult>,
     /// The largest size that converged within the limit.
     pub largest_converged: Option<usize>,
+}
+
+/// Reports written before there was a choice ran over QUIC.
+fn quic_transport() -> ScaleTransport {
+    ScaleTransport::Quic
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -112,6 +142,15 @@ pub fn run(args: &ScaleArgs, counting: bool) -> Result<(), String> {
     if args.sizes.is_empty() {
         return Err("--sizes must not be empty".into());
     }
+    if !(0.0..=1.0).contains(&args.loss) {
+        return Err(format!(
+            "--loss: {} is not a share between 0 and 1",
+            args.loss
+        ));
+    }
+    if args.loss > 0.0 && args.transport != ScaleTransport::Memory {
+        return Err("--loss needs --transport memory (for QUIC, use a netns with loss)".into());
+    }
     let blocks: usize = args.sizes.iter().map(|n| n.div_ceil(250)).sum();
     if blocks > 255 || args.sizes.contains(&0) {
         return Err("--sizes: too many nodes in all (at most 63,750 over all sizes)".into());
@@ -119,7 +158,7 @@ pub fn run(args: &ScaleArgs, counting: bool) -> Result<(), String> {
     raise_fd_limit();
     let machine = Machine::describe();
     eprintln!("scale: machine: {machine}");
-    if !counting {
+    if !counting && args.transport == ScaleTransport::Quic {
         eprintln!("scale: NOTICE: no private network namespace with iptables (needs root); gossip bandwidth is skipped");
     }
     let worker_threads = machine.cores.max(1);
@@ -137,6 +176,8 @@ pub fn run(args: &ScaleArgs, counting: bool) -> Result<(), String> {
     }
     let report = ScaleReport {
         machine,
+        transport: args.transport,
+        loss: args.loss,
         bocluster_version: bocluster::node::VERSION.to_string(),
         gossip_interval_ms: results
             .first()
@@ -203,6 +244,11 @@ fn one_size(
     let me = std::process::id();
     let rss_before = procfs::rss_kib(me).unwrap_or(0);
     let mut interval = bocluster::config::DEFAULT_GOSSIP_INTERVAL;
+    let memory = (args.transport == ScaleTransport::Memory).then(|| {
+        let network = MemoryNetwork::new();
+        network.set_loss(args.loss);
+        network
+    });
     let result = runtime.block_on(async {
         let seed = format!("{}:9091", node_ip(first_octet, 0));
         let mut nodes: Vec<RunningNode> = Vec::with_capacity(n);
@@ -220,7 +266,11 @@ fn one_size(
             };
             let config = NodeConfig::from_args(&node_args).map_err(|e| e.to_string())?;
             interval = config.gossip_interval;
-            let node = RunningNode::start(config)
+            let network = match &memory {
+                Some(network) => PeerNetwork::Memory(network.clone()),
+                None => PeerNetwork::Quic,
+            };
+            let node = RunningNode::start_on(config, network)
                 .await
                 .map_err(|e| format!("node s{i}: {e}"))?;
             nodes.push(node);
@@ -283,7 +333,7 @@ fn one_size(
         // Steady window: CPU, gossip bytes, false positives.
         let (mut cpu, mut bytes, mut false_positives) = (None, None, None);
         if converge_ms.is_some() && !args.steady.is_zero() {
-            let counters = if counting {
+            let counters = if counting && memory.is_none() {
                 ByteCounters::install(
                     1,
                     vec![CounterRule::shared(
@@ -298,6 +348,7 @@ fn one_size(
             };
             eprintln!("scale: [N={n}] steady window of {:?}", args.steady);
             let before_bytes = counters.as_ref().and_then(|c| c.read().ok());
+            let before_memory = memory.as_ref().map(MemoryNetwork::stats);
             let before_cpu = procfs::cpu_time(me);
             let t = Instant::now();
             let mut dead_seen = std::collections::BTreeSet::new();
@@ -314,6 +365,10 @@ fn one_size(
             let secs = t.elapsed().as_secs_f64();
             if let (Some(b), Some(a)) = (before_cpu, procfs::cpu_time(me)) {
                 cpu = Some((a - b).as_secs_f64() / secs * 100.0 / n as f64);
+            }
+            if let (Some(network), Some(before)) = (&memory, before_memory) {
+                let sent = network.stats().gossip_bytes - before.gossip_bytes;
+                bytes = Some(sent as f64 / secs / n as f64);
             }
             if let (Some(c), Some(before)) = (&counters, before_bytes) {
                 if let Ok(after) = c.read() {
@@ -403,10 +458,17 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// The report as a Markdown table, one row per size.
 pub fn render_table(report: &ScaleReport) -> String {
     let mut out = format!(
-        "Machine: {}\nbocluster {} in one process ({} tokio worker threads), real QUIC on 127.1.x.y; gossip interval {:.0} ms; limit {:.0} s, steady window {:.0} s\n\n",
+        "Machine: {}\nbocluster {} in one process ({} tokio worker threads), {}; gossip interval {:.0} ms; limit {:.0} s, steady window {:.0} s\n\n",
         report.machine,
         report.bocluster_version,
         report.worker_threads,
+        match report.transport {
+            ScaleTransport::Quic => "real QUIC with TLS on 127.1.x.y (gossip bytes: UDP with IP headers)".to_string(),
+            ScaleTransport::Memory => format!(
+                "in-process network, {:.0} % of gossip messages lost (gossip bytes: chitchat messages)",
+                report.loss * 100.0
+            ),
+        },
         report.gossip_interval_ms,
         report.limit_s,
         report.steady_s

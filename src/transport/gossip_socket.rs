@@ -1,4 +1,5 @@
-//! chitchat's `Transport` / `Socket` traits, carried over [`QuicTransport`].
+//! chitchat's `Transport` / `Socket` traits, carried over a [`PeerLink`] (QUIC, or the
+//! in-process network of the edge harness).
 //!
 //! chitchat answers a message by sending to the address `recv` returned, so `recv` returns the
 //! sender's *advertised* endpoint (from the stream header), never the UDP source address, which
@@ -15,23 +16,23 @@ use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{gossip_guard, InboundGossip, QuicTransport};
+use super::{gossip_guard, InboundGossip, PeerLink};
 
 /// Hands chitchat a socket over the node's QUIC endpoint. It can be opened once.
 pub struct GossipTransport {
-    quic: QuicTransport,
+    link: PeerLink,
     inbox: Mutex<Option<mpsc::Receiver<InboundGossip>>>,
     min_syn_spacing: Duration,
 }
 
 impl GossipTransport {
     pub(crate) fn new(
-        quic: QuicTransport,
+        link: PeerLink,
         inbox: mpsc::Receiver<InboundGossip>,
         min_syn_spacing: Duration,
     ) -> Self {
         GossipTransport {
-            quic,
+            link,
             inbox: Mutex::new(Some(inbox)),
             min_syn_spacing,
         }
@@ -48,7 +49,7 @@ impl Transport for GossipTransport {
             .take()
             .ok_or_else(|| anyhow::anyhow!("the gossip socket is already open"))?;
         Ok(Box::new(GossipSocket {
-            quic: self.quic.clone(),
+            link: self.link.clone(),
             inbox,
             buf: Vec::new(),
             min_syn_spacing: self.min_syn_spacing,
@@ -58,7 +59,7 @@ impl Transport for GossipTransport {
 }
 
 struct GossipSocket {
-    quic: QuicTransport,
+    link: PeerLink,
     inbox: mpsc::Receiver<InboundGossip>,
     buf: Vec<u8>,
     /// Gossip rounds (Syns) to one peer are paced: a burst of at most [`SYN_BURST`], then one
@@ -112,7 +113,7 @@ impl Socket for GossipSocket {
         }
         self.buf.clear();
         msg.serialize(&mut self.buf);
-        self.quic.send_gossip(to, &self.buf);
+        self.link.send_gossip(to, &self.buf);
         Ok(())
     }
 

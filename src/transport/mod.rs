@@ -11,6 +11,7 @@
 
 mod gossip_guard;
 mod gossip_socket;
+mod memory;
 mod refusals;
 mod staleness;
 
@@ -29,6 +30,7 @@ use tracing::{debug, warn};
 
 pub use gossip_guard::{check as check_gossip_message, Refused as RefusedGossip};
 pub use gossip_socket::GossipTransport;
+pub use memory::{MemoryNetwork, MemoryPort, MemoryStats};
 use refusals::RefusalLog;
 use staleness::StalenessFilter;
 
@@ -152,6 +154,52 @@ struct PeerQueue {
     tx: mpsc::Sender<(Instant, Bytes)>,
 }
 
+/// How a node reaches its peers: QUIC (what nodes use) or an in-process network (the edge
+/// harness's one-process fleets). Cheap to clone.
+#[derive(Clone)]
+pub enum PeerLink {
+    Quic(QuicTransport),
+    Memory(MemoryPort),
+}
+
+impl PeerLink {
+    /// Queues one encoded gossip message for `to`; never blocks.
+    pub(crate) fn send_gossip(&self, to: SocketAddr, chitchat_bytes: &[u8]) {
+        match self {
+            PeerLink::Quic(quic) => quic.send_gossip(to, chitchat_bytes),
+            PeerLink::Memory(port) => port.send_gossip(to, chitchat_bytes),
+        }
+    }
+
+    /// Sends `request` to `addr` and waits up to `limit` for the answer.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        limit: Duration,
+    ) -> Result<Response, RequestError> {
+        match self {
+            PeerLink::Quic(quic) => quic.request(addr, request, limit).await,
+            PeerLink::Memory(port) => port.request(addr, request, limit).await,
+        }
+    }
+
+    /// Waits until queued gossip has left, or `limit` passes.
+    pub async fn flush(&self, limit: Duration) {
+        if let PeerLink::Quic(quic) = self {
+            quic.flush(limit).await;
+        }
+    }
+
+    /// Stops all traffic to and from this node.
+    pub async fn close(&self) {
+        match self {
+            PeerLink::Quic(quic) => quic.close().await,
+            PeerLink::Memory(port) => port.close(),
+        }
+    }
+}
+
 /// The node's QUIC endpoint. Cheap to clone.
 #[derive(Clone)]
 pub struct QuicTransport {
@@ -236,7 +284,8 @@ impl QuicTransport {
         });
         tokio::spawn(accept_loop(shared.clone()));
         let transport = QuicTransport { shared };
-        let gossip = GossipTransport::new(transport.clone(), inbox_rx, min_syn_spacing);
+        let gossip =
+            GossipTransport::new(PeerLink::Quic(transport.clone()), inbox_rx, min_syn_spacing);
         Ok((transport, gossip, requests_rx))
     }
 
