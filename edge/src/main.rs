@@ -75,14 +75,14 @@ struct BenchArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     steady: std::time::Duration,
     /// In-process sizes for `scale`
-    #[arg(long, value_delimiter = ',', default_value = "10,50,100,120,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
     scale_sizes: Vec<usize>,
     /// Convergence limit of each `scale` size
-    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "400s", value_parser = humantime::parse_duration)]
     scale_limit: std::time::Duration,
-    /// BO_GOSSIP_INTERVAL of the in-process nodes of `scale` [default: the node's default]
-    #[arg(long, value_name = "DURATION")]
-    scale_gossip_interval: Option<String>,
+    /// BO_GOSSIP_INTERVAL of the in-process nodes of `scale` (`auto`: see `scale --help`)
+    #[arg(long, value_name = "DURATION|auto", default_value = "auto")]
+    scale_gossip_interval: String,
 }
 
 #[derive(Debug, Args)]
@@ -187,7 +187,7 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
         steady: std::time::Duration::from_secs(20),
         stop_at_failure: false,
         max_rss_mib: 8192,
-        gossip_interval: args.scale_gossip_interval.clone(),
+        gossip_interval: Some(args.scale_gossip_interval.clone()),
         phi_threshold: None,
         transport: scale::ScaleTransport::Memory,
         loss: 0.0,

@@ -59,8 +59,11 @@ pub struct ScaleArgs {
     /// machine; the size is then reported as not converged)
     #[arg(long, default_value_t = 8192)]
     pub max_rss_mib: u64,
-    /// BO_GOSSIP_INTERVAL of every node [default: the node's default, 250ms]
-    #[arg(long, value_name = "DURATION")]
+    /// BO_GOSSIP_INTERVAL of every node [default: the node's default, 250ms]. `auto`: the
+    /// default up to 200 nodes, then 5 ms per node (1 s at 201, 5 s at 1,000): on one machine
+    /// a round costs O(N) per node, O(N^2) in all, so the interval grows with N to fit
+    /// the machine
+    #[arg(long, value_name = "DURATION|auto")]
     pub gossip_interval: Option<String>,
     /// BO_PHI_THRESHOLD of every node [default: the node's default, 8]
     #[arg(long, value_name = "PHI")]
@@ -180,7 +183,7 @@ pub fn run(args: &ScaleArgs, counting: bool) -> Result<(), String> {
         loss: args.loss,
         bocluster_version: bocluster::node::VERSION.to_string(),
         gossip_interval_ms: results
-            .first()
+            .last()
             .map_or(ms(bocluster::config::DEFAULT_GOSSIP_INTERVAL), |r| {
                 r.gossip_interval_ms
             }),
@@ -260,7 +263,7 @@ fn one_size(
                 node_id: Some(format!("s{i}")),
                 seeds: (i > 0).then(|| seed.clone()),
                 log: Some("off".into()),
-                gossip_interval: args.gossip_interval.clone(),
+                gossip_interval: interval_for(args.gossip_interval.as_deref(), n),
                 phi_threshold: args.phi_threshold.clone(),
                 ..NodeArgs::default()
             };
@@ -436,6 +439,21 @@ fn one_size(
     result
 }
 
+/// Fleets up to this size keep the node's default interval under `--gossip-interval auto`.
+const AUTO_DEFAULT_UP_TO: usize = 200;
+
+/// The nodes' BO_GOSSIP_INTERVAL for a fleet of `n` (see `ScaleArgs::gossip_interval`).
+fn interval_for(choice: Option<&str>, n: usize) -> Option<String> {
+    match choice {
+        Some("auto") if n <= AUTO_DEFAULT_UP_TO => None,
+        Some("auto") => {
+            let per_node = Duration::from_millis(5) * u32::try_from(n).unwrap_or(u32::MAX);
+            Some(format!("{}ms", per_node.as_millis()))
+        }
+        other => other.map(str::to_string),
+    }
+}
+
 /// A reason to stop when this process holds more than `max_mib` resident.
 fn over_memory(pid: u32, max_mib: u64) -> Option<String> {
     let rss = procfs::rss_kib(pid)?;
@@ -458,7 +476,7 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// The report as a Markdown table, one row per size.
 pub fn render_table(report: &ScaleReport) -> String {
     let mut out = format!(
-        "Machine: {}\nbocluster {} in one process ({} tokio worker threads), {}; gossip interval {:.0} ms; limit {:.0} s, steady window {:.0} s\n\n",
+        "Machine: {}\nbocluster {} in one process ({} tokio worker threads), {}; limit {:.0} s, steady window {:.0} s\n\n",
         report.machine,
         report.bocluster_version,
         report.worker_threads,
@@ -469,15 +487,15 @@ pub fn render_table(report: &ScaleReport) -> String {
                 report.loss * 100.0
             ),
         },
-        report.gossip_interval_ms,
         report.limit_s,
         report.steady_s
     );
-    out.push_str("| N | start all | converge (after last start) | change to all (rounds; 2 log2 N) | RSS per node | CPU per node | gossip out per node | false positives |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| N | gossip interval | start all | converge (after last start) | change to all (rounds; 2 log2 N) | RSS per node | CPU per node | gossip out per node | false positives |\n|---|---|---|---|---|---|---|---|---|\n");
     for r in &report.sizes {
         out.push_str(&format!(
-            "| {} | {:.1} s | {} | {} | {:.0} KiB | {} | {} | {} |\n",
+            "| {} | {:.0} ms | {:.1} s | {} | {} | {:.0} KiB | {} | {} | {} |\n",
             r.n,
+            r.gossip_interval_ms,
             r.start_ms / 1000.0,
             match r.converge_ms {
                 Some(v) => format!("{:.1} s", v / 1000.0),
@@ -519,6 +537,15 @@ pub fn render_table(report: &ScaleReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_intervals_grow_past_200_nodes() {
+        assert_eq!(interval_for(Some("auto"), 100), None);
+        assert_eq!(interval_for(Some("auto"), 201).as_deref(), Some("1005ms"));
+        assert_eq!(interval_for(Some("auto"), 1000).as_deref(), Some("5000ms"));
+        assert_eq!(interval_for(Some("1s"), 1000).as_deref(), Some("1s"));
+        assert_eq!(interval_for(None, 1000), None);
+    }
 
     #[test]
     fn addresses_fill_blocks_of_250() {

@@ -13,6 +13,8 @@
 //! messages that would trip either. It never accepts anything chitchat would refuse; what it
 //! lets through, chitchat decodes as before.
 
+use std::cell::RefCell;
+
 use chitchat::{ChitchatId, Deserializable};
 use thiserror::Error;
 
@@ -104,19 +106,13 @@ pub fn check(message: &[u8]) -> Result<(), Refused> {
 /// Inflates the delta's blocks with caps, then checks its operations.
 fn check_delta(reader: &mut Reader<'_>) -> Result<(), Refused> {
     let mut inflated = Vec::new();
-    let mut block = vec![0u8; MAX_BLOCK_BYTES];
-    let mut decompressor =
-        zstd::bulk::Decompressor::new().map_err(|e| Refused::BadCompressedBlock(e.to_string()))?;
     loop {
         match reader.u8("a block type")? {
             NO_MORE_BLOCKS => break,
             COMPRESSED_BLOCK => {
                 let len = reader.u16("a block length")? as usize;
                 let compressed = reader.take(len, "a compressed block")?;
-                let n = decompressor
-                    .decompress_to_buffer(compressed, &mut block[..])
-                    .map_err(|e| Refused::BadCompressedBlock(e.to_string()))?;
-                append_capped(&mut inflated, &block[..n])?;
+                inflate_block(compressed, &mut inflated)?;
             }
             UNCOMPRESSED_BLOCK => {
                 let len = reader.u16("a block length")? as usize;
@@ -126,6 +122,31 @@ fn check_delta(reader: &mut Reader<'_>) -> Result<(), Refused> {
         }
     }
     check_operations(&inflated)
+}
+
+thread_local! {
+    /// A zstd decompressor and a block buffer per thread, made on first use and reused:
+    /// making them for every message cost more than the rest of the check.
+    static INFLATER: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Inflates one compressed block (at most [`MAX_BLOCK_BYTES`]) onto `inflated`.
+fn inflate_block(compressed: &[u8], inflated: &mut Vec<u8>) -> Result<(), Refused> {
+    INFLATER.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            let decompressor = zstd::bulk::Decompressor::new()
+                .map_err(|e| Refused::BadCompressedBlock(e.to_string()))?;
+            *slot = Some((decompressor, vec![0u8; MAX_BLOCK_BYTES]));
+        }
+        let Some((decompressor, block)) = slot.as_mut() else {
+            return Ok(());
+        };
+        let n = decompressor
+            .decompress_to_buffer(compressed, &mut block[..])
+            .map_err(|e| Refused::BadCompressedBlock(e.to_string()))?;
+        append_capped(inflated, &block[..n])
+    })
 }
 
 fn append_capped(inflated: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Refused> {

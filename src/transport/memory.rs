@@ -17,9 +17,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     GossipTransport, InboundGossip, IncomingRequest, PeerLink, RequestError, TransportError,
-    INBOX_LEN,
 };
 use crate::wire::{Request, Response};
+
+/// Messages waiting for one node, like a socket's receive buffer: beyond it, gossip is
+/// dropped (the next round repeats it). A deep queue would only hold stale digests of up to
+/// 64 KiB each while an overloaded process falls further behind.
+const INBOX_LEN: usize = 64;
 
 /// The network: who listens at which address, how much gossip to lose, what was carried.
 /// Cheap to clone; every clone is the same network.
