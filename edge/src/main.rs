@@ -142,6 +142,18 @@ fn main() -> ExitCode {
         cli.command,
         Command::Compare(_) | Command::Scale(_) | Command::Bench(_)
     );
+    // Serf is installed (if missing) before the private namespace is entered: in there,
+    // the package mirror cannot be reached.
+    let wants_serf = match &cli.command {
+        Command::Compare(args) => !args.no_serf,
+        Command::Bench(_) => true,
+        _ => false,
+    };
+    if wants_serf {
+        if let Err(e) = serf::locate_or_install() {
+            eprintln!("edge-fleet: NOTICE: {e}");
+        }
+    }
     let counting = if measuring || cli.netns {
         match namespace(cli.netns, measuring) {
             Ok(c) => c,
