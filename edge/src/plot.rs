@@ -403,7 +403,7 @@ pub fn plot_scale(report: &ScaleReport, dir: &Path) -> Result<Vec<PathBuf>, Stri
         )?;
         chart(
             &panels[2],
-            "CPU per node (steady)",
+            "CPU per node (steady; see the interval per N)",
             "% of one core",
             &[one(
                 "process CPU / N",
@@ -414,10 +414,13 @@ pub fn plot_scale(report: &ScaleReport, dir: &Path) -> Result<Vec<PathBuf>, Stri
         )?;
         chart(
             &panels[3],
-            "Gossip sent per node (steady)",
+            "Gossip sent per node (steady; see the interval per N)",
             "kB/s",
             &[one(
-                "UDP bytes / N",
+                match report.transport {
+                    crate::scale::ScaleTransport::Quic => "UDP bytes / N",
+                    crate::scale::ScaleTransport::Memory => "chitchat bytes / N",
+                },
                 BOCLUSTER,
                 points(&|r| r.gossip_bytes_per_s_per_node.map(|v| v / 1000.0)),
             )],
