@@ -7,6 +7,9 @@
 //! a join brought in by node 0 (ADD CLIENT / `serf join`); a join through node 0 (BO_MASTER /
 //! `serf agent -join`); SIGKILL of one node until node 0, then every other node, reports it
 //! dead. The two systems alternate within each run, so drift of the machine touches both.
+//! With `--churn`, each run then also puts a fleet of each system of its own through the churn
+//! and fault scenarios of [`crate::churn`] (10 % killed and restarted, partition and heal,
+//! packet loss); without it, the runs and their timings are as before.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::churn::{self, ChurnSettings, ChurnTimes, LossWindow};
 use crate::netns::ByteCounters;
 use crate::procfs::{self, Machine};
 use crate::serf;
@@ -45,14 +49,22 @@ pub struct CompareArgs {
     /// Run bocluster only
     #[arg(long)]
     pub no_serf: bool,
+    /// Also run the churn scenarios on a fleet of each system of their own: SIGKILL of 10 %
+    /// of the nodes and their restart, partition and heal of one node, and (first run) a
+    /// packet-loss window. Needs root (iptables in the private namespace).
+    #[arg(long)]
+    pub churn: bool,
+    /// The packet-loss window of --churn (5 % of the fleet's UDP dropped; 0s skips it)
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub loss_window: Duration,
 }
 
 /// Between two sweeps over the observers.
 const POLL: Duration = Duration::from_millis(10);
 /// A fleet must have formed by then.
-const FORM_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const FORM_LIMIT: Duration = Duration::from_secs(120);
 /// A change, a join or a failure must be seen by then.
-const EVENT_LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const EVENT_LIMIT: Duration = Duration::from_secs(90);
 /// How often the steady window asks every observer.
 const STEADY_POLL: Duration = Duration::from_secs(1);
 
@@ -96,6 +108,12 @@ pub struct Steady {
 pub struct SystemResult {
     pub runs: Vec<RunTimes>,
     pub steady: Option<Steady>,
+    /// `--churn`: one entry per run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub churn: Vec<ChurnTimes>,
+    /// `--churn`: the packet-loss window (first run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossWindow>,
 }
 
 /// One row of the side-by-side table.
@@ -135,6 +153,9 @@ pub struct CompareReport {
     pub bandwidth_measured: bool,
     pub serf_polling: String,
     pub gossip_interval_ms: GossipIntervals,
+    /// `--churn`: what the churn scenarios did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,7 +164,7 @@ pub struct GossipIntervals {
     pub serf: f64,
 }
 
-fn progress(system: System, n: usize, run: usize, runs: usize, what: &str) {
+pub(crate) fn progress(system: System, n: usize, run: usize, runs: usize, what: &str) {
     eprintln!(
         "compare: [N={n} run {}/{runs} {}] {what}",
         run + 1,
@@ -179,6 +200,9 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
             }
         }
     };
+    if args.churn && !counting {
+        return Err("--churn needs root and iptables in a private network namespace".into());
+    }
     let machine = Machine::describe();
     eprintln!("compare: machine: {machine}");
     if !counting {
@@ -214,6 +238,26 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
                     sf.steady = st;
                 }
             }
+            if args.churn {
+                let loss = (run == 0 && !args.loss_window.is_zero()).then_some(args.loss_window);
+                let (times, lw) = churn::churn_run(&ctx, System::Bocluster, loss, |dir| {
+                    BoFleet::start(bin, dir, n).map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
+                })?;
+                bo.churn.push(times);
+                if lw.is_some() {
+                    bo.loss = lw;
+                }
+                if let (Some((path, _)), Some(sf)) = (&serf_bin, sf.as_mut()) {
+                    let (times, lw) = churn::churn_run(&ctx, System::Serf, loss, |dir| {
+                        SerfFleet::start(path, dir, n, args.serf_cli)
+                            .map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
+                    })?;
+                    sf.churn.push(times);
+                    if lw.is_some() {
+                        sf.loss = lw;
+                    }
+                }
+            }
         }
         sizes.push(size_report(n, bo, sf));
     }
@@ -237,6 +281,7 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
             bocluster: System::Bocluster.gossip_interval().as_secs_f64() * 1000.0,
             serf: System::Serf.gossip_interval().as_secs_f64() * 1000.0,
         },
+        churn: args.churn.then(|| ChurnSettings::new(args.loss_window)),
     };
     let tables = render_tables(&report);
     println!("{tables}");
@@ -268,15 +313,15 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-struct RunContext {
-    n: usize,
-    run: usize,
-    runs: usize,
-    steady: Option<Duration>,
-    counting: bool,
+pub(crate) struct RunContext {
+    pub n: usize,
+    pub run: usize,
+    pub runs: usize,
+    pub steady: Option<Duration>,
+    pub counting: bool,
 }
 
-type Started = Result<(Box<dyn Fleet>, Instant), String>;
+pub(crate) type Started = Result<(Box<dyn Fleet>, Instant), String>;
 
 fn one_run(
     ctx: &RunContext,
@@ -391,19 +436,19 @@ fn one_run(
     Ok((times, steady))
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn show_ms(v: Option<f64>) -> String {
+pub(crate) fn show_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "NOT SEEN in time".to_string(), |v| format!("{v:.0} ms"))
 }
 
-fn names(fleet: &dyn Fleet, nodes: &[usize]) -> Vec<String> {
+pub(crate) fn names(fleet: &dyn Fleet, nodes: &[usize]) -> Vec<String> {
     nodes.iter().map(|&i| fleet.name(i)).collect()
 }
 
-fn all_alive(view: &[Seen], names: &[String]) -> bool {
+pub(crate) fn all_alive(view: &[Seen], names: &[String]) -> bool {
     names.iter().all(|name| {
         view.iter()
             .any(|s| &s.name == name && s.status == Liveness::Alive)
@@ -411,7 +456,7 @@ fn all_alive(view: &[Seen], names: &[String]) -> bool {
 }
 
 /// The latest of the times, if every observer has one.
-fn slowest(times: &[Option<Duration>]) -> Option<f64> {
+pub(crate) fn slowest(times: &[Option<Duration>]) -> Option<f64> {
     times
         .iter()
         .map(|t| t.map(ms))
@@ -425,7 +470,7 @@ fn slowest(times: &[Option<Duration>]) -> Option<f64> {
 /// time one sweep took (the resolution of the slowest observer's time). The first observer
 /// (node 0, whose own figure is reported) is asked again after every [`FIRST_EVERY`] others, so
 /// its resolution stays a few requests even when a sweep over a loaded fleet takes seconds.
-fn wait_each(
+pub(crate) fn wait_each(
     fleet: &mut dyn Fleet,
     observers: &[usize],
     since: Instant,
@@ -501,40 +546,8 @@ fn steady_window(
     let bytes_before = counters.as_ref().map(ByteCounters::read).transpose()?;
     let start = Instant::now();
     let live: BTreeSet<String> = (0..n).map(|i| fleet.name(i)).collect();
-    let mut false_nodes = BTreeSet::new();
-    let mut false_reports = 0;
-    let mut polls = 0;
-    let mut next_note = Duration::from_secs(15);
-    while start.elapsed() < window {
-        let tick = Instant::now();
-        for observer in 0..n {
-            let Ok(view) = fleet.view(observer) else {
-                continue;
-            };
-            for seen in view {
-                if live.contains(&seen.name)
-                    && matches!(seen.status, Liveness::Dead | Liveness::Left)
-                {
-                    false_reports += 1;
-                    false_nodes.insert(seen.name);
-                }
-            }
-        }
-        polls += 1;
-        if start.elapsed() >= next_note {
-            say(&format!(
-                "steady: {:.0}/{:.0} s, {} live nodes reported dead so far",
-                start.elapsed().as_secs_f64(),
-                window.as_secs_f64(),
-                false_nodes.len()
-            ));
-            next_note += Duration::from_secs(15);
-        }
-        let spent = tick.elapsed();
-        if spent < STEADY_POLL {
-            std::thread::sleep((STEADY_POLL - spent).min(window.saturating_sub(start.elapsed())));
-        }
-    }
+    let observers: Vec<usize> = (0..n).collect();
+    let watched = watch_false_positives(fleet, &observers, &live, window, "steady", say);
     let elapsed = start.elapsed().as_secs_f64();
     let bytes = match (&counters, bytes_before) {
         (Some(c), Some(before)) => Some(c.read()?.since(&before)),
@@ -557,9 +570,9 @@ fn steady_window(
     };
     let steady = Steady {
         window_s: elapsed,
-        polls,
-        false_positive_nodes: false_nodes.len(),
-        false_positive_reports: false_reports,
+        polls: watched.polls,
+        false_positive_nodes: watched.nodes.len(),
+        false_positive_reports: watched.reports,
         bytes_in_per_s: bytes.as_ref().and_then(|b| per_s(&b.bytes_in)),
         bytes_out_per_s: bytes.as_ref().and_then(|b| per_s(&b.bytes_out)),
         packets_in_per_s: bytes.as_ref().and_then(|b| per_s(&b.packets_in)),
@@ -576,6 +589,62 @@ fn steady_window(
         show(steady.cpu_percent.as_ref(), "%"),
     ));
     Ok(steady)
+}
+
+/// Live nodes reported dead (or left) during a window.
+#[derive(Debug, Default)]
+pub(crate) struct FalsePositives {
+    pub polls: usize,
+    /// Distinct live nodes some observer reported dead or left.
+    pub nodes: BTreeSet<String>,
+    /// (observer, node) reports of that, over all polls.
+    pub reports: usize,
+}
+
+/// Asks every observer every [`STEADY_POLL`] for `window` and tallies the members of `live`
+/// reported dead or left: the steady window's false positives, and those under packet loss.
+pub(crate) fn watch_false_positives(
+    fleet: &mut dyn Fleet,
+    observers: &[usize],
+    live: &BTreeSet<String>,
+    window: Duration,
+    label: &str,
+    say: &dyn Fn(&str),
+) -> FalsePositives {
+    let start = Instant::now();
+    let mut found = FalsePositives::default();
+    let mut next_note = Duration::from_secs(15);
+    while start.elapsed() < window {
+        let tick = Instant::now();
+        for &observer in observers {
+            let Ok(view) = fleet.view(observer) else {
+                continue;
+            };
+            for seen in view {
+                if live.contains(&seen.name)
+                    && matches!(seen.status, Liveness::Dead | Liveness::Left)
+                {
+                    found.reports += 1;
+                    found.nodes.insert(seen.name);
+                }
+            }
+        }
+        found.polls += 1;
+        if start.elapsed() >= next_note {
+            say(&format!(
+                "{label}: {:.0}/{:.0} s, {} live nodes reported dead so far",
+                start.elapsed().as_secs_f64(),
+                window.as_secs_f64(),
+                found.nodes.len()
+            ));
+            next_note += Duration::from_secs(15);
+        }
+        let spent = tick.elapsed();
+        if spent < STEADY_POLL {
+            std::thread::sleep((STEADY_POLL - spent).min(window.saturating_sub(start.elapsed())));
+        }
+    }
+    found
 }
 
 /// Key, label, the run's value and the largest ratio to Serf's that meets the target.
@@ -595,7 +664,7 @@ type SteadyRow = (
 );
 
 /// A row with the ratio of the medians and whether it is within `max_ratio`.
-fn figure(
+pub(crate) fn figure(
     key: &str,
     label: &str,
     unit: &str,
@@ -770,6 +839,7 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
             max,
         ));
     }
+    figures.extend(churn::figures(&bo, sf.as_ref()));
     SizeReport {
         n,
         log2_n,
@@ -820,6 +890,10 @@ pub fn render_tables(report: &CompareReport) -> String {
         report.steady_s,
         report.serf_polling,
     ));
+    if let Some(churn) = &report.churn {
+        out.push_str(&churn.describe());
+        out.push('\n');
+    }
     for size in &report.sizes {
         out.push_str(&format!(
             "\n### N = {} (log2 N = {:.1})\n\n",
@@ -864,6 +938,8 @@ mod tests {
                     ..RunTimes::default()
                 })
                 .collect(),
+            churn: Vec::new(),
+            loss: None,
             steady: Some(Steady {
                 window_s: 60.0,
                 polls: 60,
@@ -926,6 +1002,7 @@ mod tests {
                 bocluster: 250.0,
                 serf: 200.0
             },
+            churn: None,
         })
         .contains("| change seen by all nodes | 500 ms | - | - | <= 1x |  |"));
     }

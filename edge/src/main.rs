@@ -6,6 +6,8 @@
 //! Timing goals live here, not in tests: a noisy machine makes a figure worse, never a test
 //! flaky.
 
+mod chaos;
+mod churn;
 mod cluster;
 mod compare;
 mod liveness;
@@ -74,6 +76,12 @@ struct BenchArgs {
     /// Steady window of `compare` (the figure is 5m)
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     steady: std::time::Duration,
+    /// Also run `compare --churn` (kill/restart 10 %, partition/heal, packet loss)
+    #[arg(long)]
+    churn: bool,
+    /// The packet-loss window of --churn
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    loss_window: std::time::Duration,
     /// In-process sizes for `scale`
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
     scale_sizes: Vec<usize>,
@@ -191,6 +199,8 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
         plots: Some(args.dir.clone()),
         serf_cli: false,
         no_serf: false,
+        churn: args.churn,
+        loss_window: args.loss_window,
     };
     compare::run(bin, &compare, counting)?;
     let scale = scale::ScaleArgs {

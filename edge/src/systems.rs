@@ -96,6 +96,11 @@ pub trait Fleet {
     /// Whether node 0 lists `node` alive: in SHOW CLUSTER (bocluster) / serf members.
     fn seed_sees_alive(&mut self, node: usize) -> Result<bool, String>;
     fn kill(&mut self, node: usize);
+    /// Starts a killed node again as the same member: same name, address and data directory
+    /// (and, for a Serf agent, `-join` to node 0 as at first).
+    fn restart(&mut self, node: usize) -> Result<(), String>;
+    /// The node's own loopback address, which its gossip is sent from.
+    fn ip(&self, node: usize) -> Ipv4Addr;
     /// iptables rules counting each node's gossip bytes (not the harness's API / RPC calls).
     fn counter_rules(&self, nodes: usize) -> Vec<CounterRule>;
 }
@@ -257,6 +262,18 @@ impl Fleet for BoFleet {
         self.killed[node] = true;
     }
 
+    fn restart(&mut self, node: usize) -> Result<(), String> {
+        self.nodes[node]
+            .restart()
+            .map_err(|e| format!("restart bo-{node}: {e}"))?;
+        self.killed[node] = false;
+        Ok(())
+    }
+
+    fn ip(&self, node: usize) -> Ipv4Addr {
+        node_ip(System::Bocluster, node)
+    }
+
     /// QUIC on UDP 9091, sent from and received on the node's own address; the harness's
     /// HTTP calls (TCP 9090) are not counted.
     fn counter_rules(&self, nodes: usize) -> Vec<CounterRule> {
@@ -416,6 +433,25 @@ impl Fleet for SerfFleet {
         self.agents[node].kill();
         self.rpc[node] = None;
         self.killed[node] = true;
+    }
+
+    fn restart(&mut self, node: usize) -> Result<(), String> {
+        self.agents[node].kill();
+        self.rpc[node] = None;
+        let join = (node > 0).then(|| node_ip(System::Serf, 0));
+        self.agents[node] = SerfAgent::start(
+            &self.bin,
+            &self.dir,
+            &format!("serf-{node}"),
+            node_ip(System::Serf, node),
+            join,
+        )?;
+        self.killed[node] = false;
+        Ok(())
+    }
+
+    fn ip(&self, node: usize) -> Ipv4Addr {
+        node_ip(System::Serf, node)
     }
 
     /// memberlist gossip: UDP 7946 from and to the agent's address, and TCP 7946 (push-pull

@@ -1,0 +1,518 @@
+//! `compare --churn`: the churn and fault scenarios, on a fleet of each system of its
+//! own (started after the run's other scenarios, so their fleets and timings are untouched).
+//!
+//! On a freshly formed fleet, in this order (each on a fleet that has converged again, every
+//! node seeing every node alive):
+//! 1. packet loss (first run of each size only, like the steady window): for a window, a
+//!    share of the fleet's UDP packets is dropped and every observer is asked every second
+//!    for live nodes it reports dead (false positives); then the loss stops;
+//! 2. partition and heal: the last node is cut off from all others (both ways) for at least
+//!    [`PARTITION_HOLD`] and until every other node has seen it dead; then the cut is removed
+//!    and the time until the others see it alive again is taken;
+//! 3. SIGKILL of 10 % of the nodes at once (at least one, never node 0) until node 0, then
+//!    every live node, sees all of them dead; then the same nodes are started again (same
+//!    name, address and data directory) until node 0, then every node, sees them alive.
+//!
+//! Loss comes first and the kill last so that no scenario starts on a fleet still settling
+//! from a restart. Faults are iptables rules in the harness's private namespace ([`chaos`]).
+//!
+//! [`chaos`]: crate::chaos
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chaos::{self, Faults};
+use crate::compare::{
+    all_alive, figure, ms, names, progress, show_ms, slowest, wait_each, watch_false_positives,
+    Figure, RunContext, Started, SystemResult, EVENT_LIMIT, FORM_LIMIT,
+};
+use crate::stats::{ratio, Stat};
+use crate::systems::{block, Fleet, Liveness, Seen, System};
+
+/// Share of the UDP packets dropped in the loss window.
+pub const LOSS: f64 = 0.05;
+/// Shortest time a partitioned node stays cut off.
+pub const PARTITION_HOLD: Duration = Duration::from_secs(10);
+/// Share of the fleet killed at once.
+pub const KILL_SHARE: f64 = 0.1;
+
+/// One run's churn timings in milliseconds; `None` where the event was not seen in time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChurnTimes {
+    /// Nodes killed at once.
+    pub killed: usize,
+    pub kill_first_ms: Option<f64>,
+    pub kill_all_ms: Option<f64>,
+    pub restart_first_ms: Option<f64>,
+    pub restart_all_ms: Option<f64>,
+    /// Cut -> the node is dead on node 0 / on every other node.
+    pub cut_first_ms: Option<f64>,
+    pub cut_all_ms: Option<f64>,
+    /// How long the cut was in force.
+    pub cut_held_ms: Option<f64>,
+    /// Packets the partition rules dropped (shows the cut was real).
+    pub cut_dropped_packets: Option<u64>,
+    /// Heal -> the node is alive on node 0 / on every other node.
+    pub heal_first_ms: Option<f64>,
+    pub heal_all_ms: Option<f64>,
+}
+
+/// The packet-loss window's findings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LossWindow {
+    pub window_s: f64,
+    pub probability: f64,
+    /// What was dropped.
+    pub dropped: String,
+    pub polls: usize,
+    /// Distinct live nodes that some observer reported dead (or left).
+    pub false_positive_nodes: usize,
+    /// (observer, node) reports of a live node as dead, over all polls.
+    pub false_positive_reports: usize,
+    /// Packets the loss rule dropped.
+    pub dropped_packets: Option<u64>,
+}
+
+/// The churn settings of a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChurnSettings {
+    pub kill_share: f64,
+    pub partition_hold_s: f64,
+    pub partition_dropped_bocluster: String,
+    pub partition_dropped_serf: String,
+    pub loss_probability: f64,
+    pub loss_window_s: f64,
+    pub loss_dropped: String,
+}
+
+impl ChurnSettings {
+    pub fn new(loss_window: Duration) -> ChurnSettings {
+        ChurnSettings {
+            kill_share: KILL_SHARE,
+            partition_hold_s: PARTITION_HOLD.as_secs_f64(),
+            partition_dropped_bocluster: chaos::partition_note(System::Bocluster).into(),
+            partition_dropped_serf: chaos::partition_note(System::Serf).into(),
+            loss_probability: LOSS,
+            loss_window_s: loss_window.as_secs_f64(),
+            loss_dropped: loss_note(),
+        }
+    }
+
+    /// One line for the tables' header.
+    pub fn describe(&self) -> String {
+        format!(
+            "Churn: SIGKILL of {:.0} % of the nodes at once (at least 1, never node 0), then restarted; partition of the last node for >= {:.0} s (bocluster: {}; Serf: {}); loss window of {:.0} s (first run): {}",
+            self.kill_share * 100.0,
+            self.partition_hold_s,
+            self.partition_dropped_bocluster,
+            self.partition_dropped_serf,
+            self.loss_window_s,
+            self.loss_dropped,
+        )
+    }
+}
+
+fn loss_note() -> String {
+    format!(
+        "{:.0} % of the UDP packets sent from the fleet's addresses dropped at random (all gossip of bocluster's QUIC; Serf's UDP probes and gossip, not its TCP push-pull)",
+        LOSS * 100.0
+    )
+}
+
+/// The nodes killed at once in a fleet of `n`: 10 % (at least one), spread evenly over
+/// 1..n, never node 0 (the seed and observer).
+pub fn victims(n: usize) -> Vec<usize> {
+    if n < 2 {
+        return Vec::new();
+    }
+    let k = ((n as f64 * KILL_SHARE).floor() as usize).clamp(1, n - 1);
+    (1..=k).map(|i| i * (n - 1) / k).collect()
+}
+
+/// Whether `view` lists every one of `names` with `status`.
+fn all_are(view: &[Seen], names: &[String], status: Liveness) -> bool {
+    names
+        .iter()
+        .all(|name| view.iter().any(|s| &s.name == name && s.status == status))
+}
+
+/// One system's churn scenarios on a fleet of its own. Returns the timings and, when
+/// `loss_window` is given, the loss window's findings.
+pub(crate) fn churn_run(
+    ctx: &RunContext,
+    system: System,
+    loss_window: Option<Duration>,
+    start: impl FnOnce(&Path) -> Started,
+) -> Result<(ChurnTimes, Option<LossWindow>), String> {
+    let n = ctx.n;
+    let say = |what: &str| progress(system, n, ctx.run, ctx.runs, &format!("churn: {what}"));
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    say(&format!("starting {n} nodes"));
+    let (mut fleet, started) = start(dir.path())?;
+    let fleet = fleet.as_mut();
+    let mut times = ChurnTimes::default();
+    if !converge(fleet, started, &say) {
+        return Err(format!(
+            "{} churn fleet of {n} did not form in {FORM_LIMIT:?}",
+            system.name()
+        ));
+    }
+    say("formed");
+
+    let loss = match loss_window {
+        Some(window) => {
+            let found = loss_window_run(fleet, system, window, &say)?;
+            converge(fleet, Instant::now(), &say);
+            Some(found)
+        }
+        None => None,
+    };
+
+    partition(fleet, system, &mut times, &say)?;
+    converge(fleet, Instant::now(), &say);
+
+    kill_and_restart(fleet, &mut times, &say)?;
+    Ok((times, loss))
+}
+
+/// Waits (untimed) until every running node sees every running node alive; says so if not.
+fn converge(fleet: &mut dyn Fleet, since: Instant, say: &dyn Fn(&str)) -> bool {
+    let running: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let running_names = names(fleet, &running);
+    let (seen, _) = wait_each(fleet, &running, since, FORM_LIMIT, |view| {
+        all_alive(view, &running_names)
+    });
+    let ok = slowest(&seen).is_some();
+    if !ok {
+        say("NOTICE: the fleet did not converge (all see all alive); going on");
+    }
+    ok
+}
+
+fn loss_window_run(
+    fleet: &mut dyn Fleet,
+    system: System,
+    window: Duration,
+    say: &dyn Fn(&str),
+) -> Result<LossWindow, String> {
+    let faults = Faults::install(chaos::loss_rules(block(system), LOSS))?;
+    say(&format!(
+        "loss window of {window:?}: {:.0} % of the fleet's UDP dropped, polling every node every second",
+        LOSS * 100.0
+    ));
+    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let live: BTreeSet<String> = names(fleet, &observers).into_iter().collect();
+    let start = Instant::now();
+    let found = watch_false_positives(fleet, &observers, &live, window, "loss", say);
+    let elapsed = start.elapsed();
+    let dropped_packets = faults.dropped().ok().map(|d| d.iter().sum());
+    faults.heal();
+    let result = LossWindow {
+        window_s: elapsed.as_secs_f64(),
+        probability: LOSS,
+        dropped: loss_note(),
+        polls: found.polls,
+        false_positive_nodes: found.nodes.len(),
+        false_positive_reports: found.reports,
+        dropped_packets,
+    };
+    say(&format!(
+        "loss done: {} live nodes reported dead ({} reports in {} polls), {} packets dropped; loss removed",
+        result.false_positive_nodes,
+        result.false_positive_reports,
+        result.polls,
+        dropped_packets.map_or_else(|| "?".to_string(), |d| d.to_string()),
+    ));
+    Ok(result)
+}
+
+fn partition(
+    fleet: &mut dyn Fleet,
+    system: System,
+    times: &mut ChurnTimes,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    let cut = fleet.len() - 1;
+    let cut_name = vec![fleet.name(cut)];
+    // The cut-off node cannot be asked (its address is cut too); node 0 stays first.
+    let observers: Vec<usize> = (0..fleet.len())
+        .filter(|&i| i != cut && fleet.running(i))
+        .collect();
+    let t = Instant::now();
+    let faults = Faults::install(chaos::partition_rules(system, fleet.ip(cut)))?;
+    let (dead, _) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
+        all_are(view, &cut_name, Liveness::Dead)
+    });
+    times.cut_first_ms = dead[0].map(ms);
+    times.cut_all_ms = slowest(&dead);
+    // A fixed hold of the fault (not a wait on a condition): the partition lasts at least
+    // PARTITION_HOLD even when the node is found dead sooner.
+    if let Some(rest) = PARTITION_HOLD.checked_sub(t.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    times.cut_held_ms = Some(ms(t.elapsed()));
+    times.cut_dropped_packets = faults.dropped().ok().map(|d| d.iter().sum());
+    say(&format!(
+        "partition of {} -> dead on node 0: {}, on all {} others: {}; cut held {:.1} s, {} packets dropped",
+        cut_name[0],
+        show_ms(times.cut_first_ms),
+        observers.len(),
+        show_ms(times.cut_all_ms),
+        t.elapsed().as_secs_f64(),
+        times
+            .cut_dropped_packets
+            .map_or_else(|| "?".to_string(), |d| d.to_string()),
+    ));
+    let t = Instant::now();
+    faults.heal();
+    let (alive, _) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
+        all_are(view, &cut_name, Liveness::Alive)
+    });
+    times.heal_first_ms = alive[0].map(ms);
+    times.heal_all_ms = slowest(&alive);
+    say(&format!(
+        "heal -> {} alive on node 0: {}, on all others: {}",
+        cut_name[0],
+        show_ms(times.heal_first_ms),
+        show_ms(times.heal_all_ms),
+    ));
+    Ok(())
+}
+
+fn kill_and_restart(
+    fleet: &mut dyn Fleet,
+    times: &mut ChurnTimes,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    let killed = victims(fleet.len());
+    let killed_names = names(fleet, &killed);
+    times.killed = killed.len();
+    for &v in &killed {
+        fleet.kill(v);
+    }
+    let t = Instant::now();
+    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let (dead, _) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
+        all_are(view, &killed_names, Liveness::Dead)
+    });
+    times.kill_first_ms = dead[0].map(ms);
+    times.kill_all_ms = slowest(&dead);
+    say(&format!(
+        "SIGKILL {} ({}) -> all dead on node 0: {}, on all {} live: {}",
+        killed.len(),
+        killed_names.join(","),
+        show_ms(times.kill_first_ms),
+        observers.len(),
+        show_ms(times.kill_all_ms),
+    ));
+
+    let t = Instant::now();
+    for &v in &killed {
+        fleet.restart(v)?;
+    }
+    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let (alive, _) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
+        all_are(view, &killed_names, Liveness::Alive)
+    });
+    times.restart_first_ms = alive[0].map(ms);
+    times.restart_all_ms = slowest(&alive);
+    say(&format!(
+        "restart of the {} -> alive on node 0: {}, on all {}: {}",
+        killed.len(),
+        show_ms(times.restart_first_ms),
+        observers.len(),
+        show_ms(times.restart_all_ms),
+    ));
+    Ok(())
+}
+
+/// Key, label and the run's value of a churn timing row.
+type ChurnRow = (&'static str, String, fn(&ChurnTimes) -> Option<f64>);
+
+/// The churn rows of one size's table, when either system ran them.
+pub fn figures(bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
+    if bo.churn.is_empty() && sf.is_none_or(|s| s.churn.is_empty()) {
+        return Vec::new();
+    }
+    let killed = bo
+        .churn
+        .iter()
+        .chain(sf.into_iter().flat_map(|s| &s.churn))
+        .map(|c| c.killed)
+        .max()
+        .unwrap_or(0);
+    let rows: [ChurnRow; 8] = [
+        (
+            "kill_first_ms",
+            format!("SIGKILL 10 % ({killed}) -> all dead on node 0"),
+            |c| c.kill_first_ms,
+        ),
+        (
+            "kill_all_ms",
+            format!("SIGKILL 10 % ({killed}) -> all dead on every live node"),
+            |c| c.kill_all_ms,
+        ),
+        (
+            "restart_first_ms",
+            "restart of the killed -> alive on node 0".into(),
+            |c| c.restart_first_ms,
+        ),
+        (
+            "restart_all_ms",
+            "restart of the killed -> alive on every node".into(),
+            |c| c.restart_all_ms,
+        ),
+        (
+            "cut_first_ms",
+            "partition of one node -> dead on node 0".into(),
+            |c| c.cut_first_ms,
+        ),
+        (
+            "cut_all_ms",
+            "partition of one node -> dead on all others".into(),
+            |c| c.cut_all_ms,
+        ),
+        (
+            "heal_first_ms",
+            "heal -> alive again on node 0".into(),
+            |c| c.heal_first_ms,
+        ),
+        (
+            "heal_all_ms",
+            "heal -> alive again on all others".into(),
+            |c| c.heal_all_ms,
+        ),
+    ];
+    let runs = |r: &SystemResult, f: fn(&ChurnTimes) -> Option<f64>| {
+        Stat::of(&r.churn.iter().filter_map(f).collect::<Vec<_>>())
+    };
+    let mut figures: Vec<Figure> = rows
+        .into_iter()
+        .map(|(key, label, f)| {
+            figure(
+                key,
+                &label,
+                "ms",
+                runs(bo, f),
+                sf.and_then(|s| runs(s, f)),
+                None,
+            )
+        })
+        .collect();
+    let fp = |r: &SystemResult| {
+        r.loss
+            .as_ref()
+            .and_then(|l| Stat::of(&[l.false_positive_nodes as f64]))
+    };
+    let (bo_fp, sf_fp) = (fp(bo), sf.and_then(fp));
+    if bo_fp.is_some() || sf_fp.is_some() {
+        let window = bo
+            .loss
+            .as_ref()
+            .or(sf.and_then(|s| s.loss.as_ref()))
+            .map_or(0.0, |l| l.window_s);
+        figures.push(Figure {
+            key: "loss_false_positives".into(),
+            label: format!(
+                "live nodes reported dead, {:.0} % UDP loss ({window:.0} s)",
+                LOSS * 100.0
+            ),
+            unit: "nodes".into(),
+            ratio: ratio(bo_fp.as_ref(), sf_fp.as_ref()),
+            target: Some("0".into()),
+            met: bo_fp.map(|s| s.median == 0.0),
+            bocluster: bo_fp,
+            serf: sf_fp,
+        });
+    }
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenth_spread_out_never_node_zero() {
+        assert_eq!(victims(3), vec![2]);
+        assert_eq!(victims(10), vec![9]);
+        assert_eq!(victims(19), vec![18]);
+        assert_eq!(victims(20), vec![9, 19]);
+        assert_eq!(victims(50), vec![9, 19, 29, 39, 49]);
+        let hundred = victims(100);
+        assert_eq!(hundred.len(), 10);
+        assert!(!hundred.contains(&0));
+        assert_eq!(
+            hundred.iter().collect::<BTreeSet<_>>().len(),
+            10,
+            "distinct"
+        );
+        assert!(hundred.iter().all(|&v| v < 100));
+        assert!(victims(1).is_empty());
+    }
+
+    #[test]
+    fn every_name_must_have_the_status() {
+        let seen = |name: &str, status| Seen {
+            name: name.into(),
+            status,
+            markers: vec![],
+        };
+        let view = [seen("a", Liveness::Dead), seen("b", Liveness::Alive)];
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(all_are(&view, &names(&["a"]), Liveness::Dead));
+        assert!(!all_are(&view, &names(&["a", "b"]), Liveness::Dead));
+        assert!(!all_are(&view, &names(&["c"]), Liveness::Dead));
+        assert!(all_are(&view, &[], Liveness::Dead));
+    }
+
+    fn result(kill: &[f64], fp: Option<usize>) -> SystemResult {
+        SystemResult {
+            churn: kill
+                .iter()
+                .map(|&k| ChurnTimes {
+                    killed: 5,
+                    kill_first_ms: Some(k),
+                    heal_all_ms: Some(2.0 * k),
+                    ..ChurnTimes::default()
+                })
+                .collect(),
+            loss: fp.map(|f| LossWindow {
+                window_s: 60.0,
+                probability: LOSS,
+                dropped: loss_note(),
+                polls: 60,
+                false_positive_nodes: f,
+                false_positive_reports: f * 3,
+                dropped_packets: Some(100),
+            }),
+            ..SystemResult::default()
+        }
+    }
+
+    #[test]
+    fn rows_with_ratios_only_when_churn_ran() {
+        assert!(figures(&SystemResult::default(), Some(&SystemResult::default())).is_empty());
+        let bo = result(&[1000.0, 3000.0, 2000.0], Some(0));
+        let sf = result(&[4000.0], Some(2));
+        let rows = figures(&bo, Some(&sf));
+        let get = |key: &str| rows.iter().find(|f| f.key == key).unwrap();
+        let kill = get("kill_first_ms");
+        assert_eq!(kill.label, "SIGKILL 10 % (5) -> all dead on node 0");
+        assert_eq!(kill.bocluster.unwrap().median, 2000.0);
+        assert_eq!(kill.ratio, Some(0.5));
+        assert_eq!(get("heal_all_ms").ratio, Some(0.5));
+        assert!(get("restart_first_ms").bocluster.is_none());
+        let fp = get("loss_false_positives");
+        assert_eq!(fp.met, Some(true));
+        assert_eq!(fp.serf.unwrap().median, 2.0);
+        assert!(fp.label.contains("5 % UDP loss (60 s)"));
+        // Without a loss window, no false-positive row.
+        let rows = figures(&result(&[1.0], None), None);
+        assert!(rows.iter().all(|f| f.key != "loss_false_positives"));
+        assert_eq!(rows.len(), 8);
+    }
+}
