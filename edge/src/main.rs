@@ -128,8 +128,34 @@ fn namespace(required: bool, counting: bool) -> Result<bool, String> {
     }
 }
 
+/// Makes Ctrl-C, SIGTERM and SIGHUP stop the node processes and Serf agents this harness
+/// started before it exits: without it, an interrupted run leaves its fleet running.
+/// The signals are blocked in every thread (those started later inherit the mask; the
+/// processes it spawns do not: std resets the mask in a child) and taken by one thread.
+fn stop_children_on_signal() {
+    use nix::sys::signal::{kill, SigSet, Signal};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    if signals.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            eprintln!("edge-fleet: {signal}: stopping the processes it started");
+            for pid in procfs::children_of(std::process::id()) {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            std::process::exit(130);
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    stop_children_on_signal();
     let bin = cli.bin.unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/bocluster")
     });

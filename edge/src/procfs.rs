@@ -22,6 +22,28 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The parent pid (`ppid`, the 2nd field after the command name) of a `/proc/<pid>/stat` text.
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pids of `parent`'s child processes.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat_ppid(&stat))
+                == Some(parent)
+        })
+        .collect()
+}
+
 /// Resident memory of `pid` in KiB (`None` when it is gone).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     parse_vmrss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
@@ -89,6 +111,19 @@ impl std::fmt::Display for Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ppid_is_read_after_the_command_name() {
+        assert_eq!(parse_stat_ppid("42 (a) b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_stat_ppid("42 (x"), None);
+    }
+
+    #[test]
+    fn this_process_is_a_child_of_its_parent() {
+        let me = std::process::id();
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        assert!(children_of(parent).contains(&me));
+    }
 
     #[test]
     fn vmrss_from_status() {
