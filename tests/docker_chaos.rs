@@ -17,6 +17,7 @@
 
 mod docker_common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -173,12 +174,42 @@ fn these_are<'a>(
     }
 }
 
+/// `observer`'s SHOW NODES once `listed` holds for it. A master shows a client `alive` in
+/// SHOW CLUSTER as soon as they exchanged introductions, a moment before gossip lists it.
+fn nodes_once(
+    observer: &Node,
+    what: &str,
+    listed: impl Fn(&BTreeMap<String, (String, String, String)>) -> bool,
+) -> BTreeMap<String, (String, String, String)> {
+    let mut last = BTreeMap::new();
+    let found = wait_for(DEADLINE, || {
+        last = observer.show_nodes().ok()?;
+        listed(&last).then(|| last.clone())
+    });
+    match found {
+        Some((nodes, _)) => nodes,
+        None => panic!(
+            "SHOW NODES of {} never showed {what} within {DEADLINE:?}: {last:?}",
+            observer.id
+        ),
+    }
+}
+
 fn generation(observer: &Node, node_id: &str) -> u64 {
-    let nodes = observer.show_nodes().expect("SHOW NODES");
+    let nodes = nodes_once(observer, &format!("{node_id} alive"), |nodes| {
+        nodes
+            .get(node_id)
+            .is_some_and(|(status, _, _)| status == "alive")
+    });
     nodes
         .get(node_id)
         .and_then(|(_, _, g)| g.parse().ok())
-        .unwrap_or_else(|| panic!("{node_id} not in SHOW NODES of {}: {nodes:?}", observer.id))
+        .unwrap_or_else(|| {
+            panic!(
+                "{node_id}: no generation in SHOW NODES of {}: {nodes:?}",
+                observer.id
+            )
+        })
 }
 
 #[test]
@@ -536,12 +567,12 @@ fn registered_client_returns_with_new_ip_and_port() {
         mover.ip,
         started.elapsed()
     );
-    let nodes = master.show_nodes().unwrap();
-    assert_eq!(
-        nodes[&mover_id].1,
-        format!("{}:19095", mover.ip),
-        "SHOW NODES: {nodes:?}"
-    );
+    let moved_to = format!("{}:19095", mover.ip);
+    nodes_once(&master, &format!("{mover_id} at {moved_to}"), |nodes| {
+        nodes
+            .get(&mover_id)
+            .is_some_and(|(_, endpoint, _)| *endpoint == moved_to)
+    });
     let mover = Node {
         id: mover_id,
         ..mover
@@ -694,9 +725,15 @@ fn mapped_ports_register_and_add_client() {
         "MEASURED mapped: ADD CLIENT ip={gateway} port=19092 -> alive: {:.2?}",
         added.elapsed()
     );
-    let nodes = master.show_nodes().unwrap();
-    assert_eq!(nodes["edge"].1, format!("{gateway}:19091"), "{nodes:?}");
-    assert_eq!(nodes["behind"].1, format!("{gateway}:19092"), "{nodes:?}");
+    let (edge_at, behind_at) = (format!("{gateway}:19091"), format!("{gateway}:19092"));
+    nodes_once(&master, "edge and behind at their mapped ports", |nodes| {
+        nodes
+            .get("edge")
+            .is_some_and(|(_, endpoint, _)| *endpoint == edge_at)
+            && nodes
+                .get("behind")
+                .is_some_and(|(_, endpoint, _)| *endpoint == behind_at)
+    });
     assert_final(&master, &expected, &[&master, &edge, &behind]);
 }
 
