@@ -56,7 +56,11 @@ fi
 if [ "$engine" = cargo-fuzz ]; then
   echo "fuzz: building the targets"
   build_started=$(date +%s)
-  cargo "${toolchain[@]}" fuzz build --sanitizer "${FUZZ_SANITIZER:-address}"
+  # Target by target: `cargo fuzz build` alone also builds src/bin/fuzz_loop.rs, which has no
+  # libFuzzer to link against.
+  for target in "${targets[@]}"; do
+    cargo "${toolchain[@]}" fuzz build --sanitizer "${FUZZ_SANITIZER:-address}" "$target"
+  done
   echo "fuzz: built in $(( $(date +%s) - build_started )) s"
 fi
 
