@@ -10,11 +10,9 @@
 //! never touches other rules, and the guard removes them when dropped, also on an error or a
 //! panic between a cut and its heal.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
 
-use crate::netns::run_cmd;
+use crate::netns::{iptables_restore, run_cmd};
 use crate::serf::SERF_PORT;
 use crate::systems::System;
 
@@ -111,30 +109,9 @@ impl Faults {
         // Whatever an earlier guard could not remove goes first.
         remove();
         let script = install_script(&rules);
-        let mut child = Command::new("iptables-restore")
-            .args(["-w", "5", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("iptables-restore: {e}"))?;
         // From here on, whatever was installed is removed by the guard, also on failure.
         let guard = Faults { rules: rules.len() };
-        child
-            .stdin
-            .take()
-            .ok_or("iptables-restore: no stdin")?
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("iptables-restore: {e}"))?;
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("iptables-restore: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "iptables-restore: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        iptables_restore(&["-w", "5", "--noflush"], &script)?;
         Ok(guard)
     }
 

@@ -112,6 +112,34 @@ impl Snapshot {
 
 /// Counting rules installed in this namespace's INPUT and OUTPUT chains (which they own: they
 /// are flushed when the counters are installed and dropped).
+/// Feeds `script` to one `iptables-restore` call (with `args`); each table's rules are committed
+/// all or none.
+pub fn iptables_restore(args: &[&str], script: &str) -> Result<(), String> {
+    let mut child = Command::new("iptables-restore")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("iptables-restore: no stdin")?
+        .write_all(script.as_bytes())
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables-restore: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 pub struct ByteCounters {
     nodes: usize,
     rules: Vec<CounterRule>,
@@ -126,28 +154,7 @@ impl ByteCounters {
             script.push_str(&format!("-A {} {}\n", rule.chain(), rule.matches.join(" ")));
         }
         script.push_str("COMMIT\n");
-        let mut child = Command::new("iptables-restore")
-            .arg("--noflush")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("iptables-restore: {e}"))?;
-        child
-            .stdin
-            .take()
-            .ok_or("iptables-restore: no stdin")?
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("iptables-restore: {e}"))?;
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("iptables-restore: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "iptables-restore: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        iptables_restore(&["--noflush"], &script)?;
         Ok(ByteCounters { nodes, rules })
     }
 
