@@ -134,13 +134,14 @@ thread_local! {
 /// Inflates one compressed block (at most [`MAX_BLOCK_BYTES`]) onto `inflated`.
 fn inflate_block(compressed: &[u8], inflated: &mut Vec<u8>) -> Result<(), Refused> {
     INFLATER.with_borrow_mut(|slot| {
-        if slot.is_none() {
-            let decompressor = zstd::bulk::Decompressor::new()
-                .map_err(|e| Refused::BadCompressedBlock(e.to_string()))?;
-            *slot = Some((decompressor, vec![0u8; MAX_BLOCK_BYTES]));
-        }
-        let Some((decompressor, block)) = slot.as_mut() else {
-            return Ok(());
+        let (decompressor, block) = match slot {
+            Some(inflater) => inflater,
+            // Making a decompressor only fails when zstd cannot allocate its context.
+            None => {
+                let decompressor = zstd::bulk::Decompressor::new()
+                    .map_err(|e| Refused::BadCompressedBlock(e.to_string()))?;
+                slot.insert((decompressor, vec![0u8; MAX_BLOCK_BYTES]))
+            }
         };
         let n = decompressor
             .decompress_to_buffer(compressed, &mut block[..])
