@@ -1,11 +1,13 @@
 //! The master side, in the background: apply registrations as gossip brings them, answer
 //! clients' introductions, and dial added clients that are not live yet.
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::node::NodeContext;
@@ -23,6 +25,10 @@ pub const ADD_CLIENT_WAIT: Duration = Duration::from_millis(250);
 pub const REACH_OUT_EVERY: Duration = Duration::from_secs(2);
 /// Endpoints dialled per round at most (a large cluster is covered over several rounds).
 const REACH_OUT_BATCH: usize = 256;
+/// Introductions the reach-out rounds keep in flight at most. A dead entry holds one for
+/// [`INTRODUCTION_LIMIT`], longer than a round: without a cap, hundreds of dead entries keep
+/// hundreds of requests open and each round adds more before the last ones end.
+pub const INTRODUCTIONS_IN_FLIGHT: usize = 32;
 
 /// Applies registrations whenever the member snapshot changes.
 pub async fn apply_registrations(ctx: Arc<NodeContext>) {
@@ -127,41 +133,145 @@ pub async fn reach_out(ctx: Arc<NodeContext>) {
     let mut ticker = tokio::time::interval(REACH_OUT_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursor = 0usize;
+    let introductions = Introductions::new(INTRODUCTIONS_IN_FLIGHT);
     loop {
         ticker.tick().await;
-        reach_out_once(&ctx, &mut cursor).await;
+        reach_out_once(&ctx, &mut cursor, &introductions).await;
     }
 }
 
 /// One round: refresh DNS answers, then start a gossip exchange and an introduction with a
 /// batch of targets.
-pub async fn reach_out_once(ctx: &Arc<NodeContext>, cursor: &mut usize) {
+pub async fn reach_out_once(
+    ctx: &Arc<NodeContext>,
+    cursor: &mut usize,
+    introductions: &Introductions,
+) {
     for name in ctx.cluster.dns_names() {
         resolve_into(ctx, &name).await;
     }
-    dial_unreached(ctx, cursor);
+    dial_unreached(ctx, cursor, introductions);
 }
 
 /// Starts a gossip exchange and an introduction with (a batch of) the entries whose client is
 /// not live, with the DNS answers already known. An answered introduction lists the client
 /// alive at once (a master that restarted has its clients back within a round trip).
-fn dial_unreached(ctx: &Arc<NodeContext>, cursor: &mut usize) {
+fn dial_unreached(ctx: &Arc<NodeContext>, cursor: &mut usize, introductions: &Introductions) {
     let targets = ctx.cluster.endpoints_to_reach(&ctx.gossip.members());
+    dial_batch(
+        &targets,
+        cursor,
+        introductions,
+        |addr| ctx.gossip.gossip_with(addr),
+        |addr| {
+            let ctx = ctx.clone();
+            async move { introduce_to(&ctx, addr).await }
+        },
+    );
+}
+
+/// Gossips with a batch of `targets` from `cursor` and starts an introduction with as many of
+/// them as [`Introductions`] allows. The cursor moves past the targets that were introduced or
+/// still are, and stops at the first one refused for the cap, so that one goes first next round.
+fn dial_batch<Fut>(
+    targets: &[SocketAddr],
+    cursor: &mut usize,
+    introductions: &Introductions,
+    mut gossip: impl FnMut(SocketAddr),
+    mut introduce: impl FnMut(SocketAddr) -> Fut,
+) where
+    Fut: Future<Output = ()> + Send + 'static,
+{
     if targets.is_empty() {
         return;
     }
     *cursor %= targets.len();
-    for addr in targets
-        .iter()
-        .cycle()
-        .skip(*cursor)
-        .take(REACH_OUT_BATCH.min(targets.len()))
-    {
-        ctx.gossip.gossip_with(*addr);
-        let (ctx, addr) = (ctx.clone(), *addr);
-        tokio::spawn(async move { introduce_to(&ctx, addr).await });
+    let batch = REACH_OUT_BATCH.min(targets.len());
+    let mut full_at = None;
+    for (i, addr) in targets.iter().cycle().skip(*cursor).take(batch).enumerate() {
+        gossip(*addr);
+        if full_at.is_none() && introductions.start(*addr, &mut introduce) == Started::Full {
+            full_at = Some(i);
+        }
     }
-    *cursor += REACH_OUT_BATCH;
+    *cursor += full_at.unwrap_or(batch);
+}
+
+/// Whether [`Introductions::start`] started an introduction.
+#[derive(Debug, PartialEq, Eq)]
+enum Started {
+    Yes,
+    /// The previous introduction to this target has not ended: it is skipped, not queued.
+    AlreadyInFlight,
+    /// The cap is reached.
+    Full,
+}
+
+/// The reach-out rounds' introductions in flight: at most a cap of them, and at most one per
+/// target. ADD CLIENT's [`introduce_now`] does not go through it: it answers at once.
+#[derive(Debug)]
+pub struct Introductions {
+    cap: usize,
+    permits: Arc<Semaphore>,
+    targets: Arc<Mutex<HashSet<SocketAddr>>>,
+}
+
+impl Introductions {
+    pub fn new(cap: usize) -> Self {
+        Introductions {
+            cap,
+            permits: Arc::new(Semaphore::new(cap)),
+            targets: Arc::default(),
+        }
+    }
+
+    /// How many introductions are in flight.
+    pub fn in_flight(&self) -> usize {
+        self.cap - self.permits.available_permits()
+    }
+
+    /// Spawns `introduce(addr)` unless the cap is reached or `addr` already has one in flight.
+    fn start<Fut>(&self, addr: SocketAddr, introduce: impl FnOnce(SocketAddr) -> Fut) -> Started
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Started::Full;
+        };
+        if !lock(&self.targets).insert(addr) {
+            return Started::AlreadyInFlight;
+        }
+        let slot = InFlight {
+            addr,
+            targets: self.targets.clone(),
+            _permit: permit,
+        };
+        let introduction = introduce(addr);
+        tokio::spawn(async move {
+            introduction.await;
+            drop(slot);
+        });
+        Started::Yes
+    }
+}
+
+/// One introduction's place in [`Introductions`], given back when its task ends (or is
+/// dropped, e.g. at shutdown).
+struct InFlight {
+    addr: SocketAddr,
+    targets: Arc<Mutex<HashSet<SocketAddr>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.targets).remove(&self.addr);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A set of addresses holds no invariant a panic could break halfway.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Resolves `name` (port irrelevant) and records the answer; failures keep the old answer.
@@ -169,5 +279,153 @@ pub async fn resolve_into(ctx: &NodeContext, name: &str) {
     match crate::resolve::resolve_host(name).await {
         Ok(ips) => ctx.cluster.set_resolved(name, ips),
         Err(e) => debug!(name, error = %e, "cannot resolve a client name yet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Introductions that hang until `gate` closes, like ones to dead clients, counting how many
+    /// started and the most that ran at once.
+    struct Hanging {
+        gate: Arc<Semaphore>,
+        started: Arc<Mutex<Vec<SocketAddr>>>,
+        running: Arc<AtomicUsize>,
+        most_running: Arc<AtomicUsize>,
+    }
+
+    impl Hanging {
+        fn new() -> Self {
+            Hanging {
+                gate: Arc::new(Semaphore::new(0)),
+                started: Arc::default(),
+                running: Arc::default(),
+                most_running: Arc::default(),
+            }
+        }
+
+        fn introduce(
+            &self,
+        ) -> impl FnMut(SocketAddr) -> Pin<Box<dyn Future<Output = ()> + Send>> + '_ {
+            move |addr| {
+                lock(&self.started).push(addr);
+                let (gate, running, most) = (
+                    self.gate.clone(),
+                    self.running.clone(),
+                    self.most_running.clone(),
+                );
+                Box::pin(async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Closed by the test: every waiter gets an error and ends.
+                    let _ = gate.acquire().await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            }
+        }
+
+        fn started(&self) -> Vec<SocketAddr> {
+            lock(&self.started).clone()
+        }
+    }
+
+    fn targets(n: u16) -> Vec<SocketAddr> {
+        (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 20_000 + i)))
+            .collect()
+    }
+
+    async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_hanging_introductions_stay_within_the_cap_and_rotate() {
+        let targets = targets(300);
+        let introductions = Introductions::new(INTRODUCTIONS_IN_FLIGHT);
+        let hanging = Hanging::new();
+        let mut cursor = 0;
+        let mut gossiped = 0;
+        for _ in 0..5 {
+            dial_batch(
+                &targets,
+                &mut cursor,
+                &introductions,
+                |_| gossiped += 1,
+                hanging.introduce(),
+            );
+            assert!(introductions.in_flight() <= INTRODUCTIONS_IN_FLIGHT);
+        }
+        wait_until("the introductions run", || {
+            hanging.running.load(Ordering::SeqCst) == INTRODUCTIONS_IN_FLIGHT
+        })
+        .await;
+        // The first round filled the cap; the next four started nothing, and still gossiped.
+        assert_eq!(hanging.started(), targets[..INTRODUCTIONS_IN_FLIGHT]);
+        assert_eq!(introductions.in_flight(), INTRODUCTIONS_IN_FLIGHT);
+        assert_eq!(gossiped, 5 * REACH_OUT_BATCH);
+
+        hanging.gate.close();
+        wait_until("the introductions end", || introductions.in_flight() == 0).await;
+        // The next round goes on where the cap stopped the first one.
+        dial_batch(
+            &targets,
+            &mut cursor,
+            &introductions,
+            |_| {},
+            hanging.introduce(),
+        );
+        assert_eq!(
+            hanging.started()[INTRODUCTIONS_IN_FLIGHT..],
+            targets[INTRODUCTIONS_IN_FLIGHT..2 * INTRODUCTIONS_IN_FLIGHT]
+        );
+        wait_until("the last introductions end", || {
+            introductions.in_flight() == 0
+        })
+        .await;
+        assert_eq!(
+            hanging.most_running.load(Ordering::SeqCst),
+            INTRODUCTIONS_IN_FLIGHT
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_still_in_flight_is_skipped_not_queued() {
+        let targets = targets(3);
+        let introductions = Introductions::new(INTRODUCTIONS_IN_FLIGHT);
+        let hanging = Hanging::new();
+        let mut cursor = 0;
+        for _ in 0..4 {
+            dial_batch(
+                &targets,
+                &mut cursor,
+                &introductions,
+                |_| {},
+                hanging.introduce(),
+            );
+        }
+        assert_eq!(hanging.started(), targets);
+        assert_eq!(introductions.in_flight(), 3);
+
+        hanging.gate.close();
+        wait_until("the introductions end", || introductions.in_flight() == 0).await;
+        dial_batch(
+            &targets,
+            &mut cursor,
+            &introductions,
+            |_| {},
+            hanging.introduce(),
+        );
+        assert_eq!(hanging.started().len(), 6, "each target again, once");
+        wait_until("the introductions end", || introductions.in_flight() == 0).await;
     }
 }
