@@ -25,6 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_http::timeout::{RequestBodyTimeout, TimeoutError};
 use tracing::{debug, warn};
 
@@ -48,17 +49,78 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// (a client that sent half of it and waits) is answered 408 and its connection closed.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// HTTP connections served at once at most, when the open-files limit cannot be read.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Descriptors the connection cap leaves to the node itself: its data files, cluster.json,
+/// the QUIC socket, DNS lookups.
+const RESERVED_DESCRIPTORS: usize = 128;
+
+/// The cap never goes above this, however high the open-files limit.
+const MAX_CONNECTIONS_CEILING: usize = 8192;
+
+/// What [`serve_with`] allows a client.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Connections served at once at most. At the cap the node stops accepting until one
+    /// closes: new clients wait in the listen backlog (and connect once a connection ends, within
+    /// [`HEADER_READ_TIMEOUT`] for an idle one) instead of being refused, the way nginx or
+    /// Go's `LimitListener` behave, and the node keeps descriptors for its own files.
+    pub max_connections: usize,
+}
+
+impl ServeLimits {
+    /// The node's limits: as many connections as the open-files limit leaves room for once
+    /// [`RESERVED_DESCRIPTORS`] are kept, between [`MAX_CONNECTIONS`] and
+    /// [`MAX_CONNECTIONS_CEILING`].
+    pub fn node() -> Self {
+        let max_connections = match open_files_limit() {
+            Some(limit) => limit
+                .saturating_sub(RESERVED_DESCRIPTORS)
+                .clamp(MAX_CONNECTIONS, MAX_CONNECTIONS_CEILING),
+            None => MAX_CONNECTIONS,
+        };
+        ServeLimits { max_connections }
+    }
+}
+
+/// This process's soft open-files limit, if it can be read (Linux) and is not unlimited.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Serves `router` over HTTP/1.1 on `listener` until `stop` completes, with the node's
+/// [`ServeLimits`]; see [`serve_with`].
+pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+    serve_with(listener, router, ServeLimits::node(), stop).await;
+}
+
 /// Serves `router` over HTTP/1.1 on `listener` until `stop` completes; then stops accepting,
 /// closes idle connections, lets the others finish the request they are in, and returns when
 /// every connection is closed.
-pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    stop: impl Future<Output = ()>,
+) {
     let service = TowerToHyperService::new(RequestBodyTimeout::new(router, BODY_READ_TIMEOUT));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut stop = std::pin::pin!(stop);
     loop {
+        // A permit before each accept: at the cap, clients wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            () = &mut stop => break,
+        };
+        // The semaphore is never closed.
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
@@ -71,6 +133,7 @@ pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Outp
                     if let Err(e) = connection.await {
                         debug!(%peer, error = %e, "HTTP connection closed");
                     }
+                    drop(permit);
                 });
             }
             // Gone before it was accepted: nothing to do.
@@ -145,25 +208,7 @@ async fn post_statement(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let mut status = rejection.status();
-            let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body is larger than {MAX_BODY_BYTES} bytes")
-            } else if is_body_timeout(&rejection) {
-                status = StatusCode::REQUEST_TIMEOUT;
-                format!(
-                    "the request body stopped arriving (nothing for {} s)",
-                    BODY_READ_TIMEOUT.as_secs()
-                )
-            } else {
-                format!("cannot read the request body: {rejection}")
-            };
-            return error_response(ExecError {
-                http_status: status.as_u16(),
-                retcode: retcode::BAD_REQUEST,
-                errmsg,
-            });
-        }
+        Err(rejection) => return error_response(body_error(&rejection)),
     };
     let stmt = match statement_of(&body) {
         Ok(stmt) => stmt,
@@ -182,6 +227,27 @@ async fn post_statement(
             (StatusCode::OK, Json(body)).into_response()
         }
         Err(e) => error_response(e),
+    }
+}
+
+/// The answer to a body that could not be read.
+fn body_error(rejection: &BytesRejection) -> ExecError {
+    let mut status = rejection.status();
+    let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body is larger than {MAX_BODY_BYTES} bytes")
+    } else if is_body_timeout(rejection) {
+        status = StatusCode::REQUEST_TIMEOUT;
+        format!(
+            "the request body stopped arriving (nothing for {} s)",
+            BODY_READ_TIMEOUT.as_secs()
+        )
+    } else {
+        format!("cannot read the request body: {rejection}")
+    };
+    ExecError {
+        http_status: status.as_u16(),
+        retcode: retcode::BAD_REQUEST,
+        errmsg,
     }
 }
 
@@ -208,4 +274,97 @@ fn error_response(e: ExecError) -> Response {
 
 async fn health(State(ctx): State<Arc<NodeContext>>) -> Response {
     Json(json!({"status": "ok", "node_id": ctx.identity.node_id})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Serves a router with `GET /health` and a `POST /api` that answers the body's length (or
+    /// the node's error for an unreadable body) with `limits`, until the returned sender drops.
+    async fn start(limits: ServeLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let router = Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route(
+                "/api",
+                post(|body: Result<Bytes, BytesRejection>| async move {
+                    match body {
+                        Ok(body) => body.len().to_string().into_response(),
+                        Err(rejection) => error_response(body_error(&rejection)),
+                    }
+                }),
+            );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(listener, router, limits, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    /// Reads from `stream` until it closes or `limit` passes; returns what came and whether it
+    /// closed.
+    fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+        let deadline = Instant::now() + limit;
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("read timeout");
+            match stream.read(&mut buf) {
+                Ok(0) => return (String::from_utf8_lossy(&bytes).into_owned(), true),
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return (String::from_utf8_lossy(&bytes).into_owned(), true)
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        (String::from_utf8_lossy(&bytes).into_owned(), false)
+    }
+
+    const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_connection_cap_new_clients_wait_until_one_closes() {
+        let limits = ServeLimits { max_connections: 2 };
+        let (addr, _stop) = start(limits).await;
+        tokio::task::spawn_blocking(move || {
+            let connect = || TcpStream::connect(addr).expect("connect");
+            // Two idle connections take both places.
+            let idle: Vec<TcpStream> = (0..2).map(|_| connect()).collect();
+            let mut waiting = connect();
+            waiting.write_all(HEALTH).expect("write");
+            let (early, closed) = read_until_closed(&mut waiting, Duration::from_millis(500));
+            assert!(
+                early.is_empty() && !closed,
+                "answered over the cap: {early:?}"
+            );
+            // One closes: the waiting client is accepted and answered.
+            drop(idle);
+            let (answer, closed) = read_until_closed(&mut waiting, Duration::from_secs(5));
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            assert!(answer.ends_with("ok") && closed, "{answer:?}");
+            // The cap counts connections open now, not ever.
+            for _ in 0..5 {
+                let mut next = connect();
+                next.write_all(HEALTH).expect("write");
+                let (answer, _) = read_until_closed(&mut next, Duration::from_secs(5));
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            }
+        })
+        .await
+        .expect("client thread");
+    }
 }
