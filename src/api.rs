@@ -9,21 +9,26 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::body::{Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
+use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_http::timeout::{RequestBodyTimeout, TimeoutError};
@@ -45,9 +50,15 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request body may stall: the longest wait for its next piece, restarted by every
-/// piece that arrives, so a slow but moving upload is never cut off. A body that stops coming
-/// (a client that sent half of it and waits) is answered 408 and its connection closed.
+/// piece that arrives. A body that stops coming (a client that sent half of it and waits) is
+/// answered 408 and its connection closed.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a whole request body may take, counted from the end of its head. The stall limit
+/// alone lets a client hold a connection for ever with a byte every 19 s; a body is at most
+/// [`MAX_BODY_BYTES`], which a link of 200 kB/s carries in 5 s. A body not in by then is
+/// answered 408 and its connection closed.
+pub const WHOLE_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// HTTP connections served at once at most, when the open-files limit cannot be read.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -67,6 +78,8 @@ pub struct ServeLimits {
     /// [`HEADER_READ_TIMEOUT`] for an idle one) instead of being refused, the way nginx or
     /// Go's `LimitListener` behave, and the node keeps descriptors for its own files.
     pub max_connections: usize,
+    /// How long a whole request body may take ([`WHOLE_BODY_TIMEOUT`]).
+    pub whole_body: Duration,
 }
 
 impl ServeLimits {
@@ -80,7 +93,10 @@ impl ServeLimits {
                 .clamp(MAX_CONNECTIONS, MAX_CONNECTIONS_CEILING),
             None => MAX_CONNECTIONS,
         };
-        ServeLimits { max_connections }
+        ServeLimits {
+            max_connections,
+            whole_body: WHOLE_BODY_TIMEOUT,
+        }
     }
 }
 
@@ -106,6 +122,10 @@ pub async fn serve_with(
     limits: ServeLimits,
     stop: impl Future<Output = ()>,
 ) {
+    let whole_body = limits.whole_body;
+    let router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
+        next.run(request.map(|body| Body::new(DeadlineBody::new(body, whole_body))))
+    }));
     let service = TowerToHyperService::new(RequestBodyTimeout::new(router, BODY_READ_TIMEOUT));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -151,6 +171,56 @@ pub async fn serve_with(
     drop(listener);
     graceful.shutdown().await;
 }
+
+/// A request body that fails with [`BodyDeadline`] once its deadline passes, however steadily
+/// its pieces arrive.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl DeadlineBody {
+    fn new(inner: Body, limit: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        // A body already whole is not failed by a late poll.
+        if self.inner.is_end_stream() {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new(BodyDeadline(self.limit)))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body did not arrive whole within its deadline ([`WHOLE_BODY_TIMEOUT`]).
+#[derive(Debug, Error)]
+#[error("the request body did not arrive whole within {0:?}")]
+struct BodyDeadline(Duration);
 
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
@@ -235,7 +305,10 @@ fn body_error(rejection: &BytesRejection) -> ExecError {
     let mut status = rejection.status();
     let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
         format!("request body is larger than {MAX_BODY_BYTES} bytes")
-    } else if is_body_timeout(rejection) {
+    } else if let Some(deadline) = find_source::<BodyDeadline>(rejection) {
+        status = StatusCode::REQUEST_TIMEOUT;
+        deadline.to_string()
+    } else if find_source::<TimeoutError>(rejection).is_some() {
         status = StatusCode::REQUEST_TIMEOUT;
         format!(
             "the request body stopped arriving (nothing for {} s)",
@@ -251,25 +324,33 @@ fn body_error(rejection: &BytesRejection) -> ExecError {
     }
 }
 
-/// Whether reading the body failed because it stopped arriving ([`BODY_READ_TIMEOUT`]).
-fn is_body_timeout(rejection: &BytesRejection) -> bool {
+/// The error of type `E` that made reading the body fail, if one did: [`TimeoutError`] when it
+/// stopped arriving ([`BODY_READ_TIMEOUT`]), [`BodyDeadline`] when it took too long in all.
+fn find_source<E: std::error::Error + 'static>(rejection: &BytesRejection) -> Option<&E> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
     while let Some(error) = source {
-        if error.is::<TimeoutError>() {
-            return true;
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
         }
         source = error.source();
     }
-    false
+    None
 }
 
 fn error_response(e: ExecError) -> Response {
     let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let mut response = (
         status,
         Json(json!({"retcode": e.retcode, "errmsg": e.errmsg})),
     )
-        .into_response()
+        .into_response();
+    // The rest of a late body may still come: the connection cannot carry another request.
+    if status == StatusCode::REQUEST_TIMEOUT {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn health(State(ctx): State<Arc<NodeContext>>) -> Response {
@@ -338,7 +419,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn at_the_connection_cap_new_clients_wait_until_one_closes() {
-        let limits = ServeLimits { max_connections: 2 };
+        let limits = ServeLimits {
+            max_connections: 2,
+            whole_body: WHOLE_BODY_TIMEOUT,
+        };
         let (addr, _stop) = start(limits).await;
         tokio::task::spawn_blocking(move || {
             let connect = || TcpStream::connect(addr).expect("connect");
@@ -363,6 +447,83 @@ mod tests {
                 let (answer, _) = read_until_closed(&mut next, Duration::from_secs(5));
                 assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
             }
+        })
+        .await
+        .expect("client thread");
+    }
+
+    /// Sends a request head (asking to close the connection after the answer if `close`), then
+    /// `body` one byte every `every`, until the node closes the connection or `limit` passes;
+    /// returns the answer and when it came.
+    fn trickle(
+        addr: SocketAddr,
+        every: Duration,
+        body: &[u8],
+        close: bool,
+        limit: Duration,
+    ) -> (String, Duration) {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        let head = format!(
+            "POST /api HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        stream.write_all(head.as_bytes()).expect("write head");
+        let started = Instant::now();
+        let mut writer = stream.try_clone().expect("clone");
+        let body = body.to_vec();
+        std::thread::spawn(move || {
+            for byte in body {
+                if writer.write_all(&[byte]).is_err() {
+                    return;
+                }
+                // A pace, not a wait for something: the client under test is this slow.
+                std::thread::sleep(every);
+            }
+        });
+        let (answer, closed) = read_until_closed(&mut stream, limit);
+        assert!(closed, "the connection stayed open: {answer:?}");
+        (answer, started.elapsed())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trickled_body_gets_408_at_the_whole_body_deadline() {
+        let whole_body = Duration::from_secs(1);
+        let limits = ServeLimits {
+            max_connections: MAX_CONNECTIONS,
+            whole_body,
+        };
+        let (addr, _stop) = start(limits).await;
+        tokio::task::spawn_blocking(move || {
+            // A byte every 50 ms never stalls 20 s, but 100 bytes take 5 s in all.
+            let (answer, took) = trickle(
+                addr,
+                Duration::from_millis(50),
+                &[b' '; 100],
+                false,
+                Duration::from_secs(10),
+            );
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+            assert!(
+                answer.contains("did not arrive whole within 1s"),
+                "{answer:?}"
+            );
+            assert!(
+                took >= whole_body && took < Duration::from_secs(4),
+                "408 after {took:?}"
+            );
+            // The node closed the connection itself. A body as slow that is whole before the
+            // deadline is read and answered.
+            let (answer, took) = trickle(
+                addr,
+                Duration::from_millis(50),
+                b"hello",
+                true,
+                Duration::from_secs(10),
+            );
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            assert!(answer.ends_with("\r\n\r\n5"), "{answer:?}");
+            assert!(took < whole_body, "answered after {took:?}");
         })
         .await
         .expect("client thread");
