@@ -376,26 +376,29 @@ mod tests {
 
         hanging.gate.close();
         wait_until("the introductions end", || introductions.in_flight() == 0).await;
-        // The next round goes on where the cap stopped the first one.
+        assert_eq!(
+            hanging.most_running.load(Ordering::SeqCst),
+            INTRODUCTIONS_IN_FLIGHT
+        );
+        // The next round goes on where the cap stopped the first one (with introductions that
+        // hang again, so none ends and frees a place during the round).
+        let next = Hanging::new();
         dial_batch(
             &targets,
             &mut cursor,
             &introductions,
             |_| {},
-            hanging.introduce(),
+            next.introduce(),
         );
         assert_eq!(
-            hanging.started()[INTRODUCTIONS_IN_FLIGHT..],
+            next.started(),
             targets[INTRODUCTIONS_IN_FLIGHT..2 * INTRODUCTIONS_IN_FLIGHT]
         );
+        next.gate.close();
         wait_until("the last introductions end", || {
             introductions.in_flight() == 0
         })
         .await;
-        assert_eq!(
-            hanging.most_running.load(Ordering::SeqCst),
-            INTRODUCTIONS_IN_FLIGHT
-        );
     }
 
     #[tokio::test]
