@@ -11,10 +11,15 @@
 //!    and the time until the others see it alive again is taken;
 //! 3. SIGKILL of 10 % of the nodes at once (at least one, never node 0) until node 0, then
 //!    every live node, sees all of them dead; then the same nodes are started again (same
-//!    name, address and data directory) until node 0, then every node, sees them alive.
+//!    name, address and data directory) until node 0, then every node, sees them alive;
+//! 4. address change: node N/2 is killed and at once started again as the same member (same
+//!    name and data directory) on another address ([`moved_ip`]), until node 0, then every
+//!    node, lists it alive at its new address.
 //!
-//! Loss comes first and the kill last so that no scenario starts on a fleet still settling
+//! Loss comes first and the kills last so that no scenario starts on a fleet still settling
 //! from a restart. Faults are iptables rules in the harness's private namespace ([`chaos`]).
+//! When bytes can be counted, every node's gossip bytes are counted from the partition to the
+//! end of the restart (2 and 3): the bandwidth under churn.
 //!
 //! [`chaos`]: crate::chaos
 
@@ -29,8 +34,9 @@ use crate::compare::{
     all_alive, figure, ms, names, progress, show_ms, slowest, wait_each, watch_false_positives,
     Figure, RunContext, Started, SystemResult, EVENT_LIMIT, FORM_LIMIT,
 };
+use crate::netns::ByteCounters;
 use crate::stats::{ratio, Stat};
-use crate::systems::{block, Fleet, Liveness, Seen, System};
+use crate::systems::{block, moved_ip, Fleet, Liveness, Seen, System};
 
 /// Share of the UDP packets dropped in the loss window.
 pub const LOSS: f64 = 0.05;
@@ -38,6 +44,11 @@ pub const LOSS: f64 = 0.05;
 pub const PARTITION_HOLD: Duration = Duration::from_secs(10);
 /// Share of the fleet killed at once.
 pub const KILL_SHARE: f64 = 0.1;
+/// How long a moved node may take to be listed at its new address. Shorter than the other
+/// events' limit: a Serf agent that comes back under its name at another address is refused
+/// for good ("conflicting address": memberlist keeps the failed member at its old one), and
+/// waiting longer would only lengthen each run.
+pub const MOVE_LIMIT: Duration = Duration::from_secs(30);
 
 /// One run's churn timings in milliseconds; `None` where the event was not seen in time.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,6 +69,14 @@ pub struct ChurnTimes {
     /// Heal -> the node is alive on node 0 / on every other node.
     pub heal_first_ms: Option<f64>,
     pub heal_all_ms: Option<f64>,
+    /// Restart at a new address -> listed alive there on node 0 / on every other node.
+    pub moved_first_ms: Option<f64>,
+    pub moved_all_ms: Option<f64>,
+    /// Bytes per second per node, median over the nodes, in and out, from the partition to
+    /// the end of the restart; and how long that was.
+    pub churn_bytes_in_per_s: Option<f64>,
+    pub churn_bytes_out_per_s: Option<f64>,
+    pub churn_window_s: Option<f64>,
 }
 
 /// The packet-loss window's findings.
@@ -83,6 +102,8 @@ pub struct ChurnSettings {
     pub partition_hold_s: f64,
     pub partition_dropped_bocluster: String,
     pub partition_dropped_serf: String,
+    #[serde(default)]
+    pub move_limit_s: f64,
     pub loss_probability: f64,
     pub loss_window_s: f64,
     pub loss_dropped: String,
@@ -95,6 +116,7 @@ impl ChurnSettings {
             partition_hold_s: PARTITION_HOLD.as_secs_f64(),
             partition_dropped_bocluster: chaos::partition_note(System::Bocluster).into(),
             partition_dropped_serf: chaos::partition_note(System::Serf).into(),
+            move_limit_s: MOVE_LIMIT.as_secs_f64(),
             loss_probability: LOSS,
             loss_window_s: loss_window.as_secs_f64(),
             loss_dropped: loss_note(),
@@ -104,11 +126,12 @@ impl ChurnSettings {
     /// One line for the tables' header.
     pub fn describe(&self) -> String {
         format!(
-            "Churn: SIGKILL of {:.0} % of the nodes at once (at least 1, never node 0), then restarted; partition of the last node for >= {:.0} s (bocluster: {}; Serf: {}); loss window of {:.0} s (first run): {}",
+            "Churn: SIGKILL of {:.0} % of the nodes at once (at least 1, never node 0), then restarted; partition of the last node for >= {:.0} s (bocluster: {}; Serf: {}); node N/2 killed and started at once at another address of its block, same name and data (waited for up to {:.0} s); bandwidth counted from the partition to the end of the restart; loss window of {:.0} s (first run): {}",
             self.kill_share * 100.0,
             self.partition_hold_s,
             self.partition_dropped_bocluster,
             self.partition_dropped_serf,
+            self.move_limit_s,
             self.loss_window_s,
             self.loss_dropped,
         )
@@ -171,10 +194,45 @@ pub(crate) fn churn_run(
         None => None,
     };
 
+    let counters = if ctx.counting {
+        match ByteCounters::install(n, fleet.counter_rules(n)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                say(&format!(
+                    "NOTICE: cannot count bytes ({e}); bandwidth under churn skipped"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let counted_from = Instant::now();
+    let bytes_before = counters.as_ref().map(ByteCounters::read).transpose()?;
+
     partition(fleet, system, &mut times, &say)?;
     converge(fleet, Instant::now(), &say);
-
     kill_and_restart(fleet, &mut times, &say)?;
+
+    if let (Some(counters), Some(before)) = (&counters, bytes_before) {
+        let elapsed = counted_from.elapsed().as_secs_f64();
+        let bytes = counters.read()?.since(&before);
+        let median_per_s = |v: &[u64]| {
+            Stat::of(&v.iter().map(|b| *b as f64 / elapsed).collect::<Vec<_>>()).map(|s| s.median)
+        };
+        times.churn_window_s = Some(elapsed);
+        times.churn_bytes_in_per_s = median_per_s(&bytes.bytes_in);
+        times.churn_bytes_out_per_s = median_per_s(&bytes.bytes_out);
+        say(&format!(
+            "bandwidth under churn ({elapsed:.1} s): in {} B/s, out {} B/s per node (median)",
+            times.churn_bytes_in_per_s.map_or(0.0, f64::round),
+            times.churn_bytes_out_per_s.map_or(0.0, f64::round),
+        ));
+    }
+    drop(counters);
+
+    converge(fleet, Instant::now(), &say);
+    move_address(fleet, system, &mut times, &say)?;
     Ok((times, loss))
 }
 
@@ -329,6 +387,40 @@ fn kill_and_restart(
     Ok(())
 }
 
+/// Kills node N/2 and at once starts it again, the same member, at [`moved_ip`]; times how
+/// long until node 0, then every other node, lists it alive at its new address.
+fn move_address(
+    fleet: &mut dyn Fleet,
+    system: System,
+    times: &mut ChurnTimes,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    let moved = fleet.len() / 2;
+    let name = fleet.name(moved);
+    let (from, to) = (fleet.ip(moved), moved_ip(system));
+    let at_new_address = format!("{to}:");
+    let observers: Vec<usize> = (0..fleet.len())
+        .filter(|&i| i != moved && fleet.running(i))
+        .collect();
+    fleet.kill(moved);
+    let t = Instant::now();
+    fleet.restart_at(moved, to)?;
+    let (alive, _) = wait_each(fleet, &observers, t, MOVE_LIMIT, |view| {
+        view.iter().any(|s| {
+            s.name == name && s.status == Liveness::Alive && s.address.starts_with(&at_new_address)
+        })
+    });
+    times.moved_first_ms = alive[0].map(ms);
+    times.moved_all_ms = slowest(&alive);
+    say(&format!(
+        "{name} moved {from} -> {to}: alive at the new address on node 0: {}, on all {} others: {}",
+        show_ms(times.moved_first_ms),
+        observers.len(),
+        show_ms(times.moved_all_ms),
+    ));
+    Ok(())
+}
+
 /// Key, label and the run's value of a churn timing row.
 type ChurnRow = (&'static str, String, fn(&ChurnTimes) -> Option<f64>);
 
@@ -344,7 +436,7 @@ pub fn figures(bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
         .map(|c| c.killed)
         .max()
         .unwrap_or(0);
-    let rows: [ChurnRow; 8] = [
+    let rows: [ChurnRow; 10] = [
         (
             "kill_first_ms",
             format!("SIGKILL 10 % ({killed}) -> all dead on node 0"),
@@ -385,6 +477,16 @@ pub fn figures(bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
             "heal -> alive again on all others".into(),
             |c| c.heal_all_ms,
         ),
+        (
+            "moved_first_ms",
+            "restart at a new address -> alive there on node 0".into(),
+            |c| c.moved_first_ms,
+        ),
+        (
+            "moved_all_ms",
+            "restart at a new address -> alive there on all others".into(),
+            |c| c.moved_all_ms,
+        ),
     ];
     let runs = |r: &SystemResult, f: fn(&ChurnTimes) -> Option<f64>| {
         Stat::of(&r.churn.iter().filter_map(f).collect::<Vec<_>>())
@@ -402,6 +504,24 @@ pub fn figures(bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
             )
         })
         .collect();
+    let bandwidth: [ChurnRow; 2] = [
+        (
+            "churn_bytes_in_per_s",
+            "bandwidth in per node (partition, kill, restart)".into(),
+            |c| c.churn_bytes_in_per_s,
+        ),
+        (
+            "churn_bytes_out_per_s",
+            "bandwidth out per node (partition, kill, restart)".into(),
+            |c| c.churn_bytes_out_per_s,
+        ),
+    ];
+    for (key, label, f) in bandwidth {
+        let (ours, theirs) = (runs(bo, f), sf.and_then(|s| runs(s, f)));
+        if ours.is_some() || theirs.is_some() {
+            figures.push(figure(key, &label, "B/s", ours, theirs, None));
+        }
+    }
     let fp = |r: &SystemResult| {
         r.loss
             .as_ref()
@@ -460,6 +580,7 @@ mod tests {
             name: name.into(),
             status,
             markers: vec![],
+            address: String::new(),
         };
         let view = [seen("a", Liveness::Dead), seen("b", Liveness::Alive)];
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -477,6 +598,7 @@ mod tests {
                     killed: 5,
                     kill_first_ms: Some(k),
                     heal_all_ms: Some(2.0 * k),
+                    churn_bytes_out_per_s: Some(k / 10.0),
                     ..ChurnTimes::default()
                 })
                 .collect(),
@@ -505,6 +627,12 @@ mod tests {
         assert_eq!(kill.bocluster.unwrap().median, 2000.0);
         assert_eq!(kill.ratio, Some(0.5));
         assert_eq!(get("heal_all_ms").ratio, Some(0.5));
+        let out = get("churn_bytes_out_per_s");
+        assert_eq!((out.unit.as_str(), out.ratio), ("B/s", Some(0.5)));
+        assert!(
+            rows.iter().all(|f| f.key != "churn_bytes_in_per_s"),
+            "not counted"
+        );
         assert!(get("restart_first_ms").bocluster.is_none());
         let fp = get("loss_false_positives");
         assert_eq!(fp.met, Some(true));
@@ -513,6 +641,6 @@ mod tests {
         // Without a loss window, no false-positive row.
         let rows = figures(&result(&[1.0], None), None);
         assert!(rows.iter().all(|f| f.key != "loss_false_positives"));
-        assert_eq!(rows.len(), 8);
+        assert_eq!(rows.len(), 11);
     }
 }

@@ -9,7 +9,8 @@
 //! dead. The two systems alternate within each run, so drift of the machine touches both.
 //! With `--churn`, each run then also puts a fleet of each system of its own through the churn
 //! and fault scenarios of [`crate::churn`] (10 % killed and restarted, partition and heal,
-//! packet loss); without it, the runs and their timings are as before.
+//! address change, packet loss, bandwidth under churn); without it, the runs and their timings
+//! are as before.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -50,8 +51,9 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_serf: bool,
     /// Also run the churn scenarios on a fleet of each system of their own: SIGKILL of 10 %
-    /// of the nodes and their restart, partition and heal of one node, and (first run) a
-    /// packet-loss window. Needs root (iptables in the private namespace).
+    /// of the nodes and their restart, partition and heal of one node, a node restarted at
+    /// another address, bandwidth under that churn, and (first run) a packet-loss window.
+    /// Needs root (iptables in the private namespace).
     #[arg(long)]
     pub churn: bool,
     /// The packet-loss window of --churn (5 % of the fleet's UDP dropped; 0s skips it)

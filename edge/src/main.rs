@@ -76,7 +76,8 @@ struct BenchArgs {
     /// Steady window of `compare` (the figure is 5m)
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     steady: std::time::Duration,
-    /// Also run `compare --churn` (kill/restart 10 %, partition/heal, packet loss)
+    /// Also run `compare --churn` (kill/restart 10 %, partition/heal, address change, packet
+    /// loss, bandwidth under churn)
     #[arg(long)]
     churn: bool,
     /// The packet-loss window of --churn

@@ -79,12 +79,31 @@ impl CounterRule {
     }
 
     fn chain(&self) -> &'static str {
-        match self.direction {
+        self.direction.chain()
+    }
+}
+
+impl Direction {
+    /// The chain of this direction's counting rules: one of our own, jumped to from the end of
+    /// OUTPUT or INPUT, so that rules inserted at the top of INPUT (the churn faults) neither
+    /// shift the counting rules' numbers nor are counted: a packet a fault drops was not
+    /// received.
+    fn chain(self) -> &'static str {
+        match self {
+            Direction::Out => "EDGE_COUNT_OUT",
+            Direction::In => "EDGE_COUNT_IN",
+        }
+    }
+
+    fn builtin_chain(self) -> &'static str {
+        match self {
             Direction::Out => "OUTPUT",
             Direction::In => "INPUT",
         }
     }
 }
+
+const DIRECTIONS: [Direction; 2] = [Direction::Out, Direction::In];
 
 /// Byte and packet counts per node, in and out, at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,8 +129,6 @@ impl Snapshot {
     }
 }
 
-/// Counting rules installed in this namespace's INPUT and OUTPUT chains (which they own: they
-/// are flushed when the counters are installed and dropped).
 /// Feeds `script` to one `iptables-restore` call (with `args`); each table's rules are committed
 /// all or none.
 pub fn iptables_restore(args: &[&str], script: &str) -> Result<(), String> {
@@ -140,6 +157,9 @@ pub fn iptables_restore(args: &[&str], script: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Counting rules installed in this namespace, in chains of their own jumped to from INPUT
+/// and OUTPUT (which the counters own: they are flushed when the counters are installed and
+/// dropped).
 pub struct ByteCounters {
     nodes: usize,
     rules: Vec<CounterRule>,
@@ -150,6 +170,14 @@ impl ByteCounters {
     pub fn install(nodes: usize, rules: Vec<CounterRule>) -> Result<ByteCounters, String> {
         flush()?;
         let mut script = String::from("*filter\n");
+        for direction in DIRECTIONS {
+            script.push_str(&format!(":{} - [0:0]\n", direction.chain()));
+            script.push_str(&format!(
+                "-A {} -j {}\n",
+                direction.builtin_chain(),
+                direction.chain()
+            ));
+        }
         for rule in &rules {
             script.push_str(&format!("-A {} {}\n", rule.chain(), rule.matches.join(" ")));
         }
@@ -168,8 +196,8 @@ impl ByteCounters {
             )?;
             Ok(parse_listing(&text))
         };
-        let output = listing("OUTPUT")?;
-        let input = listing("INPUT")?;
+        let output = listing(Direction::Out.chain())?;
+        let input = listing(Direction::In.chain())?;
         let mut snapshot = Snapshot {
             bytes_in: vec![0; self.nodes],
             bytes_out: vec![0; self.nodes],
@@ -213,9 +241,13 @@ impl Drop for ByteCounters {
     }
 }
 
+/// Empties OUTPUT and INPUT and deletes the counting chains (quiet when they are absent).
 fn flush() -> Result<(), String> {
-    run_cmd("iptables", &["-F", "OUTPUT"])?;
-    run_cmd("iptables", &["-F", "INPUT"])?;
+    for direction in DIRECTIONS {
+        run_cmd("iptables", &["-F", direction.builtin_chain()])?;
+        let _ = run_cmd("iptables", &["-F", direction.chain()]);
+        let _ = run_cmd("iptables", &["-X", direction.chain()]);
+    }
     Ok(())
 }
 
@@ -257,10 +289,10 @@ num      pkts      bytes target     prot opt in     out     source              
         let ip = Ipv4Addr::new(127, 0, 221, 4);
         let out = CounterRule::node(3, ip, Direction::Out, &["-p", "udp"]);
         assert_eq!(out.matches, ["-s", "127.0.221.4", "-p", "udp"]);
-        assert_eq!(out.chain(), "OUTPUT");
+        assert_eq!(out.chain(), "EDGE_COUNT_OUT");
         let inbound = CounterRule::node(3, ip, Direction::In, &["-p", "udp"]);
         assert_eq!(inbound.matches, ["-d", "127.0.221.4", "-p", "udp"]);
-        assert_eq!(inbound.chain(), "INPUT");
+        assert_eq!(inbound.chain(), "EDGE_COUNT_IN");
     }
 
     #[test]

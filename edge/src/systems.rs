@@ -73,6 +73,8 @@ pub struct Seen {
     pub status: Liveness,
     /// What a change sets: bocluster databases, the value of Serf's `bench` tag.
     pub markers: Vec<String>,
+    /// Where the observer says the member is reached (`ip:port`).
+    pub address: String,
 }
 
 /// A fleet of one system's nodes. Node 0 is the seed (and bocluster's master); nodes are
@@ -99,6 +101,9 @@ pub trait Fleet {
     /// Starts a killed node again as the same member: same name, address and data directory
     /// (and, for a Serf agent, `-join` to node 0 as at first).
     fn restart(&mut self, node: usize) -> Result<(), String>;
+    /// Starts a killed node again as the same member (same name and data directory) at the
+    /// address `ip`, as a container rescheduled onto another host would be.
+    fn restart_at(&mut self, node: usize, ip: Ipv4Addr) -> Result<(), String>;
     /// The node's own loopback address, which its gossip is sent from.
     fn ip(&self, node: usize) -> Ipv4Addr;
     /// iptables rules counting each node's gossip bytes (not the harness's API / RPC calls).
@@ -119,6 +124,12 @@ fn node_ip(system: System, node: usize) -> Ipv4Addr {
 
 /// Largest fleet (joiners included) one block holds.
 pub const MAX_NODES: usize = 250;
+
+/// The address a node moves to in the address-change scenario: in its fleet's block (so the
+/// churn faults and counters that name the block cover it), above any node's own address.
+pub fn moved_ip(system: System) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, block(system), MAX_NODES as u8 + 3)
+}
 
 /// How long a node may take to answer after it is spawned.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -208,6 +219,7 @@ impl Fleet for BoFleet {
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
                     .collect(),
+                address: text_column(row, "endpoint"),
             })
             .collect())
     }
@@ -270,8 +282,17 @@ impl Fleet for BoFleet {
         Ok(())
     }
 
+    /// `BO_LISTEN` (and so the advertised endpoint) and `BO_HTTP` move to `ip`.
+    fn restart_at(&mut self, node: usize, ip: Ipv4Addr) -> Result<(), String> {
+        self.nodes[node].spec.ip = IpAddr::V4(ip);
+        self.restart(node)
+    }
+
     fn ip(&self, node: usize) -> Ipv4Addr {
-        node_ip(System::Bocluster, node)
+        match self.nodes[node].spec.ip {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => node_ip(System::Bocluster, node),
+        }
     }
 
     /// QUIC on UDP 9091, sent from and received on the node's own address; the harness's
@@ -396,6 +417,7 @@ impl Fleet for SerfFleet {
                 status: Liveness::of_serf(&m.status),
                 markers: m.tags.get(TAG).cloned().into_iter().collect(),
                 name: m.name,
+                address: m.addr,
             })
             .collect())
     }
@@ -436,22 +458,23 @@ impl Fleet for SerfFleet {
     }
 
     fn restart(&mut self, node: usize) -> Result<(), String> {
+        let ip = self.agents[node].ip;
+        self.restart_at(node, ip)
+    }
+
+    /// The agent keeps its `-node` name and `-join`s node 0 as at first.
+    fn restart_at(&mut self, node: usize, ip: Ipv4Addr) -> Result<(), String> {
         self.agents[node].kill();
         self.rpc[node] = None;
         let join = (node > 0).then(|| node_ip(System::Serf, 0));
-        self.agents[node] = SerfAgent::start(
-            &self.bin,
-            &self.dir,
-            &format!("serf-{node}"),
-            node_ip(System::Serf, node),
-            join,
-        )?;
+        self.agents[node] =
+            SerfAgent::start(&self.bin, &self.dir, &format!("serf-{node}"), ip, join)?;
         self.killed[node] = false;
         Ok(())
     }
 
     fn ip(&self, node: usize) -> Ipv4Addr {
-        node_ip(System::Serf, node)
+        self.agents[node].ip
     }
 
     /// memberlist gossip: UDP 7946 from and to the agent's address, and TCP 7946 (push-pull
