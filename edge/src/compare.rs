@@ -63,6 +63,10 @@ pub struct CompareArgs {
 
 /// Between two sweeps over the observers.
 const POLL: Duration = Duration::from_millis(10);
+/// Between two questions to node 0 while a join is awaited. A join takes about as long as
+/// [`POLL`] in both systems, so asking every 10 ms measured mostly the poll; one question
+/// costs node 0 well under a millisecond (one HTTP request or one RPC call).
+const JOIN_POLL: Duration = Duration::from_millis(1);
 /// A fleet must have formed by then.
 pub(crate) const FORM_LIMIT: Duration = Duration::from_secs(120);
 /// A change, a join or a failure must be seen by then.
@@ -103,6 +107,9 @@ pub struct Steady {
     #[serde(default)]
     pub packets_out_per_s: Option<Stat>,
     pub rss_kib: Option<Stat>,
+    /// Private (unshared) memory per node; absent in reports from before it was measured.
+    #[serde(default)]
+    pub private_kib: Option<Stat>,
     pub cpu_percent: Option<Stat>,
 }
 
@@ -514,7 +521,7 @@ fn wait_seed_sees(fleet: &mut dyn Fleet, node: usize, since: Instant) -> Option<
         if fleet.seed_sees_alive(node).unwrap_or(false) {
             return Some(ms(since.elapsed()));
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(JOIN_POLL);
     }
     None
 }
@@ -567,6 +574,10 @@ fn steady_window(
         .iter()
         .filter_map(|p| p.and_then(procfs::rss_kib).map(|k| k as f64))
         .collect();
+    let private: Vec<f64> = pids
+        .iter()
+        .filter_map(|p| p.and_then(procfs::private_kib).map(|k| k as f64))
+        .collect();
     let per_s = |v: &[u64]| -> Option<Stat> {
         Stat::of(&v.iter().map(|b| *b as f64 / elapsed).collect::<Vec<_>>())
     };
@@ -580,14 +591,16 @@ fn steady_window(
         packets_in_per_s: bytes.as_ref().and_then(|b| per_s(&b.packets_in)),
         packets_out_per_s: bytes.as_ref().and_then(|b| per_s(&b.packets_out)),
         rss_kib: Stat::of(&rss),
+        private_kib: Stat::of(&private),
         cpu_percent: Stat::of(&cpu),
     };
     say(&format!(
-        "steady done: {} false positives, in {} out {} per node, RSS {}, CPU {}",
+        "steady done: {} false positives, in {} out {} per node, RSS {} (private {}), CPU {}",
         steady.false_positive_nodes,
         show(steady.bytes_in_per_s.as_ref(), "B/s"),
         show(steady.bytes_out_per_s.as_ref(), "B/s"),
         show(steady.rss_kib.as_ref(), "KiB"),
+        show(steady.private_kib.as_ref(), "KiB"),
         show(steady.cpu_percent.as_ref(), "%"),
     ));
     Ok(steady)
@@ -787,7 +800,7 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
         bocluster: bo_fp,
         serf: sf.as_ref().and_then(fp),
     });
-    let per_node: [SteadyRow; 6] = [
+    let per_node: [SteadyRow; 7] = [
         (
             "bytes_in_per_s",
             "bandwidth in per node (steady)",
@@ -822,6 +835,13 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
             "KiB",
             |s| s.rss_kib,
             Some(0.5),
+        ),
+        (
+            "private_kib",
+            "private (unshared) memory per node",
+            "KiB",
+            |s| s.private_kib,
+            None,
         ),
         (
             "cpu_percent",
@@ -952,6 +972,7 @@ mod tests {
                 packets_in_per_s: None,
                 packets_out_per_s: Stat::of(&[20.0]),
                 rss_kib: Stat::of(&[10_000.0]),
+                private_kib: Stat::of(&[2_000.0]),
                 cpu_percent: Stat::of(&[0.5]),
             }),
         }

@@ -322,9 +322,15 @@ pub fn plot_compare(report: &CompareReport, dir: &Path) -> Result<Vec<PathBuf>, 
         ),
         (
             "resources.png",
-            "Resident memory per node",
+            "Memory per node: resident (RSS) and private (dashed)",
             "MiB",
-            both("rss_kib", "RSS", 1.0 / 1024.0),
+            [
+                both("rss_kib", "RSS", 1.0 / 1024.0),
+                dashed(both("private_kib", "private", 1.0 / 1024.0)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             Axes::Linear,
         ),
     ];

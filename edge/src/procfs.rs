@@ -11,6 +11,20 @@ pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Private memory (`Private_Clean + Private_Dirty`) of a `/proc/<pid>/smaps_rollup` text, in
+/// KiB: the pages no other process maps, i.e. what one more node costs the machine. `VmRSS`
+/// also counts pages shared with every other node, above all the binary's own text.
+pub fn parse_private_kib(smaps_rollup: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        smaps_rollup
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    Some(field("Private_Clean:")? + field("Private_Dirty:")?)
+}
+
 /// `utime + stime` (clock ticks) of a `/proc/<pid>/stat` text. The command name (field 2) is
 /// in parentheses and may hold spaces and parentheses, so fields are counted after the last
 /// `)`: there, `state` is the first and `utime`, `stime` are the 12th and 13th.
@@ -47,6 +61,11 @@ pub fn children_of(parent: u32) -> Vec<u32> {
 /// Resident memory of `pid` in KiB (`None` when it is gone).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     parse_vmrss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Private (unshared) memory of `pid` in KiB (`None` when it is gone).
+pub fn private_kib(pid: u32) -> Option<u64> {
+    parse_private_kib(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
 }
 
 /// CPU time `pid` has used so far, user and system.
@@ -130,6 +149,17 @@ mod tests {
         let status = "Name:\tbocluster\nVmPeak:\t  99 kB\nVmRSS:\t   10388 kB\nThreads:\t3\n";
         assert_eq!(parse_vmrss_kib(status), Some(10388));
         assert_eq!(parse_vmrss_kib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn private_memory_from_smaps_rollup() {
+        let rollup = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:  10812 kB\n\
+                      Shared_Clean:  8432 kB\nPrivate_Clean:  12 kB\nPrivate_Dirty:  2380 kB\n";
+        assert_eq!(parse_private_kib(rollup), Some(2392));
+        assert_eq!(
+            parse_private_kib("Rss:  10 kB\nPrivate_Dirty:  2 kB\n"),
+            None
+        );
     }
 
     #[test]
