@@ -5,8 +5,11 @@
 //! A master that has just exchanged [`Introduction`]s with a client (its `BO_MASTER` hello, or
 //! the dial that follows ADD CLIENT) already knows it is alive: it lists it so at once. Gossip
 //! stays the authority: as soon as it lists that node at that generation or a newer one, alive
-//! or dead, the contact no longer counts, and it never counts for longer than
-//! [`CONTACT_VALID`].
+//! or dead, the contact no longer counts, and it never vouches for longer than
+//! [`CONTACT_VALID`]. A contact gossip never confirmed then stands for that generation, dead:
+//! the node introduced itself and was not heard from since. Otherwise a client that restarted
+//! and crashed before gossip met its new generation would show its previous generation's
+//! status, e.g. `left` from a clean stop before the restart.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -47,8 +50,8 @@ impl Contacts {
         }
     }
 
-    /// `members`, plus a live member for every recent contact that gossip does not list at
-    /// that generation or a newer one.
+    /// `members`, plus a member for every contact that gossip does not list at that
+    /// generation or a newer one: alive while the contact is recent, dead after.
     pub fn vouch<'a>(&self, members: &'a [Member], now: Instant) -> Cow<'a, [Member]> {
         let by_node = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
         if by_node.is_empty() {
@@ -60,13 +63,19 @@ impl Contacts {
             .collect();
         let vouched: Vec<Member> = by_node
             .values()
-            .filter(|(node, at)| {
-                now.duration_since(*at) < CONTACT_VALID
-                    && listed
-                        .get(node.node_id.as_str())
-                        .is_none_or(|generation| *generation < node.generation)
+            .filter(|(node, _)| {
+                listed
+                    .get(node.node_id.as_str())
+                    .is_none_or(|generation| *generation < node.generation)
             })
-            .map(|(node, _)| live_member(node))
+            .map(|(node, at)| {
+                let status = if now.duration_since(*at) < CONTACT_VALID {
+                    MemberStatus::Alive
+                } else {
+                    MemberStatus::Dead
+                };
+                member(node, status)
+            })
             .collect();
         if vouched.is_empty() {
             return Cow::Borrowed(members);
@@ -77,13 +86,13 @@ impl Contacts {
     }
 }
 
-/// The member an introduction stands for, alive.
-fn live_member(node: &Introduction) -> Member {
+/// The member an introduction stands for, with `status`.
+fn member(node: &Introduction, status: MemberStatus) -> Member {
     Member {
         node_id: node.node_id.clone(),
         generation: node.generation,
         endpoint: node.endpoint,
-        status: MemberStatus::Alive,
+        status,
         databases: node.databases.clone(),
         masters: Vec::new(),
         // Empty: what gossip has not delivered yet (registrations skip such members).
@@ -112,7 +121,7 @@ mod tests {
         Member {
             status,
             generation,
-            ..live_member(&intro(node_id, generation))
+            ..member(&intro(node_id, generation), MemberStatus::Alive)
         }
     }
 
@@ -144,11 +153,26 @@ mod tests {
     }
 
     #[test]
-    fn a_contact_expires() {
+    fn a_contact_gossip_never_confirms_turns_dead() {
         let contacts = Contacts::default();
         let t0 = Instant::now();
-        contacts.record(intro("c", 1), t0);
-        assert!(contacts.vouch(&[], t0 + CONTACT_VALID).is_empty());
+        contacts.record(intro("c", 2), t0);
+        let expired = contacts.vouch(&[], t0 + CONTACT_VALID);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            (expired[0].generation, expired[0].status),
+            (2, MemberStatus::Dead)
+        );
+        // Gossip still lists the previous generation, which left cleanly: the newer
+        // generation, dead, stands beside it (the newest generation is the one shown).
+        let members = vec![gossip_member("c", 1, MemberStatus::Left)];
+        let seen = contacts.vouch(&members, t0 + CONTACT_VALID);
+        assert!(seen
+            .iter()
+            .any(|m| m.generation == 2 && m.status == MemberStatus::Dead));
+        // Once gossip lists that generation, its word alone counts.
+        let members = vec![gossip_member("c", 2, MemberStatus::Alive)];
+        assert_eq!(contacts.vouch(&members, t0 + CONTACT_VALID).len(), 1);
     }
 
     #[test]

@@ -57,8 +57,17 @@ pub struct MemberIndex<'a> {
     by_endpoint: HashMap<SocketAddr, &'a Member>,
 }
 
-/// Which member to believe when several claim one endpoint (a node replaced by another):
-/// a live one over one that left over a dead one.
+/// Which member to believe when several claim one endpoint: the same node's newest
+/// generation (its latest word, even `dead` after an earlier generation `left`); between
+/// different nodes (a node replaced by another), a live one over one that left over a dead one.
+fn believe_over(member: &Member, known: &Member) -> bool {
+    if member.node_id == known.node_id {
+        member.generation > known.generation
+    } else {
+        (rank(member), member.generation) > (rank(known), known.generation)
+    }
+}
+
 fn rank(member: &Member) -> u8 {
     match member.status {
         MemberStatus::Alive => 2,
@@ -74,7 +83,7 @@ impl<'a> MemberIndex<'a> {
             by_endpoint
                 .entry(member.endpoint)
                 .and_modify(|known| {
-                    if (rank(member), member.generation) > (rank(known), known.generation) {
+                    if believe_over(member, known) {
                         *known = member;
                     }
                 })
@@ -263,5 +272,20 @@ mod tests {
             .at(&"10.0.0.1".parse().unwrap(), 9091, &HashMap::new())
             .unwrap();
         assert_eq!(found.node_id, "new");
+    }
+
+    #[test]
+    fn the_same_nodes_newest_generation_wins_whatever_its_status() {
+        let mut left = member("c", "10.0.0.1:9091", MemberStatus::Left, &["log1"]);
+        left.generation = 1;
+        let mut crashed = member("c", "10.0.0.1:9091", MemberStatus::Dead, &["log1"]);
+        crashed.generation = 2;
+        for members in [vec![left.clone(), crashed.clone()], vec![crashed, left]] {
+            let index = MemberIndex::new(&members);
+            let found = index
+                .at(&"10.0.0.1".parse().unwrap(), 9091, &HashMap::new())
+                .unwrap();
+            assert_eq!((found.generation, found.status), (2, MemberStatus::Dead));
+        }
     }
 }
