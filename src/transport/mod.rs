@@ -53,6 +53,14 @@ const STALE_GOSSIP: Duration = Duration::from_secs(2);
 const PEER_QUEUE_LEN: usize = 32;
 /// A peer task with nothing to send for this long exits.
 const PEER_TASK_IDLE: Duration = Duration::from_secs(60);
+/// Gossip streams a peer may have open to us at once. Each is one message, read to its end
+/// as soon as it arrives, so a few are open at a time. The limit is also memory: quinn keeps
+/// a receive state (about 130 bytes) for every stream it allows a peer to open, and with
+/// 1,024 allowed, each connection grew to about 130 KiB over a node's first minutes.
+const GOSSIP_STREAMS: u32 = 32;
+/// Request streams (introductions, registrations) a peer may have open to us at once; the
+/// same memory reasoning, and requests are rarer still.
+const REQUEST_STREAMS: u32 = 16;
 /// Gossip messages received and not yet taken by chitchat.
 const INBOX_LEN: usize = 1024;
 
@@ -233,7 +241,8 @@ impl QuicTransport {
                         source,
                     })?,
             ))
-            .max_concurrent_uni_streams(1024u32.into());
+            .max_concurrent_uni_streams(GOSSIP_STREAMS.into())
+            .max_concurrent_bidi_streams(REQUEST_STREAMS.into());
         let transport_config = Arc::new(transport_config);
 
         let mut server_config =
