@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chaos::{self, Faults};
 use crate::compare::{
-    all_alive, figure, ms, names, progress, show_ms, slowest, wait_each, watch_false_positives,
-    Figure, RunContext, Started, SystemResult, EVENT_LIMIT, FORM_LIMIT,
+    all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, wait_each,
+    watch_false_positives, Figure, RunContext, Started, SystemResult, EVENT_LIMIT, FORM_LIMIT,
 };
 use crate::netns::ByteCounters;
 use crate::stats::{ratio, Stat};
@@ -194,19 +194,13 @@ pub(crate) fn churn_run(
         None => None,
     };
 
-    let counters = if ctx.counting {
-        match ByteCounters::install(n, fleet.counter_rules(n)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                say(&format!(
-                    "NOTICE: cannot count bytes ({e}); bandwidth under churn skipped"
-                ));
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let counters = count_bytes(
+        fleet,
+        n,
+        ctx.counting,
+        "bandwidth under churn skipped",
+        &say,
+    );
     let counted_from = Instant::now();
     let bytes_before = counters.as_ref().map(ByteCounters::read).transpose()?;
 

@@ -526,6 +526,27 @@ fn wait_seed_sees(fleet: &mut dyn Fleet, node: usize, since: Instant) -> Option<
     None
 }
 
+/// Byte counters for the first `n` nodes of `fleet` when `counting`; when they cannot be
+/// installed, says so (with `skipped`: what goes unmeasured) and goes on without them.
+pub(crate) fn count_bytes(
+    fleet: &dyn Fleet,
+    n: usize,
+    counting: bool,
+    skipped: &str,
+    say: &dyn Fn(&str),
+) -> Option<ByteCounters> {
+    if !counting {
+        return None;
+    }
+    match ByteCounters::install(n, fleet.counter_rules(n)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            say(&format!("NOTICE: cannot count bytes ({e}); {skipped}"));
+            None
+        }
+    }
+}
+
 fn steady_window(
     fleet: &mut dyn Fleet,
     n: usize,
@@ -533,19 +554,7 @@ fn steady_window(
     counting: bool,
     say: &dyn Fn(&str),
 ) -> Result<Steady, String> {
-    let counters = if counting {
-        match ByteCounters::install(n, fleet.counter_rules(n)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                say(&format!(
-                    "NOTICE: cannot count bytes ({e}); bandwidth skipped"
-                ));
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let counters = count_bytes(fleet, n, counting, "bandwidth skipped", say);
     say(&format!(
         "steady window of {window:?}: polling every node every {STEADY_POLL:?}"
     ));
