@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use bocluster::cluster::{cluster_rows, ClusterState, ClusterView};
 use bocluster::db_name::DatabaseName;
-use bocluster::gossip::{Member, MemberStatus};
+use bocluster::membership::{Member, MemberStatus};
 use bocluster::sql::{ClientHost, ClientSpec};
 
 const HOSTS: usize = 250;

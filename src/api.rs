@@ -34,8 +34,8 @@ use tokio::sync::Semaphore;
 use tower_http::timeout::{RequestBodyTimeout, TimeoutError};
 use tracing::{debug, warn};
 
+use crate::context::NodeContext;
 use crate::exec::execute_text;
-use crate::node::NodeContext;
 use crate::reply::{retcode, ExecError};
 
 /// Largest accepted request body; larger ones get 413.

@@ -11,19 +11,27 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::db_name::DatabaseName;
+use crate::membership::{Profile, Timings};
 
 /// Port of the QUIC (UDP) endpoint every node listens on by default.
 pub const DEFAULT_QUIC_PORT: u16 = 9091;
 /// Port of the HTTP statement API.
 pub const DEFAULT_HTTP_PORT: u16 = 9090;
-/// Gossip round interval. Detection time scales with it (about `phi_threshold` mean heartbeat
-/// intervals); 250 ms detects a crash in about 2 s on loopback, a third of Serf's 6 s, while the
-/// per-round traffic stays a few hundred bytes per peer.
-pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(250);
-/// chitchat's phi-accrual threshold: a node is dead once silent for this many mean intervals.
-pub const DEFAULT_PHI_THRESHOLD: f64 = 8.0;
-/// How long a dead node stays listed (as `dead`) before gossip forgets it.
-pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
+/// The shortest `BO_DEAD_NODE_GRACE`: a dead node must be seen `dead` before it is forgotten.
+pub const MIN_DEAD_NODE_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings of the chitchat engine that no longer exist, and what replaced them: a node
+/// started with one of them set refuses to start and says so.
+pub const REMOVED_SETTINGS: [(&str, &str); 2] = [
+    (
+        "BO_GOSSIP_INTERVAL",
+        "BO_PROBE_INTERVAL (each node probes one peer per interval; changes ride on the probes)",
+    ),
+    (
+        "BO_PHI_THRESHOLD",
+        "BO_SUSPECT_TIMEOUT (how long a suspected node has to refute before it is dead)",
+    ),
+];
 
 /// The raw settings, as clap reads them from flags and environment variables.
 #[derive(Debug, Default, Clone, Args)]
@@ -64,15 +72,31 @@ pub struct NodeArgs {
     /// Log filter, tracing EnvFilter syntax [default: info]
     #[arg(long, env = "BO_LOG", value_name = "FILTER")]
     pub log: Option<String>,
-    /// Gossip round interval, e.g. 250ms or 1s [default: 250ms]
-    #[arg(long, env = "BO_GOSSIP_INTERVAL", value_name = "DURATION")]
-    pub gossip_interval: Option<String>,
-    /// Failure detector threshold (phi); higher is slower but more tolerant [default: 8]
-    #[arg(long, env = "BO_PHI_THRESHOLD", value_name = "PHI")]
-    pub phi_threshold: Option<String>,
-    /// How long a dead node stays listed before it is forgotten [default: 1h]
+    /// Membership timings made for a network: lan or wan (cellular edge links) [default: lan]
+    #[arg(long, env = "BO_PROFILE", value_name = "lan|wan")]
+    pub profile: Option<String>,
+    /// How often each node probes one peer [default: 800ms (lan), 2s (wan)]
+    #[arg(long, env = "BO_PROBE_INTERVAL", value_name = "DURATION")]
+    pub probe_interval: Option<String>,
+    /// How long a probe waits for its direct answer [default: 300ms (lan), 900ms (wan)]
+    #[arg(long, env = "BO_PROBE_TIMEOUT", value_name = "DURATION")]
+    pub probe_timeout: Option<String>,
+    /// How long a suspected node has to refute before it is dead, up to 10 nodes (x log10 N
+    /// beyond) [default: 1200ms (lan), 5s (wan)]
+    #[arg(long, env = "BO_SUSPECT_TIMEOUT", value_name = "DURATION")]
+    pub suspect_timeout: Option<String>,
+    /// How often records are compared with one random peer [default: 10s (lan), 30s (wan)]
+    #[arg(long, env = "BO_ANTI_ENTROPY_INTERVAL", value_name = "DURATION")]
+    pub anti_entropy_interval: Option<String>,
+    /// How long a dead node stays listed before it is forgotten (at least 10s) [default: 1h]
     #[arg(long, env = "BO_DEAD_NODE_GRACE", value_name = "DURATION")]
     pub dead_node_grace: Option<String>,
+    /// Removed (see BO_PROBE_INTERVAL)
+    #[arg(long, env = "BO_GOSSIP_INTERVAL", hide = true)]
+    pub gossip_interval: Option<String>,
+    /// Removed (see BO_SUSPECT_TIMEOUT)
+    #[arg(long, env = "BO_PHI_THRESHOLD", hide = true)]
+    pub phi_threshold: Option<String>,
 }
 
 /// A setting that failed validation, named the way a user set it.
@@ -99,9 +123,8 @@ pub struct NodeConfig {
     pub masters: Vec<String>,
     pub cluster_key: Option<String>,
     pub log: String,
-    pub gossip_interval: Duration,
-    pub phi_threshold: f64,
-    pub dead_node_grace: Duration,
+    /// Membership timings (profile defaults, overridden by the BO_* timing settings).
+    pub timings: Timings,
 }
 
 fn invalid(
@@ -196,41 +219,27 @@ impl NodeConfig {
             }
             None => "info".to_string(),
         };
-        let gossip_interval = match &args.gossip_interval {
-            Some(v) => {
-                let d = parse_duration(v)
-                    .map_err(|r| invalid("BO_GOSSIP_INTERVAL", "gossip-interval", v, r))?;
-                if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
-                    return Err(invalid(
-                        "BO_GOSSIP_INTERVAL",
-                        "gossip-interval",
-                        v,
-                        "must be between 10ms and 60s",
-                    ));
-                }
-                d
+        for (removed, value) in [
+            (REMOVED_SETTINGS[0], &args.gossip_interval),
+            (REMOVED_SETTINGS[1], &args.phi_threshold),
+        ] {
+            if let Some(v) = value {
+                return Err(ConfigError {
+                    var: removed.0,
+                    flag: if removed.0 == "BO_GOSSIP_INTERVAL" {
+                        "gossip-interval"
+                    } else {
+                        "phi-threshold"
+                    },
+                    value: v.clone(),
+                    reason: format!(
+                        "this setting was removed with the chitchat engine; use {} instead",
+                        removed.1
+                    ),
+                });
             }
-            None => DEFAULT_GOSSIP_INTERVAL,
-        };
-        let phi_threshold = match &args.phi_threshold {
-            Some(v) => match v.trim().parse::<f64>() {
-                Ok(phi) if phi.is_finite() && (1.0..=100.0).contains(&phi) => phi,
-                _ => {
-                    return Err(invalid(
-                        "BO_PHI_THRESHOLD",
-                        "phi-threshold",
-                        v,
-                        "expected a number between 1 and 100, e.g. 8",
-                    ))
-                }
-            },
-            None => DEFAULT_PHI_THRESHOLD,
-        };
-        let dead_node_grace = match &args.dead_node_grace {
-            Some(v) => parse_duration(v)
-                .map_err(|r| invalid("BO_DEAD_NODE_GRACE", "dead-node-grace", v, r))?,
-            None => DEFAULT_DEAD_NODE_GRACE,
-        };
+        }
+        let timings = parse_timings(args)?;
         Ok(NodeConfig {
             listen,
             endpoint,
@@ -242,11 +251,105 @@ impl NodeConfig {
             masters,
             cluster_key,
             log,
-            gossip_interval,
-            phi_threshold,
-            dead_node_grace,
+            timings,
         })
     }
+}
+
+/// The profile's timings with every override applied and checked against the others.
+fn parse_timings(args: &NodeArgs) -> Result<Timings, ConfigError> {
+    let profile = match &args.profile {
+        Some(v) => Profile::parse(v)
+            .ok_or_else(|| invalid("BO_PROFILE", "profile", v, "expected lan or wan"))?,
+        None => Profile::Lan,
+    };
+    let mut timings = profile.timings();
+    let duration = |value: &Option<String>,
+                    var: &'static str,
+                    flag: &'static str,
+                    min: Duration,
+                    max: Duration|
+     -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = value else {
+            return Ok(None);
+        };
+        let d = parse_duration(v).map_err(|r| invalid(var, flag, v, r))?;
+        if d < min || d > max {
+            return Err(invalid(
+                var,
+                flag,
+                v,
+                format!(
+                    "must be between {} and {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(Some(d))
+    };
+    let ms = Duration::from_millis;
+    let s = Duration::from_secs;
+    if let Some(d) = duration(
+        &args.probe_interval,
+        "BO_PROBE_INTERVAL",
+        "probe-interval",
+        ms(20),
+        s(60),
+    )? {
+        timings.probe_interval = d;
+    }
+    if let Some(d) = duration(
+        &args.probe_timeout,
+        "BO_PROBE_TIMEOUT",
+        "probe-timeout",
+        ms(5),
+        s(30),
+    )? {
+        timings.probe_timeout = d;
+    } else if timings.probe_timeout >= timings.probe_interval {
+        timings.probe_timeout = timings.probe_interval * 3 / 8;
+    }
+    if let Some(d) = duration(
+        &args.suspect_timeout,
+        "BO_SUSPECT_TIMEOUT",
+        "suspect-timeout",
+        ms(20),
+        s(600),
+    )? {
+        timings.suspect_timeout = d;
+    }
+    if let Some(d) = duration(
+        &args.anti_entropy_interval,
+        "BO_ANTI_ENTROPY_INTERVAL",
+        "anti-entropy-interval",
+        ms(100),
+        s(3600),
+    )? {
+        timings.anti_entropy_interval = d;
+    }
+    if let Some(d) = duration(
+        &args.dead_node_grace,
+        "BO_DEAD_NODE_GRACE",
+        "dead-node-grace",
+        MIN_DEAD_NODE_GRACE,
+        s(30 * 24 * 3600),
+    )? {
+        timings.dead_node_grace = d;
+    }
+    if timings.probe_timeout >= timings.probe_interval {
+        let v = args.probe_timeout.clone().unwrap_or_default();
+        return Err(invalid(
+            "BO_PROBE_TIMEOUT",
+            "probe-timeout",
+            &v,
+            format!(
+                "must be shorter than BO_PROBE_INTERVAL ({}): the rest of the interval is left for indirect probes",
+                humantime::format_duration(timings.probe_interval)
+            ),
+        ));
+    }
+    Ok(timings)
 }
 
 /// `ip:port`, IPv6 in brackets.
@@ -401,7 +504,7 @@ mod tests {
         assert_eq!(cfg.endpoint, "127.0.0.7:9091".parse().unwrap());
         assert_eq!(cfg.http, "127.0.0.7:9090".parse().unwrap());
         assert_eq!(cfg.data_dir, PathBuf::from("./bo-data"));
-        assert_eq!(cfg.gossip_interval, DEFAULT_GOSSIP_INTERVAL);
+        assert_eq!(cfg.timings, Timings::default());
         assert_eq!(cfg.log, "info");
         assert!(cfg.cluster_key.is_none());
     }
@@ -421,7 +524,7 @@ mod tests {
             databases: Some(" log1, log2 ,log1".into()),
             seeds: Some("127.0.0.2,127.0.0.3:19091,node-a,node-b:7,[::1]".into()),
             master: Some("192.168.0.1; master-b:19091".into()),
-            gossip_interval: Some("200ms".into()),
+            probe_interval: Some("200ms".into()),
             ..args()
         })
         .unwrap();
@@ -437,7 +540,9 @@ mod tests {
                 "[::1]:9091"
             ]
         );
-        assert_eq!(cfg.gossip_interval, Duration::from_millis(200));
+        assert_eq!(cfg.timings.probe_interval, Duration::from_millis(200));
+        // The default probe timeout is kept shorter than the interval.
+        assert!(cfg.timings.probe_timeout < cfg.timings.probe_interval);
         assert_eq!(cfg.masters, ["192.168.0.1:9091", "master-b:19091"]);
     }
 
@@ -544,10 +649,31 @@ mod tests {
             ),
             (
                 NodeArgs {
-                    gossip_interval: Some("1ms".into()),
+                    probe_interval: Some("1ms".into()),
                     ..args()
                 },
-                "BO_GOSSIP_INTERVAL",
+                "BO_PROBE_INTERVAL",
+            ),
+            (
+                NodeArgs {
+                    probe_timeout: Some("2s".into()),
+                    ..args()
+                },
+                "BO_PROBE_TIMEOUT",
+            ),
+            (
+                NodeArgs {
+                    profile: Some("moon".into()),
+                    ..args()
+                },
+                "BO_PROFILE",
+            ),
+            (
+                NodeArgs {
+                    dead_node_grace: Some("0s".into()),
+                    ..args()
+                },
+                "BO_DEAD_NODE_GRACE",
             ),
             (
                 NodeArgs {

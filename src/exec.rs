@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 use crate::catalog::CatalogError;
 use crate::cluster::master::{introduce_now, resolve_into};
 use crate::cluster::{AddOutcome, SHOW_CLUSTER_COLUMNS};
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::reply::{retcode, ExecError, Reply};
 use crate::sql::{parse_statement, ClientHost, ClientSpec, Statement};
 
@@ -57,6 +57,17 @@ pub async fn parse_text(text: &str) -> Result<Statement, ExecError> {
 pub async fn execute(ctx: &NodeContext, statement: Statement) -> Result<Reply, ExecError> {
     match statement {
         Statement::CreateDatabase { name } => {
+            // The advertisement must carry every database: refuse one that would not fit,
+            // before it exists.
+            let mut names: Vec<String> = ctx.catalog.list().iter().map(|n| n.to_string()).collect();
+            names.push(name.to_string());
+            if let Err(e) = ctx.membership.check_databases(names).await {
+                return Err(ExecError {
+                    http_status: 400,
+                    retcode: retcode::STATEMENT_ERROR,
+                    errmsg: format!("cannot create database {name}: {e}"),
+                });
+            }
             ctx.catalog.create(&name).map_err(catalog_error)?;
             ctx.advertise_databases().await;
             Ok(Reply::message(format!("database {name} created")))
@@ -96,7 +107,7 @@ async fn add_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecE
     }
     let outcome = ctx
         .cluster
-        .add_client(spec, &ctx.gossip.members())
+        .add_client(spec, &ctx.membership.members())
         .map_err(|e| ExecError::server(e.to_string()))?;
     // Reach the client now rather than at the next reach-out round.
     introduce_now(ctx, ctx.cluster.addresses_of(&spec.host, spec.port)).await;
@@ -109,7 +120,7 @@ async fn add_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecE
 fn drop_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecError> {
     let removed = ctx
         .cluster
-        .drop_client(spec, &ctx.gossip.members())
+        .drop_client(spec, &ctx.membership.members())
         .map_err(|e| ExecError::server(e.to_string()))?;
     match removed {
         Some(_) => Ok(Reply::message(format!("client {} dropped", describe(spec)))),
@@ -123,7 +134,7 @@ fn drop_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecError>
 fn show_cluster(ctx: &NodeContext) -> Reply {
     let rows = ctx
         .cluster
-        .rows(&ctx.gossip.members())
+        .rows(&ctx.membership.members())
         .into_iter()
         .map(|r| {
             vec![
@@ -161,7 +172,7 @@ pub const SHOW_NODES_COLUMNS: [&str; 7] = [
 
 fn show_nodes(ctx: &NodeContext) -> Reply {
     let rows = ctx
-        .gossip
+        .membership
         .members()
         .iter()
         .map(|m| {

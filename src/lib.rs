@@ -1,20 +1,22 @@
 //! bocluster: database nodes that form master-defined clusters over gossip.
 //!
 //! Layers, in the order data flows:
-//! `config -> tls -> transport (QUIC) -> gossip (chitchat) -> sql/exec -> api / cli`,
-//! with `catalog` (local databases) beside them. `node` wires them together.
+//! `config -> tls -> transport (UDP: QUIC + sealed datagrams) -> membership (SWIM: foca) ->
+//! context -> cluster -> exec -> api / cli`, with `catalog` (local databases) beside them.
+//! `node` wires them together.
 
 pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod db_name;
 pub mod durable;
 pub mod exec;
 pub mod fleet;
-pub mod gossip;
 pub mod identity;
+pub mod membership;
 pub mod node;
 pub mod reply;
 pub mod resolve;

@@ -1,5 +1,5 @@
-//! One node: wires config -> identity -> catalog -> TLS -> QUIC -> gossip -> HTTP API, runs
-//! until told to stop, then leaves the cluster cleanly.
+//! One node: wires config -> identity -> catalog -> TLS -> UDP/QUIC -> membership -> HTTP API,
+//! runs until told to stop, then leaves the cluster cleanly.
 
 use std::future::Future;
 use std::io;
@@ -14,14 +14,15 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::registration::{keep_registered, MasterIds};
 use crate::cluster::{master, ClusterError, ClusterView};
 use crate::config::NodeConfig;
+use crate::context::NodeContext;
 use crate::durable::create_dir_durable;
-use crate::gossip::{keys, Gossip, GossipSettings};
 use crate::identity::{IdentityError, NodeIdentity};
+use crate::membership::{Membership, MembershipSettings, Record};
 use crate::resolve::resolve_host_port;
 use crate::tls::{ClusterIdentity, KeySource, TlsError};
 use crate::transport::{MemoryNetwork, PeerLink, QuicTransport, TransportError};
 
-/// The version advertised in gossip and shown by SHOW NODES.
+/// The version advertised in this node's record and shown by SHOW NODES.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Why a node could not start.
@@ -46,44 +47,15 @@ pub enum NodeError {
     HttpInUse { addr: SocketAddr },
     #[error("BO_HTTP: cannot bind TCP {addr}: {source}")]
     HttpBind { addr: SocketAddr, source: io::Error },
-    #[error("gossip failed to start: {0}")]
-    Gossip(anyhow::Error),
 }
 
 impl NodeError {
     /// 2 for what the operator must fix (configuration, ports, data dir), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            NodeError::Gossip(_) | NodeError::Tls(_) => 1,
+            NodeError::Tls(_) => 1,
             _ => 2,
         }
-    }
-}
-
-/// What statements run against: shared by the API handlers.
-pub struct NodeContext {
-    pub config: NodeConfig,
-    pub identity: NodeIdentity,
-    pub catalog: Catalog,
-    /// This node's cluster, as a master.
-    pub cluster: ClusterView,
-    /// Node ids of the masters this node registered with (BO_MASTER).
-    pub master_ids: Arc<MasterIds>,
-    pub gossip: Gossip,
-    pub transport: PeerLink,
-    pub http_addr: SocketAddr,
-}
-
-impl NodeContext {
-    /// Publishes the current database list in gossip.
-    pub async fn advertise_databases(&self) {
-        let names: Vec<String> = self
-            .catalog
-            .list()
-            .iter()
-            .map(|n| n.as_str().to_string())
-            .collect();
-        self.gossip.set(keys::DATABASES, &names.join(",")).await;
     }
 }
 
@@ -126,18 +98,17 @@ impl RunningNode {
             }
         }
 
-        let syn_spacing = config.gossip_interval / 2;
-        let (transport, gossip_transport, requests) = match network {
+        let (transport, datagrams, requests) = match network {
             PeerNetwork::Quic => {
                 let tls = ClusterIdentity::new(config.cluster_key.as_deref(), &identity.node_id)?;
                 if tls.key_source == KeySource::OpenDefault {
-                    warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its gossip. Set the same BO_CLUSTER_KEY on every node to close it.");
+                    warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its membership. Set the same BO_CLUSTER_KEY on every node to close it.");
                 }
-                let (quic, gossip, requests) =
-                    QuicTransport::bind(config.listen, config.endpoint, &tls, syn_spacing)?;
-                (PeerLink::Quic(quic), gossip, requests)
+                let (quic, datagrams, requests) =
+                    QuicTransport::bind(config.listen, config.endpoint, &tls)?;
+                (PeerLink::Quic(quic), datagrams, requests)
             }
-            PeerNetwork::Memory(network) => network.bind(config.endpoint, syn_spacing)?,
+            PeerNetwork::Memory(network) => network.bind(config.endpoint)?,
         };
         let http = TcpListener::bind(config.http).await.map_err(|source| {
             if source.kind() == io::ErrorKind::AddrInUse {
@@ -155,9 +126,9 @@ impl RunningNode {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Masters are gossip seeds too: a client joins its master's gossip. chitchat gets
-        // addresses only; names are resolved here (and again later, see `refresh_named_seeds`)
-        // with our own resolver, which works in a static binary.
+        // Masters are seeds too: a client joins its master's membership. Names are resolved
+        // here (and again later, see `refresh_named_seeds`) with our own resolver, which works
+        // in a static binary.
         let named_seeds: Vec<String> = config
             .seeds
             .iter()
@@ -165,43 +136,44 @@ impl RunningNode {
             .filter(|s| s.parse::<SocketAddr>().is_err())
             .cloned()
             .collect();
-        let mut seeds: Vec<String> = config
+        let mut seeds: Vec<SocketAddr> = config
             .seeds
             .iter()
             .chain(&config.masters)
-            .filter(|s| s.parse::<SocketAddr>().is_ok())
-            .cloned()
+            .filter_map(|s| s.parse::<SocketAddr>().ok())
             .collect();
         for name in &named_seeds {
             match resolve_host_port(name).await {
-                Ok(addrs) => seeds.extend(addrs.iter().map(SocketAddr::to_string)),
+                Ok(addrs) => seeds.extend(addrs),
                 Err(e) => warn!(seed = %name, error = %e, "cannot resolve a seed yet; will retry"),
             }
         }
-        let settings = GossipSettings {
+        let mut sorted_databases = databases;
+        sorted_databases.sort();
+        let settings = MembershipSettings {
             node_id: identity.node_id.clone(),
             generation: identity.generation,
             endpoint: config.endpoint,
             seeds,
-            gossip_interval: config.gossip_interval,
-            phi_threshold: config.phi_threshold,
-            dead_node_grace: config.dead_node_grace,
-            initial_keys: vec![
-                (keys::DATABASES.to_string(), databases.join(",")),
-                (keys::API.to_string(), http_addr.to_string()),
-                (keys::VERSION.to_string(), VERSION.to_string()),
-                (keys::HOST.to_string(), host),
-            ],
+            timings: config.timings.clone(),
+            record: Record {
+                version: 1,
+                api: http_addr.to_string(),
+                databases: sorted_databases,
+                masters: Vec::new(),
+                software: VERSION.to_string(),
+                host,
+                leaving: false,
+            },
         };
-        let gossip = Gossip::start(settings, gossip_transport)
-            .await
-            .map_err(NodeError::Gossip)?;
+        let membership = Membership::start(settings, Arc::new(transport.clone()), datagrams);
         info!(
             node_id = %identity.node_id,
             generation = identity.generation,
             listen = %config.listen,
             endpoint = %config.endpoint,
             http = %http_addr,
+            profile = config.timings.profile.as_str(),
             "node started"
         );
         let ctx = Arc::new(NodeContext {
@@ -210,7 +182,7 @@ impl RunningNode {
             catalog,
             cluster,
             master_ids: Arc::new(MasterIds::default()),
-            gossip,
+            membership,
             transport,
             http_addr,
         });
@@ -248,13 +220,9 @@ impl RunningNode {
         for task in &self.background {
             task.abort();
         }
-        self.ctx.gossip.leave().await;
+        self.ctx.membership.leave().await;
         let _ = stop_tx.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
-        self.ctx
-            .transport
-            .flush(std::time::Duration::from_millis(500))
-            .await;
         self.ctx.transport.close().await;
         info!("node stopped");
     }
@@ -263,23 +231,23 @@ impl RunningNode {
 /// How often seed names are resolved again (a seed container may come back elsewhere).
 const SEED_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Resolves seed names again and again, and gossips with each address that is not a live
+/// Resolves seed names again and again, and joins through each address that is not a live
 /// member yet: a seed that was down or renumbered at start is still found.
 async fn refresh_named_seeds(ctx: Arc<NodeContext>, names: Vec<String>) {
     let mut ticker = tokio::time::interval(SEED_REFRESH);
     loop {
         ticker.tick().await;
-        let members = ctx.gossip.members();
+        let members = ctx.membership.members();
         for name in &names {
             let Ok(addrs) = resolve_host_port(name).await else {
                 continue;
             };
             for addr in addrs {
-                let live = members
-                    .iter()
-                    .any(|m| m.endpoint == addr && m.status == crate::gossip::MemberStatus::Alive);
+                let live = members.iter().any(|m| {
+                    m.endpoint == addr && m.status == crate::membership::MemberStatus::Alive
+                });
                 if !live {
-                    ctx.gossip.gossip_with(addr);
+                    ctx.membership.join_through(addr);
                 }
             }
         }

@@ -1,9 +1,11 @@
-//! Our own node-to-node requests (besides gossip), postcard-encoded on a QUIC bidirectional
-//! stream: one request, one response.
+//! Our own node-to-node requests, postcard-encoded on a QUIC bidirectional stream: one
+//! request, one response. (Probes travel as sealed datagrams, see `membership`.)
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::membership::{JoinView, MemberId, RecordUpdate, RecordVersion};
 
 /// Who a node is and what it serves, as it tells a peer it talks to directly.
 ///
@@ -28,12 +30,25 @@ pub enum Request {
     /// `register` is set by a `BO_MASTER` client: it registers all its databases with the
     /// receiver now (gossip carries the same registration, and keeps it current, later).
     Hello { node: Introduction, register: bool },
+    /// "Let me join through you": the sender's identity and record; answered with the
+    /// receiver's whole view, once, so the joiner does not wait for gossip to fill it in.
+    Join {
+        member: MemberId,
+        record: RecordUpdate,
+    },
+    /// Anti-entropy: the (node, generation, version) of every record the receiver holds.
+    Versions,
+    /// The records the receiver holds for these nodes.
+    Records { nodes: Vec<String> },
 }
 
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Hello { node: Introduction },
+    Join(JoinView),
+    Versions(Vec<RecordVersion>),
+    Records(Vec<RecordUpdate>),
     Error { message: String },
 }
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bocluster::config::{NodeArgs, NodeConfig};
-use bocluster::gossip::MemberStatus;
+use bocluster::membership::MemberStatus;
 use bocluster::node::{PeerNetwork, RunningNode};
 use bocluster::transport::MemoryNetwork;
 use clap::{Args, ValueEnum};

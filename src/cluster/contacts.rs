@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::gossip::{Member, MemberStatus};
+use crate::membership::{Member, MemberStatus};
 use crate::wire::Introduction;
 
 /// How long an introduction vouches for a node gossip does not list yet. Gossip lists a live

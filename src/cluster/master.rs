@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::transport::IncomingRequest;
 use crate::wire::{Introduction, Request, Response};
 
@@ -32,7 +32,7 @@ pub const INTRODUCTIONS_IN_FLIGHT: usize = 32;
 
 /// Applies registrations whenever the member snapshot changes.
 pub async fn apply_registrations(ctx: Arc<NodeContext>) {
-    let mut members = ctx.gossip.watch_members();
+    let mut members = ctx.membership.watch_members();
     loop {
         let snapshot = members.borrow_and_update().clone();
         if let Err(e) = ctx
@@ -55,8 +55,37 @@ pub async fn serve_requests(ctx: Arc<NodeContext>, mut requests: mpsc::Receiver<
                 debug!(from = %incoming.from, peer = %node.node_id, generation = node.generation, register, "hello");
                 answer_hello(&ctx, node, register)
             }
+            // Membership's own requests wait on its task: answered off this loop.
+            membership_request => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let response = answer_membership(&ctx, membership_request).await;
+                    let _ = incoming.reply.send(response);
+                });
+                continue;
+            }
         };
         let _ = incoming.reply.send(response);
+    }
+}
+
+/// Joins and record pulls, answered from the membership engine.
+async fn answer_membership(ctx: &NodeContext, request: Request) -> Response {
+    let stopping = || Response::Error {
+        message: "the node is stopping".to_string(),
+    };
+    match request {
+        Request::Join { member, record } => {
+            debug!(peer = ?member, "join");
+            ctx.membership.introduce(member, record);
+            ctx.membership
+                .join_view()
+                .await
+                .map_or_else(stopping, Response::Join)
+        }
+        Request::Versions => Response::Versions(ctx.membership.versions().await),
+        Request::Records { nodes } => Response::Records(ctx.membership.records(nodes).await),
+        Request::Hello { .. } => stopping(),
     }
 }
 
@@ -109,6 +138,9 @@ pub async fn introduce_to(ctx: &NodeContext, addr: SocketAddr) {
     {
         Ok(Response::Hello { node }) => ctx.cluster.record_contact(node),
         Ok(Response::Error { message }) => debug!(%addr, message, "a client refused our hello"),
+        Ok(other) => {
+            debug!(%addr, answer = ?other, "a client answered our hello with something else")
+        }
         Err(e) => debug!(%addr, error = %e, "a client does not answer our hello"),
     }
 }
@@ -118,7 +150,7 @@ pub async fn introduce_to(ctx: &NodeContext, addr: SocketAddr) {
 /// `alive` when the statement returns. One that answers later is found by [`reach_out`].
 pub async fn introduce_now(ctx: &NodeContext, addrs: Vec<SocketAddr>) {
     for addr in &addrs {
-        ctx.gossip.gossip_with(*addr);
+        ctx.membership.join_through(*addr);
     }
     let _ = tokio::time::timeout(ADD_CLIENT_WAIT, async {
         for addr in addrs {
@@ -157,12 +189,12 @@ pub async fn reach_out_once(
 /// not live, with the DNS answers already known. An answered introduction lists the client
 /// alive at once (a master that restarted has its clients back within a round trip).
 fn dial_unreached(ctx: &Arc<NodeContext>, cursor: &mut usize, introductions: &Introductions) {
-    let targets = ctx.cluster.endpoints_to_reach(&ctx.gossip.members());
+    let targets = ctx.cluster.endpoints_to_reach(&ctx.membership.members());
     dial_batch(
         &targets,
         cursor,
         introductions,
-        |addr| ctx.gossip.gossip_with(addr),
+        |addr| ctx.membership.join_through(addr),
         |addr| {
             let ctx = ctx.clone();
             async move { introduce_to(&ctx, addr).await }

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crate::db_name::DatabaseName;
 use crate::durable::write_atomic;
-use crate::gossip::Member;
+use crate::membership::Member;
 use crate::sql::{ClientHost, ClientSpec};
 use crate::wire::Introduction;
 use contacts::Contacts;

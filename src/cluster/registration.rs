@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::cluster::master::introduction;
-use crate::gossip::keys;
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::wire::{Request, Response};
 
 /// First retry delay; doubles up to [`MAX_BACKOFF`].
@@ -26,7 +25,7 @@ const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
 /// "Still unreachable" is logged at most this often per master.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// The node ids learned per master address, as advertised under [`keys::MASTERS`].
+/// The node ids learned per master address, as advertised in this node's record.
 #[derive(Default)]
 pub struct MasterIds {
     by_address: Mutex<BTreeMap<String, String>>,
@@ -34,7 +33,7 @@ pub struct MasterIds {
 
 impl MasterIds {
     /// Records `node_id` for `address`; returns the advertised list when it changed.
-    fn record(&self, address: &str, node_id: &str) -> Option<String> {
+    fn record(&self, address: &str, node_id: &str) -> Option<Vec<String>> {
         let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if by_address.get(address).map(String::as_str) == Some(node_id) {
             return None;
@@ -43,7 +42,7 @@ impl MasterIds {
         let mut ids: Vec<&str> = by_address.values().map(String::as_str).collect();
         ids.sort();
         ids.dedup();
-        Some(ids.join(","))
+        Some(ids.into_iter().map(str::to_string).collect())
     }
 }
 
@@ -63,6 +62,7 @@ async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String),
         match ctx.transport.request(addr, &request, ATTEMPT_LIMIT).await {
             Ok(Response::Hello { node }) => return Ok((addr, node.node_id)),
             Ok(Response::Error { message }) => last_error = format!("{addr} answered: {message}"),
+            Ok(other) => last_error = format!("{addr} answered something else: {other:?}"),
             Err(e) => last_error = e.to_string(),
         }
     }
@@ -79,10 +79,10 @@ pub async fn keep_registered(ctx: Arc<NodeContext>, ids: Arc<MasterIds>, address
             Ok((addr, master_id)) => {
                 if let Some(list) = ids.record(&address, &master_id) {
                     info!(master = %address, master_node_id = %master_id, "registered all databases with master");
-                    ctx.gossip.set(keys::MASTERS, &list).await;
+                    ctx.membership.set_masters(list).await;
                 }
                 // Push the registration now rather than at the next round.
-                ctx.gossip.gossip_with(addr);
+                ctx.membership.join_through(addr);
                 failures = 0;
                 backoff = FIRST_BACKOFF;
                 last_warned = None;
@@ -114,15 +114,13 @@ mod tests {
     #[test]
     fn advertised_list_is_sorted_unique_and_only_reported_on_change() {
         let ids = MasterIds::default();
-        assert_eq!(ids.record("m2:9091", "zeta").as_deref(), Some("zeta"));
         assert_eq!(
-            ids.record("m1:9091", "alpha").as_deref(),
-            Some("alpha,zeta")
+            ids.record("m2:9091", "zeta"),
+            Some(vec!["zeta".to_string()])
         );
+        let both = Some(vec!["alpha".to_string(), "zeta".to_string()]);
+        assert_eq!(ids.record("m1:9091", "alpha"), both);
         assert_eq!(ids.record("m1:9091", "alpha"), None);
-        assert_eq!(
-            ids.record("m3:9091", "alpha").as_deref(),
-            Some("alpha,zeta")
-        );
+        assert_eq!(ids.record("m3:9091", "alpha"), both);
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::gossip::{Member, MemberStatus};
+use crate::membership::{Member, MemberStatus};
 use crate::sql::ClientHost;
 
 use super::state::{ClusterState, Entry, Source};

@@ -1,10 +1,12 @@
-//! An in-process network: nodes in one process exchange gossip and requests over channels.
+//! An in-process network: nodes in one process exchange membership datagrams and requests
+//! over channels.
 //!
-//! It exists for `edge-fleet scale`, which runs up to 1,000 real nodes (real chitchat, real
-//! master view) in one process, where a QUIC endpoint, a TLS session and a UDP socket per node
-//! and per peer would measure the machine rather than the protocol. Everything above the
-//! transport is the same code as over QUIC, the gossip guard and Syn pacing included. It can
-//! drop a share of gossip messages to stand for packet loss, and it counts what it carries.
+//! It exists for `edge-fleet scale` and the in-process tests, which run many real nodes (real
+//! membership engine, real master view) in one process, where a QUIC endpoint, a TLS session
+//! and a UDP socket per node would measure the machine rather than the protocol. Everything
+//! above the transport is the same code as over QUIC. It can drop a share of datagrams to
+//! stand for packet loss, and it counts what it carries (plaintext bytes: the seal's overhead
+//! is not added here).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,17 +17,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    GossipTransport, InboundGossip, IncomingRequest, PeerLink, RequestError, TransportError,
-};
+use super::{IncomingRequest, PeerLink, RequestError, TransportError};
 use crate::wire::{Request, Response};
 
-/// Messages waiting for one node, like a socket's receive buffer: beyond it, gossip is
-/// dropped (the next round repeats it). A deep queue would only hold stale digests of up to
-/// 64 KiB each while an overloaded process falls further behind.
-const INBOX_LEN: usize = 64;
+/// Datagrams waiting for one node, like a socket's receive buffer: beyond it, they are
+/// dropped (SWIM tolerates loss).
+const INBOX_LEN: usize = 256;
 
-/// The network: who listens at which address, how much gossip to lose, what was carried.
+/// The network: who listens at which address, how much to lose, what was carried.
 /// Cheap to clone; every clone is the same network.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
@@ -35,30 +34,30 @@ pub struct MemoryNetwork {
 #[derive(Default)]
 struct Inner {
     ports: RwLock<HashMap<SocketAddr, Port>>,
-    /// Share of gossip messages dropped, in millionths.
+    /// Share of datagrams dropped, in millionths.
     loss_ppm: AtomicU64,
     stats: Counters,
 }
 
 #[derive(Default)]
 struct Counters {
-    gossip_messages: AtomicU64,
-    gossip_bytes: AtomicU64,
+    datagrams: AtomicU64,
+    datagram_bytes: AtomicU64,
     lost: AtomicU64,
 }
 
 /// What the network carried since it was made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStats {
-    pub gossip_messages: u64,
-    pub gossip_bytes: u64,
-    /// Gossip messages dropped on purpose (see [`MemoryNetwork::set_loss`]).
+    pub datagrams: u64,
+    pub datagram_bytes: u64,
+    /// Datagrams dropped on purpose (see [`MemoryNetwork::set_loss`]).
     pub lost: u64,
 }
 
 /// Where one node's traffic is delivered.
 struct Port {
-    gossip: mpsc::Sender<InboundGossip>,
+    datagrams: mpsc::Sender<(SocketAddr, Bytes)>,
     requests: mpsc::Sender<IncomingRequest>,
 }
 
@@ -74,7 +73,7 @@ impl MemoryNetwork {
         MemoryNetwork::default()
     }
 
-    /// Drops each gossip message with probability `share` (0 to 1) from now on.
+    /// Drops each datagram with probability `share` (0 to 1) from now on.
     pub fn set_loss(&self, share: f64) {
         let ppm = (share.clamp(0.0, 1.0) * 1e6).round() as u64;
         self.inner.loss_ppm.store(ppm, Ordering::Relaxed);
@@ -83,8 +82,8 @@ impl MemoryNetwork {
     pub fn stats(&self) -> MemoryStats {
         let c = &self.inner.stats;
         MemoryStats {
-            gossip_messages: c.gossip_messages.load(Ordering::Relaxed),
-            gossip_bytes: c.gossip_bytes.load(Ordering::Relaxed),
+            datagrams: c.datagrams.load(Ordering::Relaxed),
+            datagram_bytes: c.datagram_bytes.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
         }
     }
@@ -93,9 +92,15 @@ impl MemoryNetwork {
     pub fn bind(
         &self,
         addr: SocketAddr,
-        min_syn_spacing: Duration,
-    ) -> Result<(PeerLink, GossipTransport, mpsc::Receiver<IncomingRequest>), TransportError> {
-        let (gossip_tx, gossip_rx) = mpsc::channel(INBOX_LEN);
+    ) -> Result<
+        (
+            PeerLink,
+            mpsc::Receiver<(SocketAddr, Bytes)>,
+            mpsc::Receiver<IncomingRequest>,
+        ),
+        TransportError,
+    > {
+        let (datagrams_tx, datagrams_rx) = mpsc::channel(INBOX_LEN);
         let (requests_tx, requests_rx) = mpsc::channel(INBOX_LEN);
         {
             let mut ports = self.inner.ports.write().unwrap_or_else(|p| p.into_inner());
@@ -105,7 +110,7 @@ impl MemoryNetwork {
             ports.insert(
                 addr,
                 Port {
-                    gossip: gossip_tx,
+                    datagrams: datagrams_tx,
                     requests: requests_tx,
                 },
             );
@@ -114,8 +119,7 @@ impl MemoryNetwork {
             network: self.clone(),
             addr,
         });
-        let gossip = GossipTransport::new(link.clone(), gossip_rx, min_syn_spacing);
-        Ok((link, gossip, requests_rx))
+        Ok((link, datagrams_rx, requests_rx))
     }
 
     fn port<T>(&self, addr: SocketAddr, pick: impl FnOnce(&Port) -> T) -> Option<T> {
@@ -125,27 +129,26 @@ impl MemoryNetwork {
 }
 
 impl MemoryPort {
-    /// Delivers one gossip message to `to`, unless it is lost or `to`'s inbox is full.
-    pub(crate) fn send_gossip(&self, to: SocketAddr, chitchat_bytes: &[u8]) {
+    /// Delivers one datagram to `to`, unless it is lost or `to`'s inbox is full.
+    pub(crate) fn send_datagram(&self, to: SocketAddr, plaintext: &[u8]) {
         let inner = &self.network.inner;
         let loss = inner.loss_ppm.load(Ordering::Relaxed);
         if loss > 0 && rand::random_range(0..1_000_000) < loss {
             inner.stats.lost.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(inbox) = self.network.port(to, |port| port.gossip.clone()) else {
+        let Some(inbox) = self.network.port(to, |port| port.datagrams.clone()) else {
             return;
         };
-        let message = InboundGossip {
-            from: self.addr,
-            payload: Bytes::copy_from_slice(chitchat_bytes),
-        };
-        if inbox.try_send(message).is_ok() {
-            inner.stats.gossip_messages.fetch_add(1, Ordering::Relaxed);
+        if inbox
+            .try_send((self.addr, Bytes::copy_from_slice(plaintext)))
+            .is_ok()
+        {
+            inner.stats.datagrams.fetch_add(1, Ordering::Relaxed);
             inner
                 .stats
-                .gossip_bytes
-                .fetch_add(chitchat_bytes.len() as u64, Ordering::Relaxed);
+                .datagram_bytes
+                .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -201,22 +204,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn gossip_and_requests_reach_the_bound_address_only() {
+    async fn datagrams_and_requests_reach_the_bound_address_only() {
         let network = MemoryNetwork::new();
-        let (a, _gossip_a, _requests_a) = network.bind(addr(1), Duration::ZERO).unwrap();
-        let (_b, _gossip_b, mut requests_b) = network.bind(addr(2), Duration::ZERO).unwrap();
+        let (a, _datagrams_a, _requests_a) = network.bind(addr(1)).unwrap();
+        let (_b, _datagrams_b, mut requests_b) = network.bind(addr(2)).unwrap();
         assert!(matches!(
-            network.bind(addr(2), Duration::ZERO),
+            network.bind(addr(2)),
             Err(TransportError::AddrInUse { .. })
         ));
 
         let PeerLink::Memory(port_a) = &a else {
             panic!("a memory link")
         };
-        port_a.send_gossip(addr(2), b"hello");
-        port_a.send_gossip(addr(3), b"nobody there");
-        assert_eq!(network.stats().gossip_messages, 1);
-        assert_eq!(network.stats().gossip_bytes, 5);
+        port_a.send_datagram(addr(2), b"hello");
+        port_a.send_datagram(addr(3), b"nobody there");
+        assert_eq!(network.stats().datagrams, 1);
+        assert_eq!(network.stats().datagram_bytes, 5);
 
         let served = tokio::spawn(async move {
             let incoming = requests_b.recv().await.unwrap();
@@ -253,18 +256,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn loss_drops_gossip_and_close_frees_the_address() {
+    async fn loss_drops_datagrams_and_close_frees_the_address() {
         let network = MemoryNetwork::new();
-        let (a, _ga, _ra) = network.bind(addr(1), Duration::ZERO).unwrap();
-        let (_b, _gb, _rb) = network.bind(addr(2), Duration::ZERO).unwrap();
+        let (a, _ga, _ra) = network.bind(addr(1)).unwrap();
+        let (_b, _gb, _rb) = network.bind(addr(2)).unwrap();
         network.set_loss(1.0);
         let PeerLink::Memory(port_a) = &a else {
             panic!("a memory link")
         };
-        port_a.send_gossip(addr(2), b"x");
+        port_a.send_datagram(addr(2), b"x");
         assert_eq!(network.stats().lost, 1);
-        assert_eq!(network.stats().gossip_messages, 0);
+        assert_eq!(network.stats().datagrams, 0);
         a.close().await;
-        assert!(network.bind(addr(1), Duration::ZERO).is_ok());
+        assert!(network.bind(addr(1)).is_ok());
     }
 }

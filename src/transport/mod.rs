@@ -1,19 +1,17 @@
-//! Node-to-node transport: one QUIC endpoint (UDP, mutual TLS) for everything.
+//! Node-to-node transport: one UDP socket for QUIC (streams, mutual TLS) and sealed
+//! membership datagrams.
 //!
-//! - One cached connection per peer address, dialled on first use and re-dialled when it dies;
-//!   an incoming connection is also cached for the address its peer advertises, so a reply can
-//!   travel back over it even where the peer cannot be dialled.
-//! - Each gossip message rides its own unidirectional stream (QUIC datagrams are capped near the
-//!   path MTU; chitchat messages reach 64 KiB). The first byte of every stream is a
-//!   [`StreamKind`] tag, so other traffic can share the connection without mixing with gossip.
-//! - Sends never block the caller: each peer has a small queue drained by its own task, so a
-//!   dead peer that takes seconds to time out does not stall gossip with live ones.
+//! - Membership datagrams (SWIM probes and their piggybacked updates) are small sealed UDP
+//!   datagrams on the same socket as QUIC: [`udp_mux::MuxSocket`] takes them out before quinn
+//!   reads the rest, and they are sent straight on the socket. No QUIC connection is needed
+//!   per probed peer.
+//! - QUIC carries what needs a stream: our [`Request`]s (introductions, joins, record pulls),
+//!   one bidirectional stream each, over one cached connection per peer address.
 
-mod gossip_guard;
-mod gossip_socket;
 mod memory;
 mod refusals;
-mod staleness;
+pub mod sealing;
+pub mod udp_mux;
 
 use std::collections::HashMap;
 use std::io;
@@ -21,55 +19,46 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, TransportConfig};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
-pub use gossip_guard::{check as check_gossip_message, Refused as RefusedGossip};
-pub use gossip_socket::GossipTransport;
 pub use memory::{MemoryNetwork, MemoryPort, MemoryStats};
 use refusals::RefusalLog;
-use staleness::StalenessFilter;
+use sealing::Sealer;
 
+use crate::membership::{JoinView, MemberId, MembershipLink, RecordUpdate, RecordVersion};
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
 use crate::wire::{Request, Response};
 
-/// Largest message accepted on one stream. chitchat caps its messages at 64 KiB.
+/// Largest request accepted on one stream.
 pub const MAX_STREAM_BYTES: usize = 1 << 20;
+/// Largest answer read from one stream: a join view of a large fleet, or a pull of big
+/// records, is larger than any request.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// How long a join or a record pull may take.
+const PULL_LIMIT: Duration = Duration::from_secs(5);
+/// Membership datagrams received and not yet taken by the engine.
+const DATAGRAM_INBOX: usize = 4096;
 /// How long a dial may take before the peer is considered unreachable for this message.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection with no traffic for this long is closed (and re-dialled on next use).
 /// A connection that has received nothing for this long is closed: a peer that crashed (or
 /// was replaced by another node at the same address) is re-dialled soon after.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Gossip that waited longer than this in a peer's queue (the peer was unreachable) is
-/// dropped instead of sent: chitchat sends fresh state every round, and a burst of stale
-/// heartbeats on reconnection would skew the peer's failure detector into a false `dead`.
-const STALE_GOSSIP: Duration = Duration::from_secs(2);
-/// Messages waiting for one peer; beyond this, new ones are dropped (gossip repeats itself).
-const PEER_QUEUE_LEN: usize = 32;
-/// A peer task with nothing to send for this long exits.
-const PEER_TASK_IDLE: Duration = Duration::from_secs(60);
-/// Gossip streams a peer may have open to us at once. Each is one message, read to its end
-/// as soon as it arrives, so a few are open at a time. The limit is also memory: quinn keeps
-/// a receive state (about 130 bytes) for every stream it allows a peer to open, and with
-/// 1,024 allowed, each connection grew to about 130 KiB over a node's first minutes.
-const GOSSIP_STREAMS: u32 = 32;
-/// Request streams (introductions, registrations) a peer may have open to us at once; the
-/// same memory reasoning, and requests are rarer still.
+/// Request streams (introductions, joins, pulls) a peer may have open to us at once. The
+/// limit is also memory: quinn keeps a receive state (about 130 bytes) for every stream it
+/// allows a peer to open.
 const REQUEST_STREAMS: u32 = 16;
-/// Gossip messages received and not yet taken by chitchat.
+/// Requests received and not yet served.
 const INBOX_LEN: usize = 1024;
 
 /// The first byte of every stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum StreamKind {
-    /// One chitchat message, unidirectional.
-    Gossip = 1,
     /// One [`Request`] and its [`Response`], bidirectional.
     Request = 2,
 }
@@ -92,14 +81,6 @@ pub enum RequestError {
     TimedOut(SocketAddr),
 }
 
-/// What precedes a gossip message on its stream: who sent it, as the address to answer to.
-#[derive(Debug, Serialize, Deserialize)]
-struct GossipHeader {
-    from: SocketAddr,
-    /// The sender's monotonic clock in ms, so late deliveries can be recognised.
-    sent_ms: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("address {addr} is already in use (UDP); is another node running there?")]
@@ -110,41 +91,22 @@ pub enum TransportError {
     Tls(#[from] TlsError),
 }
 
-/// A gossip message as received: the sender's advertised address and the raw chitchat bytes.
-pub(crate) struct InboundGossip {
-    pub from: SocketAddr,
-    pub payload: Bytes,
-}
-
 struct Shared {
     endpoint: Endpoint,
-    /// The address this node advertises; stamped on every gossip message it sends.
+    /// The address this node advertises.
     advertised: SocketAddr,
+    /// The same UDP socket quinn reads, for sending membership datagrams.
+    datagram_socket: tokio::net::UdpSocket,
+    sealer: Sealer,
     connections: Mutex<HashMap<SocketAddr, CachedConnection>>,
-    peer_queues: Mutex<HashMap<SocketAddr, PeerQueue>>,
-    next_queue_id: std::sync::atomic::AtomicU64,
     refusals: RefusalLog,
-    /// Where received gossip goes (read by chitchat through [`GossipTransport`]).
-    inbox: mpsc::Sender<InboundGossip>,
     /// Where received requests go (served by the node).
     requests: mpsc::Sender<IncomingRequest>,
-    /// When this transport started: the origin of the clock stamped on gossip.
-    started: Instant,
-    staleness: Mutex<StalenessFilter>,
 }
 
-impl Shared {
-    fn clock_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-}
-
-/// A connection to a peer and when it was established. When a peer reaches us over a newer
-/// connection than the cached one (e.g. it restarted: the cached one is to its old process and
-/// only times out later), the newer one replaces it.
+/// A connection to a peer, dialled once and reused until it closes.
 struct CachedConnection {
     connection: Connection,
-    since: Instant,
 }
 
 impl CachedConnection {
@@ -156,12 +118,6 @@ impl CachedConnection {
     }
 }
 
-/// One peer's outgoing queue; `id` tells a replaced queue from its successor.
-struct PeerQueue {
-    id: u64,
-    tx: mpsc::Sender<(Instant, Bytes)>,
-}
-
 /// How a node reaches its peers: QUIC (what nodes use) or an in-process network (the edge
 /// harness's one-process fleets). Cheap to clone.
 #[derive(Clone)]
@@ -171,11 +127,11 @@ pub enum PeerLink {
 }
 
 impl PeerLink {
-    /// Queues one encoded gossip message for `to`; never blocks.
-    pub(crate) fn send_gossip(&self, to: SocketAddr, chitchat_bytes: &[u8]) {
+    /// Sends one membership datagram (plaintext; sealed here) to `to`; never blocks.
+    pub fn send_datagram(&self, to: SocketAddr, plaintext: &[u8]) {
         match self {
-            PeerLink::Quic(quic) => quic.send_gossip(to, chitchat_bytes),
-            PeerLink::Memory(port) => port.send_gossip(to, chitchat_bytes),
+            PeerLink::Quic(quic) => quic.send_datagram(to, plaintext),
+            PeerLink::Memory(port) => port.send_datagram(to, plaintext),
         }
     }
 
@@ -189,13 +145,6 @@ impl PeerLink {
         match self {
             PeerLink::Quic(quic) => quic.request(addr, request, limit).await,
             PeerLink::Memory(port) => port.request(addr, request, limit).await,
-        }
-    }
-
-    /// Waits until queued gossip has left, or `limit` passes.
-    pub async fn flush(&self, limit: Duration) {
-        if let PeerLink::Quic(quic) = self {
-            quic.flush(limit).await;
         }
     }
 
@@ -215,17 +164,17 @@ pub struct QuicTransport {
 }
 
 impl QuicTransport {
-    /// Binds the endpoint on `listen` and starts accepting connections. Gossip messages
-    /// received are delivered to the [`GossipTransport`] returned alongside.
+    /// Binds the socket on `listen` and starts accepting connections. Membership datagrams
+    /// received (opened, as plaintext) and requests come out of the two receivers.
+    #[allow(clippy::type_complexity)]
     pub fn bind(
         listen: SocketAddr,
         advertised: SocketAddr,
         identity: &ClusterIdentity,
-        min_syn_spacing: Duration,
     ) -> Result<
         (
             QuicTransport,
-            GossipTransport,
+            mpsc::Receiver<(SocketAddr, Bytes)>,
             mpsc::Receiver<IncomingRequest>,
         ),
         TransportError,
@@ -241,7 +190,7 @@ impl QuicTransport {
                         source,
                     })?,
             ))
-            .max_concurrent_uni_streams(GOSSIP_STREAMS.into())
+            .max_concurrent_uni_streams(0u32.into())
             .max_concurrent_bidi_streams(REQUEST_STREAMS.into());
         let transport_config = Arc::new(transport_config);
 
@@ -262,40 +211,50 @@ impl QuicTransport {
             }
         };
         let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        let datagram_socket = socket
+            .try_clone()
+            .and_then(|clone| {
+                clone.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(clone)
+            })
+            .map_err(bind_error)?;
         // A reset key that survives restarts: the restarted node answers packets of its old
         // connections with a stateless reset peers can verify, so they drop the dead
         // connection at once instead of writing into it until the idle timeout.
         let reset_key =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &identity.stateless_reset_key());
-        let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
-        let mut endpoint = Endpoint::new(
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        // Peers must always set QUIC's fixed bit: a first byte with it clear is membership's.
+        endpoint_config.grease_quic_bit(false);
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let (sealed_tx, sealed_rx) = mpsc::channel(DATAGRAM_INBOX);
+        let quinn_socket =
+            quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(bind_error)?;
+        let mux = udp_mux::MuxSocket::new(quinn_socket, sealed_tx);
+        let mut endpoint = Endpoint::new_with_abstract_socket(
             endpoint_config,
             Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
+            Arc::new(mux),
+            runtime,
         )
         .map_err(bind_error)?;
         endpoint.set_default_client_config(client_config);
 
-        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_LEN);
         let (requests_tx, requests_rx) = mpsc::channel(INBOX_LEN);
+        let (opened_tx, opened_rx) = mpsc::channel(DATAGRAM_INBOX);
         let shared = Arc::new(Shared {
             endpoint,
             advertised,
+            datagram_socket,
+            sealer: Sealer::default(),
             connections: Mutex::new(HashMap::new()),
-            peer_queues: Mutex::new(HashMap::new()),
-            next_queue_id: Default::default(),
             refusals: RefusalLog::default(),
-            inbox: inbox_tx,
             requests: requests_tx,
-            started: Instant::now(),
-            staleness: Mutex::new(StalenessFilter::default()),
         });
         tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(open_datagrams(shared.clone(), sealed_rx, opened_tx));
         let transport = QuicTransport { shared };
-        let gossip =
-            GossipTransport::new(PeerLink::Quic(transport.clone()), inbox_rx, min_syn_spacing);
-        Ok((transport, gossip, requests_rx))
+        Ok((transport, opened_rx, requests_rx))
     }
 
     /// The UDP address actually bound.
@@ -307,42 +266,12 @@ impl QuicTransport {
         self.shared.advertised
     }
 
-    /// Queues one encoded gossip message for `to`. Never blocks; drops the message when the
-    /// peer's queue is full (the next gossip round carries the same information).
-    pub(crate) fn send_gossip(&self, to: SocketAddr, chitchat_bytes: &[u8]) {
-        let mut frame = Vec::with_capacity(chitchat_bytes.len() + 24);
-        frame.push(StreamKind::Gossip as u8);
-        let header = GossipHeader {
-            from: self.shared.advertised,
-            sent_ms: self.shared.clock_ms(),
-        };
-        match postcard::to_extend(&header, frame) {
-            Ok(mut framed) => {
-                framed.extend_from_slice(chitchat_bytes);
-                self.enqueue(to, Bytes::from(framed));
-            }
-            Err(e) => warn!(error = %e, "cannot encode gossip header"),
-        }
-    }
-
-    fn enqueue(&self, to: SocketAddr, frame: Bytes) {
-        let mut queues = lock(&self.shared.peer_queues);
-        let queue = match queues.get(&to) {
-            Some(queue) if !queue.tx.is_closed() => queue.tx.clone(),
-            _ => {
-                let (tx, rx) = mpsc::channel(PEER_QUEUE_LEN);
-                let id = self
-                    .shared
-                    .next_queue_id
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(peer_task(self.shared.clone(), to, id, rx));
-                queues.insert(to, PeerQueue { id, tx: tx.clone() });
-                tx
-            }
-        };
-        drop(queues);
-        if queue.try_send((Instant::now(), frame)).is_err() {
-            debug!(peer = %to, "peer queue full or closed; dropping a gossip message");
+    /// Seals and sends one membership datagram. Never blocks: a full socket buffer drops it
+    /// (SWIM tolerates loss).
+    pub fn send_datagram(&self, to: SocketAddr, plaintext: &[u8]) {
+        let sealed = self.shared.sealer.seal(plaintext);
+        if let Err(e) = self.shared.datagram_socket.try_send_to(&sealed, to) {
+            debug!(peer = %to, error = %e, "membership datagram not sent");
         }
     }
 
@@ -369,7 +298,7 @@ impl QuicTransport {
                 .map_err(|e| failed(e.to_string()))?;
             send.finish().map_err(|e| failed(e.to_string()))?;
             let bytes = recv
-                .read_to_end(MAX_STREAM_BYTES)
+                .read_to_end(MAX_ANSWER_BYTES)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             postcard::from_bytes::<Response>(&bytes).map_err(|e| failed(format!("bad answer: {e}")))
@@ -385,65 +314,11 @@ impl QuicTransport {
         let _ =
             tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
     }
-
-    /// Waits until every queued message has been handed to QUIC, or `limit` passes.
-    pub async fn flush(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let pending = lock(&self.shared.peer_queues)
-                .values()
-                .any(|q| !q.tx.is_closed() && q.tx.capacity() < PEER_QUEUE_LEN);
-            if !pending || Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The maps hold no invariants a panic could break halfway; keep going after a poison.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Drains one peer's queue: each message on its own stream over the cached connection,
-/// re-dialling once if the connection turns out dead.
-async fn peer_task(
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    queue_id: u64,
-    mut queue: mpsc::Receiver<(Instant, Bytes)>,
-) {
-    loop {
-        let frame = match tokio::time::timeout(PEER_TASK_IDLE, queue.recv()).await {
-            Ok(Some((queued_at, _))) if queued_at.elapsed() > STALE_GOSSIP => continue,
-            Ok(Some((_, frame))) => frame,
-            Ok(None) | Err(_) => break,
-        };
-        for attempt in 0..2 {
-            let Some(connection) = connection_to(&shared, peer).await else {
-                break;
-            };
-            match write_uni(&connection, &frame).await {
-                Ok(()) => break,
-                Err(e) => {
-                    debug!(peer = %peer, attempt, error = %e, "gossip write failed; dropping connection");
-                    forget_connection(&shared, peer, &connection);
-                }
-            }
-        }
-    }
-    let mut queues = lock(&shared.peer_queues);
-    if queues.get(&peer).is_some_and(|q| q.id == queue_id) {
-        queues.remove(&peer);
-    }
-}
-
-async fn write_uni(connection: &Connection, frame: &[u8]) -> Result<(), String> {
-    let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
-    stream.write_all(frame).await.map_err(|e| e.to_string())?;
-    stream.finish().map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 /// The cached live connection to `peer`, or a new one. A dialled connection is served like
@@ -466,7 +341,6 @@ async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connect
         Ok(Ok(conn)) => {
             let cached = CachedConnection {
                 connection: conn.clone(),
-                since: Instant::now(),
             };
             lock(&shared.connections).insert(peer, cached);
             tokio::spawn(serve_connection(shared.clone(), conn.clone()));
@@ -487,16 +361,6 @@ async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connect
             debug!(peer = %peer, "dial timed out");
             None
         }
-    }
-}
-
-fn forget_connection(shared: &Shared, peer: SocketAddr, dead: &Connection) {
-    let mut connections = lock(&shared.connections);
-    if connections
-        .get(&peer)
-        .is_some_and(|c| c.connection.stable_id() == dead.stable_id())
-    {
-        connections.remove(&peer);
     }
 }
 
@@ -570,74 +434,81 @@ fn decode_request_frame(bytes: &[u8]) -> Option<Request> {
     postcard::from_bytes(rest).ok()
 }
 
-/// Reads every stream the peer opens on `connection`, until it closes.
+/// Serves what the peer asks on `connection`, until it closes.
 async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
-    tokio::spawn(serve_requests(shared.clone(), connection.clone()));
-    let since = Instant::now();
-    loop {
-        let mut stream = match connection.accept_uni().await {
-            Ok(stream) => stream,
-            Err(e) => {
-                debug!(peer = %connection.remote_address(), error = %e, "connection ended");
-                return;
-            }
-        };
-        let bytes = match stream.read_to_end(MAX_STREAM_BYTES).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                debug!(peer = %connection.remote_address(), error = %e, "stream read failed");
-                continue;
-            }
-        };
-        let Some((header, gossip)) = decode_gossip_frame(&bytes) else {
-            debug!(peer = %connection.remote_address(), "ignoring a malformed stream");
-            continue;
-        };
-        let stale = lock(&shared.staleness).is_stale(
-            header.from,
-            connection.stable_id(),
-            header.sent_ms,
-            shared.clock_ms(),
-            STALE_GOSSIP,
-        );
-        if stale {
-            debug!(peer = %header.from, "dropping gossip delivered late");
-            continue;
-        }
-        {
-            let mut connections = lock(&shared.connections);
-            let replace = match connections.get(&gossip.from) {
-                // A newer connection replaces the cached one only when it comes from the
-                // address it claims: a header alone must not take over another peer's link.
-                Some(cached) => {
-                    cached.usable().is_none()
-                        || (cached.since < since && connection.remote_address() == gossip.from)
+    serve_requests(shared, connection).await;
+}
+
+/// Opens every sealed datagram the socket set aside, and hands the plaintext to membership.
+/// What does not open is dropped before it is decoded, counted, and logged at most once per
+/// source per minute.
+async fn open_datagrams(
+    shared: Arc<Shared>,
+    mut sealed: mpsc::Receiver<(SocketAddr, Bytes)>,
+    opened: mpsc::Sender<(SocketAddr, Bytes)>,
+) {
+    while let Some((from, datagram)) = sealed.recv().await {
+        match shared.sealer.open(from, &datagram) {
+            Ok(plaintext) => {
+                if opened.try_send((from, Bytes::from(plaintext))).is_err() && opened.is_closed() {
+                    return;
                 }
-                None => true,
-            };
-            if replace {
-                let cached = CachedConnection {
-                    connection: connection.clone(),
-                    since,
-                };
-                connections.insert(gossip.from, cached);
             }
-        }
-        if shared.inbox.send(gossip).await.is_err() {
-            return;
+            Err(refusal) => {
+                if shared.refusals.should_log(from) {
+                    warn!(peer = %from, reason = refusal.reason(), "refused a membership datagram that does not open with this cluster's key (another BO_CLUSTER_KEY, garbage, or a replay)");
+                }
+            }
         }
     }
 }
 
-fn decode_gossip_frame(bytes: &[u8]) -> Option<(GossipHeader, InboundGossip)> {
-    let (&kind, rest) = bytes.split_first()?;
-    if kind != StreamKind::Gossip as u8 {
-        return None;
+/// The membership engine's way out, over this link.
+#[async_trait]
+impl MembershipLink for PeerLink {
+    fn send_datagram(&self, to: SocketAddr, plaintext: &[u8]) {
+        PeerLink::send_datagram(self, to, plaintext);
     }
-    let (header, payload) = postcard::take_from_bytes::<GossipHeader>(rest).ok()?;
-    let gossip = InboundGossip {
-        from: header.from,
-        payload: Bytes::copy_from_slice(payload),
-    };
-    Some((header, gossip))
+
+    async fn join(
+        &self,
+        to: SocketAddr,
+        me: MemberId,
+        record: RecordUpdate,
+    ) -> Result<JoinView, String> {
+        match self
+            .request(to, &Request::Join { member: me, record }, PULL_LIMIT)
+            .await
+        {
+            Ok(Response::Join(view)) => Ok(view),
+            Ok(Response::Error { message }) => Err(message),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn versions(&self, to: SocketAddr) -> Result<Vec<RecordVersion>, String> {
+        match self.request(to, &Request::Versions, PULL_LIMIT).await {
+            Ok(Response::Versions(versions)) => Ok(versions),
+            Ok(Response::Error { message }) => Err(message),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn records(
+        &self,
+        to: SocketAddr,
+        nodes: Vec<String>,
+    ) -> Result<Vec<RecordUpdate>, String> {
+        match self
+            .request(to, &Request::Records { nodes }, PULL_LIMIT)
+            .await
+        {
+            Ok(Response::Records(records)) => Ok(records),
+            Ok(Response::Error { message }) => Err(message),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }

@@ -25,10 +25,15 @@ pub fn ip(block: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, block, host))
 }
 
-/// A spec for node `host` of `block`, data under `dir`; gossip fast so tests finish soon.
+/// A spec for node `host` of `block`, data under `dir`; probes fast so tests finish soon.
 pub fn spec(dir: &Path, block: u8, host: u8, env: &[(&str, &str)]) -> NodeSpec {
     let node_id = format!("n{block}-{host}");
-    let mut all_env: Vec<(String, String)> = vec![("BO_GOSSIP_INTERVAL".into(), "100ms".into())];
+    let mut all_env: Vec<(String, String)> = vec![
+        ("BO_PROBE_INTERVAL".into(), "300ms".into()),
+        ("BO_PROBE_TIMEOUT".into(), "100ms".into()),
+        ("BO_SUSPECT_TIMEOUT".into(), "600ms".into()),
+        ("BO_ANTI_ENTROPY_INTERVAL".into(), "1s".into()),
+    ];
     all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     NodeSpec {
         data_dir: dir.join(&node_id),

@@ -1,0 +1,840 @@
+//! The membership engine: foca (SWIM) plus the record store, sans-IO.
+//!
+//! It never touches a socket, a clock or a global random source: time comes in as `now`
+//! (any monotonic origin), datagrams come in as plaintext bytes with their source, and what
+//! the engine wants done comes out of [`Engine::take_output`] (datagrams to send, records to
+//! pull). A node process drives it from one tokio task (see `driver`); a test or a simulator
+//! drives thousands of them on a virtual clock with the same code.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foca::{
+    Foca, Member as FocaMember, Message, OwnedNotification, PostcardCodec, Runtime, State, Timer,
+};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use super::health::LocalHealth;
+use super::id::MemberId;
+use super::packet::{self, Digest, Leaving, Packet, PacketError};
+use super::record::{
+    lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
+    MAX_RECORD_BYTES,
+};
+use super::settings::Timings;
+use super::view::{Member, MemberStatus};
+
+type Swim = Foca<MemberId, PostcardCodec, SmallRng, RecordBroadcasts>;
+
+/// A pull the engine asks its driver to make over QUIC; the answer comes back through
+/// [`Engine::handle_versions`] or [`Engine::handle_records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pull {
+    /// Ask `from` for the (node, generation, version) of every record it holds.
+    Versions { from: SocketAddr },
+    /// Ask `from` for these nodes' records.
+    Records {
+        from: SocketAddr,
+        nodes: Vec<String>,
+    },
+}
+
+/// What the engine wants done after a call.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Plaintext datagrams (seal them, then send) and where to.
+    pub datagrams: Vec<(SocketAddr, Vec<u8>)>,
+    pub pulls: Vec<Pull>,
+}
+
+/// What a joining node gets from the member it joins through.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JoinView {
+    /// The member answering (so the joiner can announce itself to it).
+    pub seed: MemberId,
+    /// Every member the seed holds alive.
+    pub members: Vec<MemberId>,
+    pub records: Vec<RecordUpdate>,
+}
+
+/// Why a record change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("this node's advertisement would take {size} bytes, over the limit of {limit} bytes (too many or too long database names)")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Counters, by packet kind: what a node sent and received, and what it refused.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineStats {
+    pub swim_out: u64,
+    pub swim_in: u64,
+    pub leaving_out: u64,
+    pub leaving_in: u64,
+    pub digest_out: u64,
+    pub digest_in: u64,
+    /// Plaintext bytes out and in (the seal adds its overhead on top).
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Datagrams that did not decode, or that foca refused.
+    pub refused: u64,
+    /// Answers dropped because they were bigger than what an unknown source sent.
+    pub amplification_dropped: u64,
+    /// Suspicions given more time because this node itself was slow.
+    pub suspicions_deferred: u64,
+    /// Times this node found itself declared dead and rejoined under a renewed identity.
+    pub rejoins: u64,
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    timer: Timer<MemberId>,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// foca's [`Runtime`] for one call: collects what foca wants done.
+struct Collect<'a> {
+    now: Duration,
+    timers: &'a mut BinaryHeap<Reverse<Scheduled>>,
+    seq: &'a mut u64,
+    datagrams: &'a mut Vec<(SocketAddr, Vec<u8>)>,
+    notes: &'a mut Vec<OwnedNotification<MemberId>>,
+}
+
+impl Runtime<MemberId> for Collect<'_> {
+    fn notify(&mut self, notification: foca::Notification<'_, MemberId>) {
+        self.notes.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: MemberId, data: &[u8]) {
+        self.datagrams
+            .push((to.endpoint, packet::encode_swim(data)));
+    }
+
+    fn submit_after(&mut self, timer: Timer<MemberId>, after: Duration) {
+        *self.seq += 1;
+        self.timers.push(Reverse(Scheduled {
+            at: self.now + after,
+            seq: *self.seq,
+            timer,
+        }));
+    }
+}
+
+/// How long a record pull may be outstanding before it is asked again.
+const PULL_RETRY: Duration = Duration::from_secs(5);
+
+pub struct Engine {
+    swim: Swim,
+    store: Arc<Mutex<RecordStore>>,
+    own: Record,
+    timings: Timings,
+    timers: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    now: Duration,
+    out: Output,
+    notes: Vec<OwnedNotification<MemberId>>,
+    /// Node id -> the generation that said it is leaving.
+    left: HashMap<String, u64>,
+    health: LocalHealth,
+    /// Suspicions already given extra time once: (node id, incarnation).
+    deferred: HashSet<(String, u16)>,
+    rng: SmallRng,
+    next_anti_entropy: Duration,
+    /// Record pulls in flight, by address, and when they were asked.
+    pulls_in_flight: HashMap<SocketAddr, Duration>,
+    /// The fleet size foca's configuration was last made for.
+    configured_for: usize,
+    changed: bool,
+    leaving: bool,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// A new engine for `id`, advertising `record` (its version is set here), with its
+    /// randomness from `seed` (a simulator passes a seed per node; a node a random one).
+    pub fn new(
+        id: MemberId,
+        mut record: Record,
+        timings: Timings,
+        seed: u64,
+        now: Duration,
+    ) -> Engine {
+        let store = Arc::new(Mutex::new(RecordStore::default()));
+        let handler = RecordBroadcasts {
+            store: store.clone(),
+        };
+        let swim = Foca::with_custom_broadcast(
+            id,
+            timings.foca_config(1),
+            SmallRng::seed_from_u64(seed),
+            PostcardCodec,
+            handler,
+        );
+        record.version = 1;
+        let mut engine = Engine {
+            swim,
+            store,
+            own: record,
+            next_anti_entropy: now + timings.anti_entropy_interval,
+            timings,
+            timers: BinaryHeap::new(),
+            seq: 0,
+            now,
+            out: Output::default(),
+            notes: Vec::new(),
+            left: HashMap::new(),
+            health: LocalHealth::default(),
+            deferred: HashSet::new(),
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
+            pulls_in_flight: HashMap::new(),
+            configured_for: 1,
+            changed: true,
+            leaving: false,
+            stats: EngineStats::default(),
+        };
+        engine.publish_own_record();
+        engine
+    }
+
+    pub fn id(&self) -> &MemberId {
+        self.swim.identity()
+    }
+
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn health_score(&self) -> u32 {
+        self.health.score()
+    }
+
+    /// This node's own record.
+    pub fn own_record(&self) -> &Record {
+        &self.own
+    }
+
+    /// Members foca holds active (alive or suspect), this node excluded.
+    pub fn active_members(&self) -> usize {
+        self.swim.num_members()
+    }
+
+    /// Takes what the engine wants done since the last call.
+    pub fn take_output(&mut self) -> Output {
+        let out = std::mem::take(&mut self.out);
+        for (_, bytes) in &out.datagrams {
+            self.stats.bytes_out += bytes.len() as u64;
+            if packet::is_swim(bytes) {
+                self.stats.swim_out += 1;
+            }
+        }
+        out
+    }
+
+    /// Whether the member list may have changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        let records = lock(&self.store).take_changed();
+        std::mem::take(&mut self.changed) | records
+    }
+
+    /// When [`Engine::advance`] next has something to do.
+    pub fn next_deadline(&self) -> Duration {
+        let timer = self.timers.peek().map(|Reverse(s)| s.at);
+        timer.map_or(self.next_anti_entropy, |t| t.min(self.next_anti_entropy))
+    }
+
+    fn runtime(&mut self) -> (&mut Swim, Collect<'_>) {
+        (
+            &mut self.swim,
+            Collect {
+                now: self.now,
+                timers: &mut self.timers,
+                seq: &mut self.seq,
+                datagrams: &mut self.out.datagrams,
+                notes: &mut self.notes,
+            },
+        )
+    }
+
+    fn set_now(&mut self, now: Duration) {
+        // A clock that goes backwards (it should not) is held where it was.
+        self.now = self.now.max(now);
+    }
+
+    /// Fires every timer due at `now`, and anti-entropy when its turn comes.
+    pub fn advance(&mut self, now: Duration) {
+        self.set_now(now);
+        while let Some(Reverse(next)) = self.timers.peek() {
+            if next.at > self.now {
+                break;
+            }
+            let Some(Reverse(due)) = self.timers.pop() else {
+                break;
+            };
+            let lateness = self.now.saturating_sub(due.at);
+            self.health
+                .timer_fired_late(lateness, self.timings.probe_timeout / 2);
+            self.fire(due.timer);
+        }
+        if self.now >= self.next_anti_entropy {
+            self.next_anti_entropy = self.now + self.timings.anti_entropy_interval;
+            self.anti_entropy_round();
+        }
+        self.ask_wanted_records();
+        self.after_call();
+    }
+
+    fn fire(&mut self, timer: Timer<MemberId>) {
+        if let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &timer
+        {
+            let key = (member_id.node_id.clone(), *incarnation);
+            let patience = self.health.patience(self.timings.probe_interval);
+            if !patience.is_zero() && !self.deferred.contains(&key) {
+                // This node is slow itself: give the suspect the time it may have lost here.
+                self.deferred.insert(key);
+                self.stats.suspicions_deferred += 1;
+                self.seq += 1;
+                self.timers.push(Reverse(Scheduled {
+                    at: self.now + patience,
+                    seq: self.seq,
+                    timer,
+                }));
+                return;
+            }
+            self.deferred.remove(&key);
+        }
+        let (swim, mut rt) = self.runtime();
+        if let Err(e) = swim.handle_timer(timer, &mut rt) {
+            tracing::debug!(error = %e, "membership timer");
+        }
+    }
+
+    /// Takes in one datagram's plaintext (already opened) from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), PacketError> {
+        self.set_now(now);
+        self.stats.bytes_in += bytes.len() as u64;
+        let known_source = self.is_member_endpoint(from);
+        let already_queued = self.out.datagrams.len();
+        let result = match packet::decode(bytes) {
+            Ok(Packet::Swim(data)) => {
+                self.stats.swim_in += 1;
+                let (swim, mut rt) = self.runtime();
+                if let Err(e) = swim.handle_data(data, &mut rt) {
+                    tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
+                    self.stats.refused += 1;
+                }
+                Ok(())
+            }
+            Ok(Packet::Leaving(leaving)) => {
+                self.stats.leaving_in += 1;
+                self.member_leaves(leaving);
+                Ok(())
+            }
+            Ok(Packet::Digest(digest)) => {
+                self.stats.digest_in += 1;
+                self.compare_digest(digest);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.refused += 1;
+                Err(e)
+            }
+        };
+        if !known_source {
+            self.limit_answers(already_queued, bytes.len());
+        }
+        self.after_call();
+        result
+    }
+
+    /// Never amplify: what we answer to a source that is not a known member is no bigger
+    /// than what it sent (a forged source address gets no more than it cost the forger).
+    fn limit_answers(&mut self, first_answer: usize, budget: usize) {
+        let mut spent = 0usize;
+        let mut kept = Vec::with_capacity(self.out.datagrams.len());
+        for (i, datagram) in self.out.datagrams.drain(..).enumerate() {
+            if i < first_answer {
+                kept.push(datagram);
+                continue;
+            }
+            spent += datagram.1.len();
+            if spent <= budget {
+                kept.push(datagram);
+            } else {
+                self.stats.amplification_dropped += 1;
+            }
+        }
+        self.out.datagrams = kept;
+    }
+
+    fn is_member_endpoint(&self, addr: SocketAddr) -> bool {
+        self.swim.iter_members().any(|m| m.id().endpoint == addr)
+    }
+
+    /// A member said it is leaving: list it `left` now, and tell foca it is down.
+    fn member_leaves(&mut self, leaving: Leaving) {
+        let known = self
+            .swim
+            .iter_membership_state()
+            .find(|m| m.id().node_id == leaving.node_id && m.id().generation == leaving.generation)
+            .map(|m| m.id().clone());
+        let Some(id) = known else {
+            return;
+        };
+        self.left.insert(leaving.node_id, leaving.generation);
+        self.changed = true;
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.apply_many(
+            std::iter::once(FocaMember::new(id, u16::MAX, State::Down)),
+            true,
+            &mut rt,
+        );
+    }
+
+    /// A member holds something other than we do: pull what it has that we lack, and answer
+    /// once with our own digest so it can do the same.
+    fn compare_digest(&mut self, digest: Digest) {
+        if digest.digest == self.digest() {
+            return;
+        }
+        self.pull(Pull::Versions { from: digest.from });
+        if !digest.reply {
+            let answer = Digest {
+                from: self.id().endpoint,
+                digest: self.digest(),
+                reply: true,
+            };
+            self.send_packet(
+                digest.from,
+                packet::encode_digest(&answer),
+                PacketKind::Digest,
+            );
+        }
+    }
+
+    fn pull(&mut self, pull: Pull) {
+        let from = match &pull {
+            Pull::Versions { from } | Pull::Records { from, .. } => *from,
+        };
+        if let Some(asked) = self.pulls_in_flight.get(&from) {
+            if self.now < *asked + PULL_RETRY {
+                return;
+            }
+        }
+        self.pulls_in_flight.insert(from, self.now);
+        self.out.pulls.push(pull);
+    }
+
+    /// The answer to a [`Pull::Versions`]: pull the records that are newer there.
+    pub fn handle_versions(&mut self, now: Duration, from: SocketAddr, versions: &[RecordVersion]) {
+        self.set_now(now);
+        self.pulls_in_flight.remove(&from);
+        let own = &self.id().node_id;
+        let nodes: Vec<String> = lock(&self.store)
+            .newer_in(versions)
+            .into_iter()
+            .filter(|n| n != own)
+            .collect();
+        if !nodes.is_empty() {
+            self.pull(Pull::Records { from, nodes });
+        }
+        self.after_call();
+    }
+
+    /// The answer to a [`Pull::Records`] (or the records of a join).
+    pub fn handle_records(
+        &mut self,
+        now: Duration,
+        from: Option<SocketAddr>,
+        updates: Vec<RecordUpdate>,
+    ) {
+        self.set_now(now);
+        if let Some(from) = from {
+            self.pulls_in_flight.remove(&from);
+        }
+        let own = self.id().node_id.clone();
+        let mut store = lock(&self.store);
+        for update in updates.into_iter().filter(|u| u.node_id != own) {
+            if update
+                .body
+                .as_ref()
+                .is_some_and(|b| b.encoded_len() <= MAX_RECORD_BYTES)
+            {
+                store.learn(update);
+            }
+        }
+        drop(store);
+        self.after_call();
+    }
+
+    /// A pull failed (no answer): it may be asked again at once.
+    pub fn pull_failed(&mut self, from: SocketAddr) {
+        self.pulls_in_flight.remove(&from);
+    }
+
+    fn ask_wanted_records(&mut self) {
+        let wanted = lock(&self.store).wanted();
+        for (from, nodes) in wanted {
+            self.pull(Pull::Records {
+                from,
+                nodes: nodes.into_iter().collect(),
+            });
+        }
+    }
+
+    fn anti_entropy_round(&mut self) {
+        // Records of nodes membership has forgotten are forgotten too.
+        let known: HashSet<String> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| m.id().node_id.clone())
+            .collect();
+        let own = self.id().node_id.clone();
+        lock(&self.store).retain(|node| node == own || known.contains(node));
+        self.left.retain(|node, _| known.contains(node));
+        let active = self.swim.num_members();
+        if active == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..active);
+        let Some(target) = self.swim.iter_members().nth(pick).map(|m| m.id().endpoint) else {
+            return;
+        };
+        let digest = Digest {
+            from: self.id().endpoint,
+            digest: self.digest(),
+            reply: false,
+        };
+        self.send_packet(target, packet::encode_digest(&digest), PacketKind::Digest);
+    }
+
+    /// The digest of the records of every active member and this node.
+    pub fn digest(&self) -> u64 {
+        let own = self.id().node_id.as_str();
+        let store = lock(&self.store);
+        let members = self.swim.iter_members().map(|m| m.id().node_id.as_str());
+        store.digest(std::iter::once(own).chain(members))
+    }
+
+    /// Joins through a member that answered our join request with its view.
+    pub fn join(&mut self, now: Duration, view: JoinView) {
+        self.set_now(now);
+        self.handle_records(now, None, view.records);
+        let own = self.id().node_id.clone();
+        let members: Vec<FocaMember<MemberId>> = view
+            .members
+            .into_iter()
+            .chain(std::iter::once(view.seed.clone()))
+            .filter(|m| m.node_id != own)
+            .map(FocaMember::alive)
+            .collect();
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.apply_many(members.into_iter(), false, &mut rt);
+        let _ = swim.announce(view.seed, &mut rt);
+        self.after_call();
+    }
+
+    /// Sends foca's join message to `addr` when all we know of it is an identity (e.g. a
+    /// peer we are told about); a seed known only by address is joined through QUIC.
+    pub fn announce(&mut self, now: Duration, to: MemberId) {
+        self.set_now(now);
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.announce(to, &mut rt);
+        self.after_call();
+    }
+
+    /// A node joined through us (over QUIC): take it in as alive and spread the news.
+    pub fn introduce(&mut self, now: Duration, id: MemberId, record: Option<RecordUpdate>) {
+        self.set_now(now);
+        if id.node_id == self.id().node_id {
+            return;
+        }
+        if let Some(record) = record {
+            self.handle_records(now, None, vec![record]);
+        }
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.apply_many(std::iter::once(FocaMember::alive(id)), true, &mut rt);
+        self.after_call();
+    }
+
+    /// What a joiner gets from us.
+    pub fn join_view(&self) -> JoinView {
+        let members: Vec<MemberId> = self.swim.iter_members().map(|m| m.id().clone()).collect();
+        let nodes: Vec<String> = members
+            .iter()
+            .map(|m| m.node_id.clone())
+            .chain(std::iter::once(self.id().node_id.clone()))
+            .collect();
+        JoinView {
+            seed: self.id().clone(),
+            members,
+            records: self.records_for(&nodes),
+        }
+    }
+
+    /// (node, generation, version) of every record held, ours included.
+    pub fn versions(&self) -> Vec<RecordVersion> {
+        lock(&self.store).versions()
+    }
+
+    /// The records held for `nodes`, to answer a pull.
+    pub fn records_for(&self, nodes: &[String]) -> Vec<RecordUpdate> {
+        let endpoints: HashMap<&str, SocketAddr> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| (m.id().node_id.as_str(), m.id().endpoint))
+            .chain(std::iter::once((
+                self.id().node_id.as_str(),
+                self.id().endpoint,
+            )))
+            .collect();
+        lock(&self.store).updates_for(nodes, |node| endpoints.get(node).copied())
+    }
+
+    /// Changes this node's record (bumping its version) and spreads the change.
+    pub fn update_record(
+        &mut self,
+        now: Duration,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<(), RecordError> {
+        self.set_now(now);
+        let mut next = self.own.clone();
+        change(&mut next);
+        next.version = self.own.version;
+        if next == self.own {
+            return Ok(());
+        }
+        let size = next.encoded_len();
+        if size > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge {
+                size,
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        next.version += 1;
+        self.own = next;
+        self.publish_own_record();
+        self.after_call();
+        Ok(())
+    }
+
+    /// Whether a record made by `change` would be accepted (checked before a database is
+    /// created, so the statement fails instead of the advertisement).
+    pub fn check_record(&self, change: impl FnOnce(&mut Record)) -> Result<(), RecordError> {
+        let mut next = self.own.clone();
+        change(&mut next);
+        let size = next.encoded_len();
+        if size > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge {
+                size,
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    fn own_update(&self, with_body: bool) -> RecordUpdate {
+        RecordUpdate {
+            node_id: self.id().node_id.clone(),
+            generation: self.id().generation,
+            version: self.own.version,
+            owner_endpoint: self.id().endpoint,
+            body: with_body.then(|| self.own.clone()),
+        }
+    }
+
+    fn publish_own_record(&mut self) {
+        let whole = self.own_update(true);
+        let inline = postcard::to_allocvec(&whole)
+            .ok()
+            .filter(|b| b.len() <= INLINE_RECORD_BYTES);
+        let bytes = match inline {
+            Some(bytes) => bytes,
+            None => match postcard::to_allocvec(&self.own_update(false)) {
+                Ok(bytes) => bytes,
+                Err(_) => return,
+            },
+        };
+        if let Err(e) = self.swim.add_broadcast(&bytes) {
+            tracing::warn!(error = %e, "cannot queue this node's record broadcast");
+        }
+        // The store holds our own record whole, whatever the broadcast carried.
+        lock(&self.store).learn(whole);
+        self.changed = true;
+    }
+
+    /// Stops gracefully: marks the record leaving, tells every live member directly (so all
+    /// list this node `left` at once), and lets foca spread its own goodbye.
+    pub fn leave(&mut self, now: Duration) {
+        self.set_now(now);
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        let _ = self.update_record(now, |r| r.leaving = true);
+        let leaving = Leaving {
+            node_id: self.id().node_id.clone(),
+            generation: self.id().generation,
+        };
+        let bytes = packet::encode_leaving(&leaving);
+        let targets: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().endpoint).collect();
+        for target in targets {
+            self.send_packet(target, bytes.clone(), PacketKind::Leaving);
+        }
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.leave_cluster(&mut rt);
+        self.after_call();
+    }
+
+    fn send_packet(&mut self, to: SocketAddr, bytes: Vec<u8>, kind: PacketKind) {
+        match kind {
+            PacketKind::Leaving => self.stats.leaving_out += 1,
+            PacketKind::Digest => self.stats.digest_out += 1,
+        }
+        self.out.datagrams.push((to, bytes));
+    }
+
+    /// Reacts to what foca said during the last call; counts what it sent.
+    fn after_call(&mut self) {
+        for note in std::mem::take(&mut self.notes) {
+            match note {
+                OwnedNotification::MemberUp(_)
+                | OwnedNotification::MemberDown(_)
+                | OwnedNotification::Rename(_, _)
+                | OwnedNotification::Active
+                | OwnedNotification::Idle => self.changed = true,
+                OwnedNotification::Rejoin(id) => {
+                    tracing::warn!(identity = ?id, "this node was declared dead by its peers; rejoined");
+                    self.stats.rejoins += 1;
+                    self.changed = true;
+                }
+                OwnedNotification::Defunct => {
+                    if !self.leaving {
+                        tracing::warn!(
+                            "this node was declared dead by its peers and cannot rejoin"
+                        );
+                    }
+                    self.changed = true;
+                }
+                OwnedNotification::DataSent(_) => {}
+                OwnedNotification::DataReceived(header) => {
+                    if matches!(
+                        header.message,
+                        Message::Ack(_) | Message::ForwardedAck { .. }
+                    ) {
+                        self.health.probe_answered();
+                    }
+                }
+                OwnedNotification::ProbeFailed(_, _) => self.health.probe_failed(),
+            }
+        }
+        let active = self.swim.num_members() + 1;
+        if active != self.configured_for {
+            self.configured_for = active;
+            if let Err(e) = self.swim.set_config(self.timings.foca_config(active)) {
+                tracing::debug!(error = %e, "membership config not updated");
+            }
+        }
+    }
+
+    /// Every member this node knows of, itself included, one row per node id, sorted.
+    pub fn members(&self) -> Vec<Member> {
+        let store = lock(&self.store);
+        let own_id = self.id();
+        let mut rows: HashMap<&str, Member> = HashMap::new();
+        for member in self.swim.iter_membership_state() {
+            let id = member.id();
+            if id.node_id == own_id.node_id {
+                continue;
+            }
+            let record = store
+                .get(&id.node_id)
+                .filter(|k| k.generation == id.generation)
+                .and_then(|k| k.body.clone());
+            let left = self.left.get(&id.node_id) == Some(&id.generation)
+                || record.as_ref().is_some_and(|r| r.leaving);
+            let status = match member.state() {
+                State::Alive | State::Suspect => MemberStatus::Alive,
+                State::Down if left => MemberStatus::Left,
+                State::Down => MemberStatus::Dead,
+            };
+            rows.insert(
+                id.node_id.as_str(),
+                member_row(id, status, record.as_deref(), false),
+            );
+        }
+        let own_status = if self.leaving {
+            MemberStatus::Left
+        } else {
+            MemberStatus::Alive
+        };
+        rows.insert(
+            own_id.node_id.as_str(),
+            member_row(own_id, own_status, Some(&self.own), true),
+        );
+        let mut members: Vec<Member> = rows.into_values().collect();
+        members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        members
+    }
+}
+
+enum PacketKind {
+    Leaving,
+    Digest,
+}
+
+fn member_row(
+    id: &MemberId,
+    status: MemberStatus,
+    record: Option<&Record>,
+    is_self: bool,
+) -> Member {
+    let record = record.cloned().unwrap_or_default();
+    Member {
+        node_id: id.node_id.clone(),
+        generation: id.generation,
+        endpoint: id.endpoint,
+        status,
+        databases: record.databases,
+        masters: record.masters,
+        version: record.software,
+        api: record.api,
+        host: record.host,
+        is_self,
+    }
+}

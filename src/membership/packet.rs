@@ -1,0 +1,138 @@
+//! The plaintext of one membership datagram (what the seal wraps): a kind byte, then its body.
+//!
+//! - `Swim`: one foca packet (probe, ack, gossip, announce...), passed to foca as is.
+//! - `Leaving`: "this node stops now", sent by a node to every live member as it stops, so
+//!   every peer lists it `left` at once instead of `dead` after a timeout.
+//! - `Digest`: anti-entropy: a digest of the records the sender holds; a receiver that holds
+//!   something else pulls the difference over QUIC.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+const KIND_SWIM: u8 = 1;
+const KIND_LEAVING: u8 = 2;
+const KIND_DIGEST: u8 = 3;
+
+/// A decoded membership datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet<'a> {
+    Swim(&'a [u8]),
+    Leaving(Leaving),
+    Digest(Digest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leaving {
+    pub node_id: String,
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Where the sender's records can be pulled (its advertised endpoint).
+    pub from: SocketAddr,
+    pub digest: u64,
+    /// Set on the answer to a digest, which is never answered itself.
+    pub reply: bool,
+}
+
+/// Why a datagram's plaintext was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    #[error("empty membership datagram")]
+    Empty,
+    #[error("unknown membership datagram kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed {kind} datagram: {reason}")]
+    Malformed { kind: &'static str, reason: String },
+}
+
+impl Packet<'_> {
+    /// The name used in metrics and logs.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Packet::Swim(_) => "swim",
+            Packet::Leaving(_) => "leaving",
+            Packet::Digest(_) => "digest",
+        }
+    }
+}
+
+/// Parses a plaintext datagram; never panics on any input.
+pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, PacketError> {
+    let (&kind, body) = bytes.split_first().ok_or(PacketError::Empty)?;
+    let malformed = |kind: &'static str| {
+        move |e: postcard::Error| PacketError::Malformed {
+            kind,
+            reason: e.to_string(),
+        }
+    };
+    match kind {
+        KIND_SWIM => Ok(Packet::Swim(body)),
+        KIND_LEAVING => Ok(Packet::Leaving(
+            postcard::from_bytes(body).map_err(malformed("leaving"))?,
+        )),
+        KIND_DIGEST => Ok(Packet::Digest(
+            postcard::from_bytes(body).map_err(malformed("digest"))?,
+        )),
+        other => Err(PacketError::UnknownKind(other)),
+    }
+}
+
+/// Whether an encoded plaintext is a SWIM packet (for counting).
+pub fn is_swim(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&KIND_SWIM)
+}
+
+/// `[kind] + foca bytes`.
+pub fn encode_swim(foca_bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(foca_bytes.len() + 1);
+    out.push(KIND_SWIM);
+    out.extend_from_slice(foca_bytes);
+    out
+}
+
+pub fn encode_leaving(leaving: &Leaving) -> Vec<u8> {
+    encode_with(KIND_LEAVING, leaving)
+}
+
+pub fn encode_digest(digest: &Digest) -> Vec<u8> {
+    encode_with(KIND_DIGEST, digest)
+}
+
+fn encode_with(kind: u8, body: &impl Serialize) -> Vec<u8> {
+    // Encoding these small plain structs into a Vec cannot fail; an empty body would be
+    // refused by every receiver, which is the safe outcome if it ever did.
+    postcard::to_extend(body, vec![kind]).unwrap_or_else(|_| vec![kind])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_garbage() {
+        let leaving = Leaving {
+            node_id: "n1".into(),
+            generation: 7,
+        };
+        assert_eq!(
+            decode(&encode_leaving(&leaving)),
+            Ok(Packet::Leaving(leaving))
+        );
+        let digest = Digest {
+            from: ([127, 0, 0, 2], 9091).into(),
+            digest: 42,
+            reply: true,
+        };
+        assert_eq!(decode(&encode_digest(&digest)), Ok(Packet::Digest(digest)));
+        assert_eq!(decode(&encode_swim(b"xyz")), Ok(Packet::Swim(b"xyz")));
+        assert_eq!(decode(&[]), Err(PacketError::Empty));
+        assert_eq!(decode(&[9, 1]), Err(PacketError::UnknownKind(9)));
+        assert!(matches!(
+            decode(&[KIND_DIGEST, 0xff]),
+            Err(PacketError::Malformed { .. })
+        ));
+    }
+}

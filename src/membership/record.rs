@@ -1,0 +1,372 @@
+//! Each node's advertisement: one versioned [`Record`], and the store of everyone's.
+//!
+//! A node owns one record (API address, databases, masters, software version, host, whether it
+//! is leaving) and bumps its `version` on every change. Changes spread as foca custom
+//! broadcasts ([`RecordUpdate`]): the whole record when it is small, otherwise only its version,
+//! and receivers pull the body over QUIC. Anti-entropy compares a [`digest`](RecordStore::digest)
+//! of (node, generation, version) and pulls what differs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+/// The largest record a node may advertise, encoded (3,000 databases of 64-character names
+/// take about 200 KB). `CREATE DATABASE` refuses a database that would make it larger.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// Records up to this size (encoded update) ride whole in a broadcast; larger ones are
+/// announced by version and pulled. It leaves room for SWIM's own header and updates in a
+/// sealed datagram of 1,200 bytes.
+pub const INLINE_RECORD_BYTES: usize = 480;
+
+/// What a node advertises about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Grows on every change; a restart starts again at 1 under its new generation.
+    pub version: u64,
+    /// The HTTP API address (`ip:port`).
+    pub api: String,
+    /// Sorted database names.
+    pub databases: Vec<String>,
+    /// Masters this node registers with (node ids).
+    pub masters: Vec<String>,
+    /// The bocluster version the node runs.
+    pub software: String,
+    pub host: String,
+    /// Set just before a graceful stop, so peers list the node `left`, not `dead`.
+    pub leaving: bool,
+}
+
+impl Record {
+    /// Its size on the wire.
+    pub fn encoded_len(&self) -> usize {
+        postcard::to_allocvec(self).map_or(usize::MAX, |b| b.len())
+    }
+}
+
+/// A record as carried by a broadcast or a pull: whose, which generation, and the body when
+/// it fits (`None`: only the version is announced; pull it from `owner_endpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordUpdate {
+    pub node_id: String,
+    pub generation: u64,
+    pub version: u64,
+    /// Where the owner listens: a record announced by version is pulled from there.
+    pub owner_endpoint: SocketAddr,
+    pub body: Option<Record>,
+}
+
+impl RecordUpdate {
+    fn key(&self) -> RecordKey {
+        RecordKey {
+            node_id: self.node_id.clone(),
+            generation: self.generation,
+            version: self.version,
+        }
+    }
+}
+
+/// Which record version a broadcast carries; a newer one of the same node replaces an older
+/// one in foca's backlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    pub node_id: String,
+    pub generation: u64,
+    pub version: u64,
+}
+
+impl foca::Invalidates for RecordKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.node_id == other.node_id
+            && (self.generation, self.version) >= (other.generation, other.version)
+    }
+}
+
+/// One node's record as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownRecord {
+    pub generation: u64,
+    pub version: u64,
+    /// `None` until the body of an announced version has been pulled.
+    pub body: Option<Arc<Record>>,
+}
+
+/// A (node, generation, version) triple, as exchanged by anti-entropy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordVersion {
+    pub node_id: String,
+    pub generation: u64,
+    pub version: u64,
+}
+
+/// Everyone's records, newest (generation, version) wins.
+#[derive(Debug, Default)]
+pub struct RecordStore {
+    known: HashMap<String, KnownRecord>,
+    /// Nodes whose newest version is known but not its body, and where to pull it.
+    wanted: HashMap<String, SocketAddr>,
+    /// Set when anything changed since the last [`RecordStore::take_changed`].
+    changed: bool,
+}
+
+impl RecordStore {
+    pub fn get(&self, node_id: &str) -> Option<&KnownRecord> {
+        self.known.get(node_id)
+    }
+
+    /// Takes in an update; true when it was news (newer than what we held).
+    pub fn learn(&mut self, update: RecordUpdate) -> bool {
+        let newer = match self.known.get(&update.node_id) {
+            Some(known) => (update.generation, update.version) > (known.generation, known.version),
+            None => true,
+        };
+        if !newer {
+            // The body of a version we only knew by number fills the gap.
+            if let (Some(body), Some(known)) = (update.body, self.known.get_mut(&update.node_id)) {
+                if known.body.is_none()
+                    && (known.generation, known.version) == (update.generation, update.version)
+                {
+                    known.body = Some(Arc::new(body));
+                    self.wanted.remove(&update.node_id);
+                    self.changed = true;
+                }
+            }
+            return false;
+        }
+        match &update.body {
+            Some(_) => {
+                self.wanted.remove(&update.node_id);
+            }
+            None => {
+                self.wanted
+                    .insert(update.node_id.clone(), update.owner_endpoint);
+            }
+        }
+        self.known.insert(
+            update.node_id,
+            KnownRecord {
+                generation: update.generation,
+                version: update.version,
+                body: update.body.map(Arc::new),
+            },
+        );
+        self.changed = true;
+        true
+    }
+
+    /// Records whose body must be pulled, grouped by the address to pull from.
+    pub fn wanted(&self) -> HashMap<SocketAddr, BTreeSet<String>> {
+        let mut by_addr: HashMap<SocketAddr, BTreeSet<String>> = HashMap::new();
+        for (node, addr) in &self.wanted {
+            by_addr.entry(*addr).or_default().insert(node.clone());
+        }
+        by_addr
+    }
+
+    /// Every record held (with a body), for answering pulls.
+    pub fn updates_for(
+        &self,
+        nodes: &[String],
+        endpoint_of: impl Fn(&str) -> Option<SocketAddr>,
+    ) -> Vec<RecordUpdate> {
+        nodes
+            .iter()
+            .filter_map(|node| {
+                let known = self.known.get(node)?;
+                let body = known.body.as_ref()?;
+                Some(RecordUpdate {
+                    node_id: node.clone(),
+                    generation: known.generation,
+                    version: known.version,
+                    owner_endpoint: endpoint_of(node)?,
+                    body: Some((**body).clone()),
+                })
+            })
+            .collect()
+    }
+
+    /// (node, generation, version) of every record held.
+    pub fn versions(&self) -> Vec<RecordVersion> {
+        let mut versions: Vec<RecordVersion> = self
+            .known
+            .iter()
+            .map(|(node, known)| RecordVersion {
+                node_id: node.clone(),
+                generation: known.generation,
+                version: known.version,
+            })
+            .collect();
+        versions.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        versions
+    }
+
+    /// Of `theirs`, the nodes whose record is newer there than here.
+    pub fn newer_in(&self, theirs: &[RecordVersion]) -> Vec<String> {
+        theirs
+            .iter()
+            .filter(|v| match self.known.get(&v.node_id) {
+                Some(known) => {
+                    (v.generation, v.version) > (known.generation, known.version)
+                        || ((v.generation, v.version) == (known.generation, known.version)
+                            && known.body.is_none())
+                }
+                None => true,
+            })
+            .map(|v| v.node_id.clone())
+            .collect()
+    }
+
+    /// An order-independent digest of (node, generation, version) over `nodes`: two stores
+    /// that agree on those nodes have the same digest. Costs O(nodes), no sorting.
+    pub fn digest<'a>(&self, nodes: impl Iterator<Item = &'a str>) -> u64 {
+        nodes
+            .filter_map(|node| {
+                let known = self.known.get(node)?;
+                Some(fnv1a(node.as_bytes(), known.generation, known.version))
+            })
+            .fold(0u64, |acc, h| acc.wrapping_add(h))
+    }
+
+    /// Forgets records of nodes membership no longer knows.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let before = self.known.len();
+        self.known.retain(|node, _| keep(node));
+        self.wanted.retain(|node, _| self.known.contains_key(node));
+        if self.known.len() != before {
+            self.changed = true;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// Whether anything changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+}
+
+/// FNV-1a over the node id, then the generation and version: stable across builds and
+/// platforms, so nodes of different releases still agree on a digest.
+fn fnv1a(node: &[u8], generation: u64, version: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |byte: u8| {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    node.iter().copied().for_each(&mut eat);
+    eat(0xff);
+    generation.to_le_bytes().into_iter().for_each(&mut eat);
+    version.to_le_bytes().into_iter().for_each(&mut eat);
+    hash
+}
+
+/// Why a received broadcast item was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed record broadcast: {0}")]
+pub struct BadRecordUpdate(#[from] postcard::Error);
+
+/// foca's view of our records: decodes each broadcast item and tells foca whether to keep
+/// spreading it (only news is spread on).
+pub struct RecordBroadcasts {
+    pub store: Arc<Mutex<RecordStore>>,
+}
+
+impl<T> foca::BroadcastHandler<T> for RecordBroadcasts {
+    type Key = RecordKey;
+    type Error = BadRecordUpdate;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&T>,
+    ) -> Result<Option<RecordKey>, BadRecordUpdate> {
+        let update: RecordUpdate = postcard::from_bytes(data)?;
+        let key = update.key();
+        let news = lock(&self.store).learn(update);
+        Ok(news.then_some(key))
+    }
+}
+
+/// The store holds no invariant a panic could break halfway: keep going after a poison.
+pub fn lock(store: &Mutex<RecordStore>) -> std::sync::MutexGuard<'_, RecordStore> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(node: &str, generation: u64, version: u64, body: bool) -> RecordUpdate {
+        RecordUpdate {
+            node_id: node.into(),
+            generation,
+            version,
+            owner_endpoint: ([127, 0, 0, 1], 9091).into(),
+            body: body.then(|| Record {
+                version,
+                ..Record::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn newest_generation_and_version_win() {
+        let mut store = RecordStore::default();
+        assert!(store.learn(update("a", 1, 2, true)));
+        assert!(!store.learn(update("a", 1, 1, true)));
+        assert!(!store.learn(update("a", 1, 2, true)));
+        assert!(store.learn(update("a", 2, 1, true)));
+        assert_eq!(
+            store.get("a").map(|k| (k.generation, k.version)),
+            Some((2, 1))
+        );
+    }
+
+    #[test]
+    fn an_announced_version_is_wanted_until_its_body_arrives() {
+        let mut store = RecordStore::default();
+        assert!(store.learn(update("a", 1, 1, false)));
+        assert_eq!(store.wanted().values().flatten().count(), 1);
+        assert_eq!(store.newer_in(&store.versions()), vec!["a".to_string()]);
+        assert!(!store.learn(update("a", 1, 1, true)));
+        assert!(store.wanted().is_empty());
+        assert!(store.get("a").and_then(|k| k.body.clone()).is_some());
+        assert!(store.newer_in(&store.versions()).is_empty());
+    }
+
+    #[test]
+    fn digest_is_order_independent_and_sees_versions() {
+        let mut a = RecordStore::default();
+        let mut b = RecordStore::default();
+        a.learn(update("x", 1, 1, true));
+        a.learn(update("y", 1, 3, true));
+        b.learn(update("y", 1, 3, true));
+        b.learn(update("x", 1, 1, true));
+        let nodes = ["x", "y"];
+        assert_eq!(a.digest(nodes.into_iter()), b.digest(nodes.into_iter()));
+        b.learn(update("x", 1, 2, true));
+        assert_ne!(a.digest(nodes.into_iter()), b.digest(nodes.into_iter()));
+        assert_eq!(a.newer_in(&b.versions()), vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn newer_key_invalidates_older() {
+        use foca::Invalidates;
+        let k = |g, v| RecordKey {
+            node_id: "a".into(),
+            generation: g,
+            version: v,
+        };
+        assert!(k(1, 2).invalidates(&k(1, 1)));
+        assert!(!k(1, 1).invalidates(&k(1, 2)));
+        assert!(k(2, 1).invalidates(&k(1, 9)));
+    }
+}

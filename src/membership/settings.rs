@@ -1,0 +1,129 @@
+//! The engine's timings: a profile (LAN or WAN) and the settings a user may override.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+/// Which network the defaults are made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Round trips of a few ms (a site, a data centre, loopback).
+    Lan,
+    /// Edge links over cellular: round trips of 100-300 ms, bursts of loss.
+    Wan,
+}
+
+impl Profile {
+    pub fn parse(value: &str) -> Option<Profile> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "lan" => Some(Profile::Lan),
+            "wan" => Some(Profile::Wan),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+        }
+    }
+
+    /// The defaults of this profile (see the README for how they were chosen).
+    pub fn timings(self) -> Timings {
+        match self {
+            Profile::Lan => Timings {
+                profile: self,
+                probe_interval: Duration::from_millis(800),
+                probe_timeout: Duration::from_millis(300),
+                suspect_timeout: Duration::from_millis(1200),
+                anti_entropy_interval: Duration::from_secs(10),
+                dead_node_grace: Duration::from_secs(3600),
+            },
+            Profile::Wan => Timings {
+                profile: self,
+                probe_interval: Duration::from_secs(2),
+                probe_timeout: Duration::from_millis(900),
+                suspect_timeout: Duration::from_secs(5),
+                anti_entropy_interval: Duration::from_secs(30),
+                dead_node_grace: Duration::from_secs(3600),
+            },
+        }
+    }
+}
+
+/// How the engine paces itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timings {
+    pub profile: Profile,
+    /// Each node probes one member this often (`BO_PROBE_INTERVAL`).
+    pub probe_interval: Duration,
+    /// How long a direct probe waits for its ack before asking others to probe
+    /// (`BO_PROBE_TIMEOUT`); the rest of the interval is left for the indirect probes.
+    pub probe_timeout: Duration,
+    /// How long a suspected member has to refute before it is declared dead, at up to 10
+    /// members; it grows with log10 of the fleet size, as memberlist's does
+    /// (`BO_SUSPECT_TIMEOUT`).
+    pub suspect_timeout: Duration,
+    /// How often a node compares its records with one random member (`BO_ANTI_ENTROPY_INTERVAL`).
+    pub anti_entropy_interval: Duration,
+    /// How long a dead or left member stays listed before it is forgotten (`BO_DEAD_NODE_GRACE`).
+    pub dead_node_grace: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Profile::Lan.timings()
+    }
+}
+
+/// The largest plaintext of one membership datagram: the sealed datagram stays within 1,200
+/// bytes (a path MTU with room for IP and UDP headers), and the seal and kind byte take the
+/// rest.
+pub const MAX_PLAINTEXT: usize = 1200 - 64;
+
+impl Timings {
+    /// The suspicion timeout for a fleet of `members`: x1 up to 10, x2 at 100, x3 at 1,000.
+    pub fn suspect_timeout_for(&self, members: usize) -> Duration {
+        let scale = (members.max(1) as f64).log10().max(1.0);
+        self.suspect_timeout.mul_f64(scale)
+    }
+
+    /// foca's configuration for a fleet of `members`, with our timings.
+    pub fn foca_config(&self, members: usize) -> foca::Config {
+        let size =
+            NonZeroU32::new(members.clamp(1, u32::MAX as usize) as u32).unwrap_or(NonZeroU32::MIN);
+        let mut config = match self.profile {
+            Profile::Lan => foca::Config::new_lan(size),
+            Profile::Wan => foca::Config::new_wan(size),
+        };
+        config.probe_period = self.probe_interval;
+        config.probe_rtt = self.probe_timeout;
+        config.suspect_to_down_after = self.suspect_timeout_for(members);
+        config.remove_down_after = Some(self.dead_node_grace);
+        // One byte of the plaintext is our kind tag.
+        config.max_packet_size = NonZeroUsize::new(MAX_PLAINTEXT - 1).unwrap_or(NonZeroUsize::MIN);
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspicion_grows_with_log_of_fleet_size() {
+        let t = Timings::default();
+        assert_eq!(t.suspect_timeout_for(3), t.suspect_timeout);
+        assert_eq!(t.suspect_timeout_for(100), t.suspect_timeout * 2);
+        let config = t.foca_config(1000);
+        assert_eq!(config.suspect_to_down_after, t.suspect_timeout * 3);
+        assert!(config.probe_rtt < config.probe_period);
+    }
+
+    #[test]
+    fn profiles_parse() {
+        assert_eq!(Profile::parse("WAN"), Some(Profile::Wan));
+        assert_eq!(Profile::parse("lan"), Some(Profile::Lan));
+        assert_eq!(Profile::parse("moon"), None);
+    }
+}
