@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 
 use bocluster::tls::{ClusterIdentity, ALPN, SERVER_NAME};
 use bocluster::wire::{Introduction, Request, Response};
-use chitchat::{ChitchatMessage, Deserializable};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -586,53 +585,6 @@ fn lookalike_cluster_cert() -> (
     )
 }
 
-/// chitchat's cluster id in bocluster (a private constant of src/gossip/mod.rs).
-const CHITCHAT_CLUSTER_ID: &str = "bocluster";
-
-fn chitchat_str(out: &mut Vec<u8>, s: &str) {
-    out.extend(u16::try_from(s.len()).unwrap().to_le_bytes());
-    out.extend(s.as_bytes());
-}
-
-/// A chitchat SYN whose digest names a node that does not exist. A node that processes it
-/// learns of that node and lists it in SHOW NODES (as `dead` once it has settled).
-fn forged_syn(node_id: &str, endpoint: SocketAddrV4, heartbeat: u64) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend(45_139u16.to_le_bytes()); // chitchat's magic number
-    m.push(0); // protocol version 0
-    m.push(0); // SYN
-    m.extend(1u16.to_le_bytes()); // one node in the digest: its chitchat id...
-    chitchat_str(&mut m, node_id);
-    m.extend(1u64.to_le_bytes()); // generation
-    m.push(4);
-    m.extend(endpoint.ip().octets());
-    m.extend(endpoint.port().to_le_bytes());
-    m.extend(heartbeat.to_le_bytes()); // ...and its heartbeat, last GC version, max version
-    m.extend(0u64.to_le_bytes());
-    m.extend(0u64.to_le_bytes());
-    chitchat_str(&mut m, CHITCHAT_CLUSTER_ID);
-    match ChitchatMessage::deserialize(&mut &m[..]) {
-        Ok(ChitchatMessage::Syn { cluster_id, .. }) => assert_eq!(cluster_id, CHITCHAT_CLUSTER_ID),
-        other => panic!("the forged SYN does not decode as one: {other:?}"),
-    }
-    m
-}
-
-/// A gossip stream as src/transport/mod.rs frames it: the Gossip tag, the postcard gossip
-/// header, the chitchat message. The header (a private struct there) is `from`, the address
-/// the sender claims, then `sent_ms`, the sender's monotonic clock in ms, by which late
-/// deliveries are dropped; a steady clock of this process stands in for it. Should the
-/// header change, the controls of the tests that use this (a forged node that must show up)
-/// fail, rather than the tests passing for the wrong reason.
-fn gossip_frame(from: SocketAddr, chitchat: &[u8]) -> Vec<u8> {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let sent_ms = START.get_or_init(Instant::now).elapsed().as_millis() as u64;
-    let mut frame = postcard::to_extend(&from, vec![1u8]).unwrap();
-    frame = postcard::to_extend(&sent_ms, frame).unwrap();
-    frame.extend_from_slice(chitchat);
-    frame
-}
-
 /// A request stream: the Request tag and the postcard request.
 fn request_frame(request: &Request) -> Vec<u8> {
     postcard::to_extend(request, vec![2u8]).unwrap()
@@ -750,6 +702,20 @@ async fn request(connection: &quinn::Connection, frame: &[u8]) -> Option<Respons
         .flatten()
 }
 
+/// A join request naming a node that does not exist: a node that takes it lists that node in
+/// SHOW NODES (alive until its probes fail, then dead).
+fn forged_join(node_id: &str, endpoint: SocketAddrV4) -> Vec<u8> {
+    let member = bocluster::membership::MemberId::new(node_id, 1, SocketAddr::V4(endpoint));
+    let record = bocluster::membership::RecordUpdate {
+        node_id: node_id.to_string(),
+        generation: 1,
+        version: 1,
+        owner_endpoint: SocketAddr::V4(endpoint),
+        body: Some(bocluster::membership::Record::default()),
+    };
+    request_frame(&Request::Join { member, record })
+}
+
 /// Node ids in the master's SHOW NODES.
 fn node_ids(master: &LocalNode) -> Vec<String> {
     show_nodes(master).into_iter().map(|[id, ..]| id).collect()
@@ -775,8 +741,7 @@ fn assert_refused_then_control(fx: &mut Fixture, configs: Vec<(&str, quinn::Clie
             // a small storm of handshakes, not one.
             for round in 0..20 {
                 let endpoint = quinn::Endpoint::client(SocketAddr::new(ip(block, 50), 0)).unwrap();
-                let from = endpoint.local_addr().unwrap();
-                let forged = gossip_frame(from, &forged_syn(&intruder, intruder_endpoint, 1));
+                let forged = forged_join(&intruder, intruder_endpoint);
                 let outcome = probe(&endpoint, config.clone(), node, &forged, &mut rng).await;
                 assert!(
                     outcome.refused_by_tls(),
@@ -818,18 +783,19 @@ fn assert_refused_then_control(fx: &mut Fixture, configs: Vec<(&str, quinn::Clie
             Some(Response::Hello { node }) => assert_eq!(node.node_id, fx.master.spec.node_id),
             other => panic!("control: a peer of the cluster gets no hello answer: {other:?}"),
         }
-        let from = endpoint.local_addr().unwrap();
-        let forged = gossip_frame(from, &forged_syn(&intruder, intruder_endpoint, 1));
-        let mut stream = connection.open_uni().await.unwrap();
-        stream.write_all(&forged).await.unwrap();
-        stream.finish().unwrap();
+        let forged = forged_join(&intruder, intruder_endpoint);
+        let answer = request(&connection, &forged).await;
+        assert!(
+            matches!(answer, Some(Response::Join(_))),
+            "control: a join from a peer of the cluster got {answer:?}"
+        );
         let seen = wait_for(DEADLINE, || {
             node_ids(&fx.master).contains(&intruder).then_some(())
         });
         assert!(
             seen.is_some(),
             "control: gossip forged by a peer of the cluster never showed in SHOW NODES, so \
-             its absence above proves nothing (has the gossip frame format changed?): {:?}; \
+             its absence above proves nothing (has the join request changed?): {:?}; \
              master log:\n{}",
             show_nodes(&fx.master),
             fx.master.log()
@@ -905,13 +871,6 @@ async fn member_connection(
     (endpoint, connection, from)
 }
 
-async fn send_uni(connection: &quinn::Connection, frame: &[u8]) {
-    if let Ok(mut stream) = connection.open_uni().await {
-        // The node may stop reading (a stream over its limit); that is its answer.
-        let _ = stream.write_all(frame).await;
-        let _ = stream.finish();
-    }
-}
 
 fn is_malformed_answer(answer: &Option<Response>) -> bool {
     matches!(answer, Some(Response::Error { message }) if message.contains("malformed"))
@@ -932,7 +891,7 @@ fn malformed_streams_from_a_cluster_peer_are_answered_with_errors_or_ignored() {
     let mut rng = StdRng::seed_from_u64(103);
     let watcher = Watcher::start(&fx.master);
     rt.block_on(async {
-        let (endpoint, connection, from) = member_connection(block, node).await;
+        let (endpoint, connection, _from) = member_connection(block, node).await;
         let good = request_frame(&hello("member"));
 
         // Request streams the node cannot decode: each answered "malformed request".
@@ -952,7 +911,7 @@ fn malformed_streams_from_a_cluster_peer_are_answered_with_errors_or_ignored() {
             ("the request tag alone", vec![2]),
             ("the request tag and garbage", garbage),
             ("a length of 2^62 bytes", huge_length),
-            ("the gossip tag on a request stream", wrong_tag),
+            ("a stream tag no longer used", wrong_tag),
             ("an unknown tag", unknown_tag),
             ("an unknown request variant", unknown_variant),
             ("a truncated hello", truncated),
@@ -974,41 +933,6 @@ fn malformed_streams_from_a_cluster_peer_are_answered_with_errors_or_ignored() {
             "a stream over 1 MiB: {answer:?}"
         );
 
-        // Unidirectional streams, which carry gossip: everything malformed is ignored.
-        let truncated_syn = {
-            let syn = forged_syn(
-                "nobody",
-                SocketAddrV4::new([127, 0, block, 98].into(), 9091),
-                1,
-            );
-            gossip_frame(from, &syn[..syn.len() - 3])
-        };
-        let mut uni: Vec<Vec<u8>> = vec![
-            Vec::new(),
-            vec![1],
-            vec![1, 0xff, 0xff, 0xff],
-            good.clone(),
-            gossip_frame(from, b""),
-            gossip_frame(from, b"not a chitchat message"),
-            gossip_frame(from, &[0x53, 0xb0, 0x00, 0x02, 0x01, 0xff, 0xff, 0x28]),
-            truncated_syn,
-            vec![1; (1 << 20) + 1],
-        ];
-        for _ in 0..2_000 {
-            let len = rng.random_range(0..1024);
-            let mut frame = random_bytes(&mut rng, len);
-            if rng.random_bool(0.5) && !frame.is_empty() {
-                frame[0] = 1;
-            }
-            uni.push(frame);
-        }
-        for frame in &uni {
-            send_uni(&connection, frame).await;
-        }
-        // A gossip stream left open, never finished: it must hold up nothing else.
-        let mut stalled = connection.open_uni().await.unwrap();
-        stalled.write_all(&[1, 0]).await.unwrap();
-
         // The node still answers this peer, on this connection and on a new one.
         let answer = request(&connection, &good).await;
         assert!(
@@ -1021,7 +945,6 @@ fn malformed_streams_from_a_cluster_peer_are_answered_with_errors_or_ignored() {
             matches!(&answer, Some(Response::Hello { node }) if node.node_id == master_id),
             "a new connection's hello got {answer:?}"
         );
-        drop(stalled);
         connection.close(0u32.into(), b"done");
         connection2.close(0u32.into(), b"done");
         endpoint.close(0u32.into(), b"");
@@ -1029,263 +952,6 @@ fn malformed_streams_from_a_cluster_peer_are_answered_with_errors_or_ignored() {
     });
     watcher.finish("malformed streams from a peer");
     assert_intact(&mut fx, "after malformed streams from a peer");
-}
-
-#[test]
-fn a_gossip_header_claiming_another_nodes_address_does_not_cut_that_node_off() {
-    // The gossip header's `from` is the sender's word, not checked against anything. A peer
-    // (or a buggy one) that sends a stream claiming to come from the client, with a payload
-    // that is not even a chitchat message, must not take over the master's link to the
-    // client.
-    let block = 104;
-    let key = cluster_key(block);
-    let mut fx = fixture(block, &[("BO_CLUSTER_KEY", &key)]);
-    let node = fx.master.quic_addr();
-    let claimed = fx.client.quic_addr();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let watcher = Watcher::start(&fx.master);
-    rt.block_on(async {
-        let (endpoint, connection, _) = member_connection(block, node).await;
-        send_uni(
-            &connection,
-            &gossip_frame(claimed, b"not a chitchat message"),
-        )
-        .await;
-        // Keep the connection open (it keeps itself alive) while gossip goes on: the
-        // client must keep hearing the master.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut client_view = Vec::new();
-        while Instant::now() < deadline {
-            let status =
-                tokio::task::block_in_place(|| node_status(&fx.client, &fx.master.spec.node_id));
-            client_view.push(status.unwrap_or_default());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(
-            client_view.iter().all(|s| s == "alive"),
-            "while a peer claimed the client's address, the client saw the master as {:?}",
-            client_view
-        );
-        connection.close(0u32.into(), b"done");
-        endpoint.close(0u32.into(), b"");
-    });
-    watcher.finish("a spoofed gossip header");
-    assert_intact(&mut fx, "after a spoofed gossip header");
-}
-
-/// A zstd frame that decompresses to `len` copies of `byte` from 11 bytes: a single-segment
-/// frame with a 2-byte content size and one RLE block (RFC 8878).
-fn zstd_rle_frame(len: u16, byte: u8) -> Vec<u8> {
-    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd]; // magic number
-    frame.push(0x60); // descriptor: 2-byte content size, single segment, no checksum
-    frame.extend((len - 256).to_le_bytes()); // content size - 256
-    let header = 1 | (1 << 1) | (u32::from(len) << 3); // last block, RLE, size
-    frame.extend(&header.to_le_bytes()[..3]);
-    frame.push(byte);
-    frame
-}
-
-/// A delta's "node" operation: chitchat id (name, generation, endpoint), last GC version 0,
-/// from version 0.
-fn delta_node_op(node_id: &str, generation: u64, endpoint: SocketAddrV4) -> Vec<u8> {
-    let mut op = vec![0u8];
-    chitchat_str(&mut op, node_id);
-    op.extend(generation.to_le_bytes());
-    op.push(4);
-    op.extend(endpoint.ip().octets());
-    op.extend(endpoint.port().to_le_bytes());
-    op.extend([0u8; 16]);
-    op
-}
-
-/// A chitchat ACK whose delta is `blocks` compressed blocks, each 14 bytes on the wire and
-/// 65,535 bytes once decompressed (after an optional uncompressed first block).
-fn compressed_ack(first_block: &[u8], blocks: usize, byte: u8) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend(45_139u16.to_le_bytes());
-    m.push(0);
-    m.push(2); // ACK
-    if !first_block.is_empty() {
-        m.push(2); // uncompressed block
-        m.extend(u16::try_from(first_block.len()).unwrap().to_le_bytes());
-        m.extend(first_block);
-    }
-    let frame = zstd_rle_frame(u16::MAX, byte);
-    for _ in 0..blocks {
-        m.push(1); // compressed block
-        m.extend(u16::try_from(frame.len()).unwrap().to_le_bytes());
-        m.extend(&frame);
-    }
-    m.push(0); // no more blocks
-    m
-}
-
-#[test]
-fn a_small_gossip_message_cannot_make_the_node_allocate_without_bound() {
-    // chitchat caps the messages it writes at 64 KiB, and the transport reads gossip streams
-    // of up to 1 MiB; chitchat's decoder decompresses every block of a delta before it looks
-    // at any, with no limit on the total. A 64 KiB message of tiny zstd blocks that each
-    // decompress to 64 KiB must not cost hundreds of MiB.
-    let block = 105;
-    let key = cluster_key(block);
-    let mut fx = fixture(block, &[("BO_CLUSTER_KEY", &key)]);
-    let node = fx.master.quic_addr();
-
-    // The frame format is right: a small well-formed version decodes as an ACK whose delta
-    // holds 9 x 65,535 bytes of SetMaxVersion operations (9 bytes each) after a node op.
-    let bomb_endpoint = SocketAddrV4::new([127, 0, block, 97].into(), 9091);
-    let node_op = delta_node_op("bomb", 1, bomb_endpoint);
-    let small = compressed_ack(&node_op, 9, 2);
-    assert!(
-        matches!(
-            ChitchatMessage::deserialize(&mut &small[..]),
-            Ok(ChitchatMessage::Ack { .. })
-        ),
-        "the zstd frames do not decode"
-    );
-
-    // The bomb: zeros, which decompress and then fail to decode, so it injects nothing.
-    let blocks = (64 * 1024 - 5) / 14;
-    let bomb = compressed_ack(&[], blocks, 0);
-    assert!(bomb.len() <= 64 * 1024);
-    let peak_before = proc_status_kib(&fx.master, "VmHWM");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // After the bombs, a SYN naming a node "bomb-<block>": once that node shows, chitchat
-    // has decoded the bombs too (one connection's gossip streams are read, queued and
-    // decoded in order).
-    let marker = format!("bomb-{block}");
-    rt.block_on(async {
-        let (endpoint, connection, from) = member_connection(block, node).await;
-        for _ in 0..3 {
-            send_uni(&connection, &gossip_frame(from, &bomb)).await;
-        }
-        let marker_syn = forged_syn(&marker, bomb_endpoint, 1);
-        send_uni(&connection, &gossip_frame(from, &marker_syn)).await;
-        let seen = tokio::task::block_in_place(|| {
-            wait_for(DEADLINE, || {
-                node_ids(&fx.master).contains(&marker).then_some(())
-            })
-        });
-        assert!(
-            seen.is_some(),
-            "the marker message never showed in SHOW NODES (has the gossip frame format \
-             changed?): {:?}; master log:\n{}",
-            show_nodes(&fx.master),
-            fx.master.log()
-        );
-        connection.close(0u32.into(), b"done");
-        endpoint.close(0u32.into(), b"");
-    });
-    fx.injected.push(marker);
-    let peak = proc_status_kib(&fx.master, "VmHWM");
-    let bound = memory_bound_kib(fx.before.rss_kib);
-    println!(
-        "{} bytes of gossip ({blocks} blocks, {} MiB decompressed): master peak RSS {peak_before} KiB -> {peak} KiB (bound {bound} KiB)",
-        bomb.len(),
-        (blocks * 65_535) >> 20
-    );
-    assert!(
-        peak < bound,
-        "one {}-byte gossip message raised the master's peak RSS from {peak_before} KiB to {peak} KiB (bound {bound} KiB): chitchat decompresses {blocks} blocks of 64 KiB each ({} MiB) before decoding any",
-        bomb.len(),
-        (blocks * 65_535) >> 20
-    );
-    assert_intact(&mut fx, "after a decompression bomb");
-}
-
-#[test]
-fn a_delta_that_breaks_chitchats_invariant_does_not_stop_gossip() {
-    // chitchat applies a delta's key-values (raising the node's max version to the highest
-    // one) and then asserts that the delta's own max version is not below it. A delta whose
-    // "set max version" operation comes after a key-value of a higher version passes every
-    // check before that assertion. Sent for a node the master knows (the client, whose
-    // chitchat id SHOW NODES tells), it must not stop the master's gossip.
-    let block = 111;
-    let key = cluster_key(block);
-    let mut fx = fixture(block, &[("BO_CLUSTER_KEY", &key)]);
-    let node = fx.master.quic_addr();
-    let client_id = fx.client.spec.node_id.clone();
-    let generation = fx
-        .master
-        .query("SHOW NODES")
-        .unwrap()
-        .iter()
-        .find(|row| row["node_id"] == client_id.as_str())
-        .and_then(|row| row["generation"].as_u64())
-        .expect("the client's generation in SHOW NODES");
-    let client_endpoint = SocketAddrV4::new([127, 0, block, 2].into(), 9091);
-    let mut ops = delta_node_op(&client_id, generation, client_endpoint);
-    ops.push(1); // key-value op: key, value, version, status "set"
-    chitchat_str(&mut ops, "bad-input");
-    chitchat_str(&mut ops, "x");
-    ops.extend(2_000_000u64.to_le_bytes());
-    ops.push(0);
-    ops.push(2); // set max version, below the key-value's version
-    ops.extend(1_000_000u64.to_le_bytes());
-    let mut ack = Vec::new();
-    ack.extend(45_139u16.to_le_bytes());
-    ack.extend([0, 2, 2]); // version 0, ACK, one uncompressed block
-    ack.extend(u16::try_from(ops.len()).unwrap().to_le_bytes());
-    ack.extend(&ops);
-    ack.push(0);
-    assert!(
-        matches!(
-            ChitchatMessage::deserialize(&mut &ack[..]),
-            Ok(ChitchatMessage::Ack { .. })
-        ),
-        "the delta does not decode"
-    );
-    // A SYN naming a new node after it: if it shows, gossip is still being processed.
-    let marker = format!("after-delta-{block}");
-    let marker_syn = forged_syn(
-        &marker,
-        SocketAddrV4::new([127, 0, block, 96].into(), 9091),
-        1,
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (endpoint, connection, from) = member_connection(block, node).await;
-        send_uni(&connection, &gossip_frame(from, &ack)).await;
-        send_uni(&connection, &gossip_frame(from, &marker_syn)).await;
-        let seen = tokio::task::block_in_place(|| {
-            wait_for(DEADLINE, || {
-                node_ids(&fx.master).contains(&marker).then_some(())
-            })
-        });
-        connection.close(0u32.into(), b"done");
-        endpoint.close(0u32.into(), b"");
-        assert!(
-            seen.is_some(),
-            "after the delta the master stopped processing gossip: a later SYN never showed; \
-             master log:\n{}",
-            fx.master.log()
-        );
-    });
-    fx.injected.push(marker);
-    // Gossip goes on both ways for a while yet.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        assert_eq!(
-            node_status(&fx.client, &fx.master.spec.node_id).as_deref(),
-            Some("alive"),
-            "after the delta the client lost the master; master log:\n{}",
-            fx.master.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_intact(&mut fx, "after a delta breaking chitchat's invariant");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,15 +59,18 @@ pub struct ScaleArgs {
     /// machine; the size is then reported as not converged)
     #[arg(long, default_value_t = 8192)]
     pub max_rss_mib: u64,
-    /// BO_GOSSIP_INTERVAL of every node [default: the node's default, 250ms]. `auto`: the
-    /// default up to 200 nodes, then 8 ms per node (1.6 s at 201, 8 s at 1,000): on one machine
-    /// a round costs O(N) per node, O(N^2) in all, so the interval grows with N to fit
-    /// the machine
-    #[arg(long, value_name = "DURATION|auto")]
+    /// BO_PROBE_INTERVAL of every node [default: the node's default]. `auto`: the default up
+    /// to 200 nodes, then 8 ms per node (kept from the chitchat engine, whose rounds cost O(N)
+    /// per node; a SWIM probe costs the same at any N, so the default fits any fleet)
+    #[arg(
+        long = "probe-interval",
+        alias = "gossip-interval",
+        value_name = "DURATION|auto"
+    )]
     pub gossip_interval: Option<String>,
-    /// BO_PHI_THRESHOLD of every node [default: the node's default, 8]
-    #[arg(long, value_name = "PHI")]
-    pub phi_threshold: Option<String>,
+    /// BO_SUSPECT_TIMEOUT of every node [default: the node's default]
+    #[arg(long, value_name = "DURATION")]
+    pub suspect_timeout: Option<String>,
     /// Also write the JSON report to this file (and the table beside it, as .md)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -182,11 +185,10 @@ pub fn run(args: &ScaleArgs, counting: bool) -> Result<(), String> {
         transport: args.transport,
         loss: args.loss,
         bocluster_version: bocluster::node::VERSION.to_string(),
-        gossip_interval_ms: results
-            .last()
-            .map_or(ms(bocluster::config::DEFAULT_GOSSIP_INTERVAL), |r| {
-                r.gossip_interval_ms
-            }),
+        gossip_interval_ms: results.last().map_or(
+            ms(bocluster::membership::Timings::default().probe_interval),
+            |r| r.gossip_interval_ms,
+        ),
         limit_s: args.limit.as_secs_f64(),
         steady_s: args.steady.as_secs_f64(),
         worker_threads,
@@ -246,7 +248,7 @@ fn one_size(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let me = std::process::id();
     let rss_before = procfs::rss_kib(me).unwrap_or(0);
-    let mut interval = bocluster::config::DEFAULT_GOSSIP_INTERVAL;
+    let mut interval = bocluster::membership::Timings::default().probe_interval;
     let memory = (args.transport == ScaleTransport::Memory).then(|| {
         let network = MemoryNetwork::new();
         network.set_loss(args.loss);
@@ -263,12 +265,12 @@ fn one_size(
                 node_id: Some(format!("s{i}")),
                 seeds: (i > 0).then(|| seed.clone()),
                 log: Some("off".into()),
-                gossip_interval: interval_for(args.gossip_interval.as_deref(), n),
-                phi_threshold: args.phi_threshold.clone(),
+                probe_interval: interval_for(args.gossip_interval.as_deref(), n),
+                suspect_timeout: args.suspect_timeout.clone(),
                 ..NodeArgs::default()
             };
             let config = NodeConfig::from_args(&node_args).map_err(|e| e.to_string())?;
-            interval = config.gossip_interval;
+            interval = config.timings.probe_interval;
             let network = match &memory {
                 Some(network) => PeerNetwork::Memory(network.clone()),
                 None => PeerNetwork::Quic,
@@ -296,7 +298,7 @@ fn one_size(
                 .iter()
                 .map(|node| {
                     node.ctx
-                        .gossip
+                        .membership
                         .members()
                         .iter()
                         .filter(|m| m.status == MemberStatus::Alive)
@@ -357,7 +359,7 @@ fn one_size(
             let mut dead_seen = std::collections::BTreeSet::new();
             while t.elapsed() < args.steady {
                 for node in &nodes {
-                    for m in node.ctx.gossip.members().iter() {
+                    for m in node.ctx.membership.members().iter() {
                         if m.status != MemberStatus::Alive {
                             dead_seen.insert(m.node_id.clone());
                         }
@@ -370,7 +372,7 @@ fn one_size(
                 cpu = Some((a - b).as_secs_f64() / secs * 100.0 / n as f64);
             }
             if let (Some(network), Some(before)) = (&memory, before_memory) {
-                let sent = network.stats().gossip_bytes - before.gossip_bytes;
+                let sent = network.stats().datagram_bytes - before.datagram_bytes;
                 bytes = Some(sent as f64 / secs / n as f64);
             }
             if let (Some(c), Some(before)) = (&counters, before_bytes) {
@@ -394,7 +396,7 @@ fn one_size(
                 .map_err(|e| format!("CREATE DATABASE on s{target}: {e}"))?;
             while t.elapsed() < args.limit {
                 let all = nodes.iter().all(|node| {
-                    node.ctx.gossip.members().iter().any(|m| {
+                    node.ctx.membership.members().iter().any(|m| {
                         m.node_id == target_id && m.databases.iter().any(|d| d == "scale_change")
                     })
                 });

@@ -26,10 +26,10 @@ impl System {
         }
     }
 
-    /// Default gossip round interval: BO_GOSSIP_INTERVAL's default, memberlist's LAN one.
+    /// Default probe / gossip round interval: BO_PROBE_INTERVAL's default, memberlist's LAN one.
     pub fn gossip_interval(self) -> Duration {
         match self {
-            System::Bocluster => bocluster::config::DEFAULT_GOSSIP_INTERVAL,
+            System::Bocluster => bocluster::membership::Timings::default().probe_interval,
             System::Serf => serf::GOSSIP_INTERVAL,
         }
     }

@@ -5,12 +5,12 @@
 //! fallback loop as a failure), with the input saved.
 
 use std::net::SocketAddr;
-use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
 
 use bocluster::sql::{parse_statement, ClientSpec, Statement};
-use bocluster::transport::check_gossip_message;
+use bocluster::membership::engine::Engine;
+use bocluster::membership::{packet, MemberId, Record, Timings};
 use bocluster::wire::{Request, Response};
-use chitchat::{ChitchatMessage, Deserializable, Serializable};
 
 /// Longest error message the statement parser may produce, in bytes, whatever the input's
 /// size (it is sent back over HTTP). The parser quotes at most 40 characters of input, and
@@ -20,7 +20,6 @@ use chitchat::{ChitchatMessage, Deserializable, Serializable};
 pub const MAX_PARSE_ERROR_LEN: usize = 2048;
 
 /// The stream tags of src/transport/mod.rs (`StreamKind`), which is private there.
-const GOSSIP_TAG: u8 = 1;
 const REQUEST_TAG: u8 = 2;
 
 /// Statement parser: on the input as UTF-8 (when it is) and as lossily decoded UTF-8 (what a
@@ -106,26 +105,42 @@ pub fn render(statement: &Statement) -> String {
     }
 }
 
-/// Node-to-node messages: the input as a postcard [`Request`] and [`Response`], as a chitchat
-/// message, and as a whole stream frame the way src/transport/mod.rs reads one (tag byte, then
-/// a request, or a gossip header and a chitchat message). Decoding never panics, and whatever
-/// decodes re-encodes to bytes that decode to the same value.
+/// Node-to-node messages: the input as a postcard [`Request`] and [`Response`], as a stream
+/// frame the way src/transport/mod.rs reads one (tag byte, then a request), and as the
+/// plaintext of a membership datagram handed to a real membership engine (sans-IO, so it runs
+/// here as in a node). Decoding never panics, what decodes re-encodes to bytes that decode to
+/// the same value, and the engine never panics on any datagram.
 pub fn check_wire(data: &[u8]) {
     check_postcard::<Request>(data);
     check_postcard::<Response>(data);
-    check_chitchat(data);
-    match data.split_first() {
-        Some((&REQUEST_TAG, rest)) => check_postcard::<Request>(rest),
-        Some((&GOSSIP_TAG, rest)) => {
-            // The gossip header is a postcard struct: `from: SocketAddr`, `sent_ms: u64` (the
-            // sender's clock).
-            if let Ok((_, payload)) = postcard::take_from_bytes::<(SocketAddr, u64)>(rest) {
-                check_postcard::<(SocketAddr, u64)>(&rest[..rest.len() - payload.len()]);
-                check_chitchat(payload);
-            }
-        }
-        _ => {}
+    if let Some((&REQUEST_TAG, rest)) = data.split_first() {
+        check_postcard::<Request>(rest);
     }
+    check_membership(data);
+}
+
+/// One datagram into a fresh engine, then its timers: nothing may panic, and what the engine
+/// sends back to an unknown source is never bigger than what it received.
+fn check_membership(data: &[u8]) {
+    let _ = packet::decode(data);
+    let me = MemberId::new("fuzz", 1, ([127, 0, 0, 1], 9091).into());
+    let mut engine = Engine::new(me, Record::default(), Timings::default(), 1, Duration::ZERO);
+    let _ = engine.take_output();
+    let from: SocketAddr = ([127, 0, 0, 2], 9091).into();
+    let _ = engine.handle_datagram(Duration::from_millis(1), from, data);
+    let answered: usize = engine
+        .take_output()
+        .datagrams
+        .iter()
+        .map(|(_, d)| d.len())
+        .sum();
+    assert!(
+        answered <= data.len(),
+        "answered {answered} bytes to an unknown source that sent {}",
+        data.len()
+    );
+    engine.advance(Duration::from_secs(30));
+    let _ = engine.members();
 }
 
 fn check_postcard<T>(data: &[u8])
@@ -146,53 +161,6 @@ where
     }
 }
 
-fn check_chitchat(data: &[u8]) {
-    // The transport's guard runs on every gossip message before chitchat; it must never
-    // panic, and it must accept whatever chitchat itself writes (checked below).
-    let guarded = check_gossip_message(data).is_ok();
-    let mut rest = data;
-    let Ok(message) = ChitchatMessage::deserialize(&mut rest) else {
-        return;
-    };
-    let consumed = data.len() - rest.len();
-    assert!(consumed <= data.len());
-    // A chitchat delta remembers the length it was decoded from, and re-encoding it asserts
-    // that the new encoding has that length. A delta decoded from an encoding chitchat itself
-    // would not write (blocks split or compressed otherwise, a redundant max-version op, an
-    // item longer than a block) cannot be re-encoded: chitchat never re-encodes a message it
-    // received, so that is no fault. Such messages are skipped; every other one must
-    // round-trip.
-    let Some(bytes) = quietly(|| message.serialize_to_vec()) else {
-        return;
-    };
-    if guarded {
-        if let Err(refused) = check_gossip_message(&bytes) {
-            panic!("{message:?}: the guard passed {data:?} but refuses chitchat's own encoding of it: {refused}");
-        }
-    }
-    assert_eq!(
-        bytes.len(),
-        message.serialized_len(),
-        "{message:?}: encoding length differs from serialized_len()"
-    );
-    match ChitchatMessage::deserialize(&mut &bytes[..]) {
-        Ok(again) => assert_eq!(
-            again, message,
-            "{message:?} re-encoded decodes as {again:?}"
-        ),
-        Err(e) => panic!("{message:?} re-encoded as {bytes:?} does not decode: {e}"),
-    }
-}
-
-/// Runs `f`, returning `None` if it panics, without the panic hook printing or aborting (the
-/// libFuzzer runtime's hook aborts on every panic).
-fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let hook = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    panic::set_hook(hook);
-    result.ok()
-}
 
 #[cfg(test)]
 mod tests {
@@ -259,18 +227,6 @@ mod tests {
     /// messages of every kind.
     #[test]
     fn wire_seeds_decode() {
-        for name in [
-            "chitchat_syn",
-            "chitchat_bad_cluster",
-            "chitchat_ack_uncompressed",
-            "chitchat_synack_compressed",
-        ] {
-            let bytes = seed(name);
-            let message = ChitchatMessage::deserialize(&mut &bytes[..])
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(!format!("{message:?}").is_empty());
-            check_wire(&bytes);
-        }
         let hello = postcard::from_bytes::<Request>(&seed("request_hello")).unwrap();
         assert!(matches!(hello, Request::Hello { .. }));
         for name in ["response_hello", "response_error"] {
@@ -279,14 +235,6 @@ mod tests {
         let frame = seed("frame_request_hello");
         assert_eq!(frame[0], REQUEST_TAG);
         assert_eq!(postcard::from_bytes::<Request>(&frame[1..]).unwrap(), hello);
-        for name in ["frame_gossip_ack", "frame_gossip_syn"] {
-            let frame = seed(name);
-            assert_eq!(frame[0], GOSSIP_TAG);
-            let ((from, _sent_ms), payload) =
-                postcard::take_from_bytes::<(SocketAddr, u64)>(&frame[1..]).unwrap();
-            assert_eq!(from, "127.0.100.2:9091".parse().unwrap());
-            ChitchatMessage::deserialize(&mut &payload[..]).unwrap();
-            check_wire(&frame);
-        }
+        check_wire(&frame);
     }
 }

@@ -429,7 +429,10 @@ impl Driver {
         self.joins.insert(addr, Instant::now());
         let link = self.link.clone();
         let me = self.engine.id().clone();
-        let record = self.engine.records_for(&[me.node_id.clone()]).pop();
+        let record = self
+            .engine
+            .records_for(std::slice::from_ref(&me.node_id))
+            .pop();
         let Some(record) = record else {
             return;
         };

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{IncomingRequest, PeerLink, RequestError, TransportError};
+use super::{Datagrams, IncomingRequest, PeerLink, RequestError, TransportError};
 use crate::wire::{Request, Response};
 
 /// Datagrams waiting for one node, like a socket's receive buffer: beyond it, they are
@@ -92,14 +92,7 @@ impl MemoryNetwork {
     pub fn bind(
         &self,
         addr: SocketAddr,
-    ) -> Result<
-        (
-            PeerLink,
-            mpsc::Receiver<(SocketAddr, Bytes)>,
-            mpsc::Receiver<IncomingRequest>,
-        ),
-        TransportError,
-    > {
+    ) -> Result<(PeerLink, Datagrams, mpsc::Receiver<IncomingRequest>), TransportError> {
         let (datagrams_tx, datagrams_rx) = mpsc::channel(INBOX_LEN);
         let (requests_tx, requests_rx) = mpsc::channel(INBOX_LEN);
         {

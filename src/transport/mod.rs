@@ -63,6 +63,9 @@ pub enum StreamKind {
     Request = 2,
 }
 
+/// Membership datagrams received: source and (opened) plaintext.
+pub type Datagrams = mpsc::Receiver<(SocketAddr, Bytes)>;
+
 /// A request received from a peer, with the channel its answer goes back on.
 pub struct IncomingRequest {
     pub from: SocketAddr,
@@ -166,19 +169,11 @@ pub struct QuicTransport {
 impl QuicTransport {
     /// Binds the socket on `listen` and starts accepting connections. Membership datagrams
     /// received (opened, as plaintext) and requests come out of the two receivers.
-    #[allow(clippy::type_complexity)]
     pub fn bind(
         listen: SocketAddr,
         advertised: SocketAddr,
         identity: &ClusterIdentity,
-    ) -> Result<
-        (
-            QuicTransport,
-            mpsc::Receiver<(SocketAddr, Bytes)>,
-            mpsc::Receiver<IncomingRequest>,
-        ),
-        TransportError,
-    > {
+    ) -> Result<(QuicTransport, Datagrams, mpsc::Receiver<IncomingRequest>), TransportError> {
         let mut transport_config = TransportConfig::default();
         transport_config
             .max_idle_timeout(Some(
