@@ -129,7 +129,7 @@ impl RunningNode {
         let syn_spacing = config.gossip_interval / 2;
         let (transport, gossip_transport, requests) = match network {
             PeerNetwork::Quic => {
-                let tls = ClusterIdentity::new(config.cluster_key.as_deref(), &identity.node_id)?;
+                let tls = ClusterIdentity::new(&config.cluster_key, &identity.node_id)?;
                 if tls.key_source == KeySource::OpenDefault {
                     warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its gossip. Set the same BO_CLUSTER_KEY on every node to close it.");
                 }
