@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::cluster_key::ClusterKeys;
 use crate::db_name::DatabaseName;
 use crate::membership::{Profile, Timings};
 
@@ -61,7 +62,8 @@ pub struct NodeArgs {
     /// Masters to register all databases with: host[:port][;host[:port]...] (port 9091)
     #[arg(long, env = "BO_MASTER", value_name = "MASTERS")]
     pub master: Option<String>,
-    /// Shared secret; only nodes with the same key can talk [default: none, open cluster]
+    /// Cluster keys, comma-separated (make one with `bocluster keygen`); the first signs, all
+    /// are accepted; only nodes with a key in common can talk [default: none, open cluster]
     #[arg(
         long,
         env = "BO_CLUSTER_KEY",
@@ -121,7 +123,8 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// Masters this node registers with, as `host:port`.
     pub masters: Vec<String>,
-    pub cluster_key: Option<String>,
+    /// `BO_CLUSTER_KEY`, or the open default when it is not set.
+    pub cluster_key: ClusterKeys,
     pub log: String,
     /// Membership timings (profile defaults, overridden by the BO_* timing settings).
     pub timings: Timings,
@@ -138,6 +141,17 @@ fn invalid(
         flag,
         value: value.to_string(),
         reason: reason.into(),
+    }
+}
+
+/// What an error shows of a secret: nothing but its length (an empty value is shown as is).
+fn hidden(secret: &str) -> String {
+    if secret.is_empty() {
+        String::new()
+    } else {
+        let count = secret.chars().count();
+        let plural = if count == 1 { "" } else { "s" };
+        format!("<not shown: {count} character{plural}>")
     }
 }
 
@@ -200,16 +214,10 @@ impl NodeConfig {
             None => Vec::new(),
         };
         let cluster_key = match &args.cluster_key {
-            Some(v) if v.is_empty() => {
-                return Err(invalid(
-                    "BO_CLUSTER_KEY",
-                    "cluster-key",
-                    "",
-                    "must not be empty; unset it to run an open cluster",
-                ))
-            }
-            Some(v) => Some(v.clone()),
-            None => None,
+            // The error names the variable and the key's position, never the key itself.
+            Some(v) => ClusterKeys::parse(v)
+                .map_err(|e| invalid("BO_CLUSTER_KEY", "cluster-key", &hidden(v), e.to_string()))?,
+            None => ClusterKeys::open_default(),
         };
         let log = match &args.log {
             Some(v) => {
@@ -506,7 +514,7 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("./bo-data"));
         assert_eq!(cfg.timings, Timings::default());
         assert_eq!(cfg.log, "info");
-        assert!(cfg.cluster_key.is_none());
+        assert!(cfg.cluster_key.is_open());
     }
 
     #[test]
@@ -717,6 +725,36 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains(var), "{msg}");
             assert!(msg.contains(&format!("{:?}", err.value)), "{msg}");
+        }
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_and_never_echoed() {
+        let strong = "kL63lntqa/vXk0YjAysIOtioBkRiaRl3WhUBmpA+Mo8=";
+        let other = "O6Tr/fUyefcE2iG2Evq9IQwVP5eU1toongTe1sZLpEI=";
+        let cfg = NodeConfig::from_args(&NodeArgs {
+            cluster_key: Some(format!("{strong}, {other}")),
+            ..args()
+        })
+        .unwrap();
+        assert!(!cfg.cluster_key.is_open());
+        assert_eq!(cfg.cluster_key.len(), 2);
+        assert!(!format!("{cfg:?}").contains(strong), "Debug shows the key");
+        for weak in ["winter2026", "a", &format!("{strong},hunter2")] {
+            let err = NodeConfig::from_args(&NodeArgs {
+                cluster_key: Some(weak.to_string()),
+                ..args()
+            })
+            .unwrap_err();
+            let msg = err.to_string();
+            assert_eq!(err.var, "BO_CLUSTER_KEY");
+            assert!(
+                msg.contains("BO_CLUSTER_KEY") && msg.contains("bocluster keygen"),
+                "{msg}"
+            );
+            assert!(weak.len() < 2 || !msg.contains(weak), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+            assert!(!msg.contains(&strong[..12]), "{msg}");
         }
     }
 }

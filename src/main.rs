@@ -1,5 +1,5 @@
 //! The `bocluster` command: `node` runs a node, `sql` sends a statement, `demo` runs a small
-//! cluster on this machine.
+//! cluster on this machine, `keygen` prints a new cluster key.
 
 use std::process::ExitCode;
 
@@ -29,6 +29,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Ask a node's /health (exit 0 when healthy); the container health check
     Health(cli::health::HealthArgs),
+    /// Print a new random cluster key for BO_CLUSTER_KEY (32 bytes, base64)
+    Keygen(cli::keygen::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => cli::sql::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Health(args) => cli::health::run(args),
+        Command::Keygen(args) => cli::keygen::run(args),
     };
     ExitCode::from(code)
 }

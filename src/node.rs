@@ -100,12 +100,12 @@ impl RunningNode {
 
         let (transport, datagrams, requests) = match network {
             PeerNetwork::Quic => {
-                let tls = ClusterIdentity::new(config.cluster_key.as_deref(), &identity.node_id)?;
+                let tls = ClusterIdentity::new(&config.cluster_key, &identity.node_id)?;
                 if tls.key_source == KeySource::OpenDefault {
                     warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its membership. Set the same BO_CLUSTER_KEY on every node to close it.");
                 }
                 let (quic, datagrams, requests) =
-                    QuicTransport::bind(config.listen, config.endpoint, &tls)?;
+                    QuicTransport::bind(config.listen, config.endpoint, &tls, &config.cluster_key)?;
                 (PeerLink::Quic(quic), datagrams, requests)
             }
             PeerNetwork::Memory(network) => network.bind(config.endpoint)?,

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bocluster::cluster_key::ClusterKeys;
 use bocluster::tls::{ClusterIdentity, ALPN, SERVER_NAME};
 use bocluster::wire::{Introduction, Request, Response};
 use rand::rngs::StdRng;
@@ -337,7 +338,7 @@ fn quic_looking(rng: &mut StdRng) -> Vec<u8> {
 /// Real QUIC Initial packets of this protocol (a quinn client's first flight, ALPN
 /// bocluster/1), caught on a UDP socket of the test's own instead of the node.
 fn real_initials(rt: &tokio::runtime::Runtime, block: u8, count: usize) -> Vec<Vec<u8>> {
-    let identity = ClusterIdentity::new(None, "initial-catcher").unwrap();
+    let identity = ClusterIdentity::new(&ClusterKeys::open_default(), "initial-catcher").unwrap();
     let config = quinn::ClientConfig::new(Arc::new(identity.quic_client_config().unwrap()));
     let initials = rt.block_on(async {
         let catcher = tokio::net::UdpSocket::bind(SocketAddr::new(ip(block, 51), 0))
@@ -469,7 +470,7 @@ fn random_and_truncated_datagrams_on_udp_9091_are_ignored() {
 
 /// The cluster key of the QUIC tests' nodes.
 fn cluster_key(block: u8) -> String {
-    format!("bad-input-key-{block}")
+    test_key(&format!("bad-input-key-{block}"))
 }
 
 /// Accepts any server certificate (signatures still checked), so what is tested is the
@@ -770,7 +771,8 @@ fn assert_refused_then_control(fx: &mut Fixture, configs: Vec<(&str, quinn::Clie
     assert_intact(fx, "after the refused QUIC peers");
 
     // Control: the same frames from a peer of this cluster are taken.
-    let identity = ClusterIdentity::new(Some(&cluster_key(block)), "probe").unwrap();
+    let identity =
+        ClusterIdentity::new(&ClusterKeys::parse(&cluster_key(block)).unwrap(), "probe").unwrap();
     let config = client_config(identity.quic_client_config().unwrap());
     rt.block_on(async {
         let endpoint = quinn::Endpoint::client(SocketAddr::new(ip(block, 50), 0)).unwrap();
@@ -822,10 +824,14 @@ fn quic_peers_with_another_clusters_certificate_are_refused() {
     let key = cluster_key(block);
     let mut fx = fixture(block, &[("BO_CLUSTER_KEY", &key)]);
     // A node of another cluster as it really dials: it also refuses our node's certificate.
-    let other = ClusterIdentity::new(Some("other-key"), "intruder").unwrap();
+    let other = ClusterIdentity::new(
+        &ClusterKeys::parse(&test_key("bad-input other key")).unwrap(),
+        "intruder",
+    )
+    .unwrap();
     let other_config = client_config(other.quic_client_config().unwrap());
     // The same without a node key at all (the open default), which is another cluster too.
-    let open = ClusterIdentity::new(None, "intruder").unwrap();
+    let open = ClusterIdentity::new(&ClusterKeys::open_default(), "intruder").unwrap();
     let open_config = client_config(open.quic_client_config().unwrap());
     assert_refused_then_control(
         &mut fx,
@@ -847,7 +853,8 @@ fn quic_peers_with_another_clusters_certificate_are_refused() {
 
 /// A QUIC client of this cluster (right key): what a buggy or hostile member can send.
 fn member_config(block: u8, name: &str) -> quinn::ClientConfig {
-    let identity = ClusterIdentity::new(Some(&cluster_key(block)), name).unwrap();
+    let identity =
+        ClusterIdentity::new(&ClusterKeys::parse(&cluster_key(block)).unwrap(), name).unwrap();
     let mut config = client_config(identity.quic_client_config().unwrap());
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -870,7 +877,6 @@ async fn member_connection(
     let from = endpoint.local_addr().unwrap();
     (endpoint, connection, from)
 }
-
 
 fn is_malformed_answer(answer: &Option<Response>) -> bool {
     matches!(answer, Some(Response::Error { message }) if message.contains("malformed"))

@@ -128,7 +128,7 @@ fn invalid_values_exit_2_naming_the_variable_and_the_value() {
         ("BO_HTTP", "127.0.65.1:9090"),
         ("BO_DATA_DIR", data),
     ];
-    let cases: [(&str, &str, &str); 13] = [
+    let cases: [(&str, &str, &str); 15] = [
         ("BO_LISTEN", "nonsense", "\"nonsense\""),
         ("BO_LISTEN", "127.0.65.1:99999", "\"127.0.65.1:99999\""),
         ("BO_ENDPOINT", "0.0.0.0:9091", "\"0.0.0.0:9091\""),
@@ -139,6 +139,9 @@ fn invalid_values_exit_2_naming_the_variable_and_the_value() {
         ("BO_GOSSIP_INTERVAL", "fast", "\"fast\""),
         ("BO_GOSSIP_INTERVAL", "1ms", "\"1ms\""),
         ("BO_CLUSTER_KEY", "", "\"\""),
+        // Weak keys: refused with the way to make a good one, and never echoed.
+        ("BO_CLUSTER_KEY", "winter2026", "bocluster keygen"),
+        ("BO_CLUSTER_KEY", "x", "<not shown: 1 character>"),
         ("BO_LOG", "info,[", "\"info,[\""),
         ("BO_PHI_THRESHOLD", "NaN", "\"NaN\""),
         ("BO_DEAD_NODE_GRACE", "forever", "\"forever\""),
@@ -149,6 +152,13 @@ fn invalid_values_exit_2_naming_the_variable_and_the_value() {
         let what = format!("{var}={value:?}");
         let outcome = run(dir.path(), &format!("case{i}"), &["node"], &env);
         assert_refused(&what, &outcome, &[var, quoted]);
+        if var == "BO_CLUSTER_KEY" && value.len() > 1 {
+            assert!(
+                !outcome.stderr.contains(value),
+                "{what}: the key is echoed:\n{}",
+                outcome.stderr
+            );
+        }
     }
     // Nothing was started, so nothing was created either.
     assert!(!Path::new(data).exists(), "a refused start created {data}");

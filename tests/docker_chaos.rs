@@ -919,7 +919,8 @@ fn wrong_cluster_key_never_joins() {
     // One with another key, one with none; both name the master in BO_MASTER and seed from
     // the master and c1.
     let seeds = format!("{},{}", master.ip, clients[0].ip);
-    let intruders: Vec<Node> = [("wrongkey", 20, "not-the-fleet-key"), ("nokey", 21, "")]
+    let wrong_key = bocluster::cluster_key::generate_key().expect("a random cluster key");
+    let intruders: Vec<Node> = [("wrongkey", 20, wrong_key.as_str()), ("nokey", 21, "")]
         .iter()
         .map(|(id, host, key)| {
             fleet.start(

@@ -148,13 +148,15 @@ fn a_node_with_another_cluster_key_never_appears() {
     let dir = tempfile::tempdir().unwrap();
     let block = 13;
     let seed = seeds(block);
-    let key_a = [("BO_CLUSTER_KEY", "alpha-secret")];
+    let alpha = test_key("membership alpha");
+    let other = test_key("membership other");
+    let key_a = [("BO_CLUSTER_KEY", alpha.as_str())];
     let a1 = start(spec(dir.path(), block, 1, &key_a));
     let a2 = start(spec(
         dir.path(),
         block,
         2,
-        &[("BO_CLUSTER_KEY", "alpha-secret"), ("BO_SEEDS", &seed)],
+        &[("BO_CLUSTER_KEY", &alpha), ("BO_SEEDS", &seed)],
     ));
     // Seeds itself to both members of the other cluster, so it keeps trying.
     let both = format!("{seed},127.0.{block}.2:9091");
@@ -162,7 +164,7 @@ fn a_node_with_another_cluster_key_never_appears() {
         dir.path(),
         block,
         3,
-        &[("BO_CLUSTER_KEY", "other-secret"), ("BO_SEEDS", &both)],
+        &[("BO_CLUSTER_KEY", &other), ("BO_SEEDS", &both)],
     ));
     let keyless = start(spec(dir.path(), block, 4, &[("BO_SEEDS", &both)]));
     expect_status(&a1, "n13-2", "alive");

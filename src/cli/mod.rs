@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod health;
+pub mod keygen;
 pub mod node;
 pub mod sql;
 pub mod table;

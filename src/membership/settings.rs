@@ -79,7 +79,7 @@ impl Default for Timings {
 /// The largest plaintext of one membership datagram: the sealed datagram stays within 1,200
 /// bytes (a path MTU with room for IP and UDP headers), and the seal and kind byte take the
 /// rest.
-pub const MAX_PLAINTEXT: usize = 1200 - 64;
+pub const MAX_PLAINTEXT: usize = crate::seal::MAX_PLAINTEXT;
 
 impl Timings {
     /// The suspicion timeout for a fleet of `members`: x1 up to 10, x2 at 100, x3 at 1,000.

@@ -29,6 +29,7 @@ pub use memory::{MemoryNetwork, MemoryPort, MemoryStats};
 use refusals::RefusalLog;
 use sealing::Sealer;
 
+use crate::cluster_key::ClusterKeys;
 use crate::membership::{JoinView, MemberId, MembershipLink, RecordUpdate, RecordVersion};
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
 use crate::wire::{Request, Response};
@@ -173,6 +174,7 @@ impl QuicTransport {
         listen: SocketAddr,
         advertised: SocketAddr,
         identity: &ClusterIdentity,
+        keys: &ClusterKeys,
     ) -> Result<(QuicTransport, Datagrams, mpsc::Receiver<IncomingRequest>), TransportError> {
         let mut transport_config = TransportConfig::default();
         transport_config
@@ -241,7 +243,7 @@ impl QuicTransport {
             endpoint,
             advertised,
             datagram_socket,
-            sealer: Sealer::default(),
+            sealer: Sealer::new(keys),
             connections: Mutex::new(HashMap::new()),
             refusals: RefusalLog::default(),
             requests: requests_tx,
@@ -264,7 +266,10 @@ impl QuicTransport {
     /// Seals and sends one membership datagram. Never blocks: a full socket buffer drops it
     /// (SWIM tolerates loss).
     pub fn send_datagram(&self, to: SocketAddr, plaintext: &[u8]) {
-        let sealed = self.shared.sealer.seal(plaintext);
+        let Some(sealed) = self.shared.sealer.seal(plaintext) else {
+            warn!(peer = %to, len = plaintext.len(), "a membership datagram too large to seal was not sent");
+            return;
+        };
         if let Err(e) = self.shared.datagram_socket.try_send_to(&sealed, to) {
             debug!(peer = %to, error = %e, "membership datagram not sent");
         }

@@ -1,44 +1,54 @@
-//! Sealing of membership datagrams on the wire (first byte with bit 0x40 clear).
-//!
-//! PLACEHOLDER until the AEAD seal (`crate::seal`) lands: frames the plaintext behind a tag
-//! byte without encryption.
+//! The transport's side of sealed membership datagrams: [`crate::seal`] with this process's
+//! epoch, a growing sequence number, fresh nonces, and one replay guard for all sources.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-/// Tag of a sealed membership datagram; bit 0x40 is clear, so it is never QUIC's.
-const TAG: u8 = 0x01;
+use crate::cluster_key::ClusterKeys;
+use crate::seal::{DatagramSeal, OpenError, ReplayGuard};
 
-/// Why a datagram was refused before it was decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("not a sealed membership datagram")]
-    NotSealed,
-}
-
-impl Refusal {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::NotSealed => "not_sealed",
-        }
-    }
-}
+/// Sources whose replay state is kept (about 40 bytes each); beyond it, the least recently
+/// heard is forgotten.
+const REPLAY_SOURCES: usize = 65_536;
 
 /// Seals what membership sends and opens what it receives.
-#[derive(Default)]
-pub struct Sealer {}
+pub struct Sealer {
+    seal: DatagramSeal,
+    /// This process's epoch: its start time in ms, so a restarted sender's epoch is newer.
+    epoch: u64,
+    seq: AtomicU64,
+    guard: Mutex<ReplayGuard>,
+}
 
 impl Sealer {
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(plaintext.len() + 1);
-        out.push(TAG);
-        out.extend_from_slice(plaintext);
-        out
+    pub fn new(keys: &ClusterKeys) -> Sealer {
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Sealer {
+            seal: DatagramSeal::new(keys),
+            epoch,
+            seq: AtomicU64::new(0),
+            guard: Mutex::new(ReplayGuard::new(REPLAY_SOURCES)),
+        }
     }
 
-    pub fn open(&self, _from: SocketAddr, datagram: &[u8]) -> Result<Vec<u8>, Refusal> {
-        match datagram.split_first() {
-            Some((&TAG, rest)) => Ok(rest.to_vec()),
-            _ => Err(Refusal::NotSealed),
-        }
+    /// The sealed datagram, or `None` when the plaintext is too large to seal.
+    pub fn seal(&self, plaintext: &[u8]) -> Option<Vec<u8>> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let nonce: [u8; 12] = rand::random();
+        let mut out = Vec::with_capacity(plaintext.len() + crate::seal::SEAL_OVERHEAD);
+        self.seal
+            .seal(self.epoch, seq, nonce, plaintext, &mut out)
+            .ok()
+            .map(|()| out)
+    }
+
+    pub fn open(&self, from: SocketAddr, datagram: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        self.seal
+            .open(from, datagram, &mut guard)
+            .map(|opened| opened.plaintext)
     }
 }

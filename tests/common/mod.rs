@@ -43,6 +43,18 @@ pub fn spec(dir: &Path, block: u8, host: u8, env: &[(&str, &str)]) -> NodeSpec {
     }
 }
 
+/// A strong cluster key (32 bytes, base64) that is the same for the same `label`: SHA-256 of
+/// the label. Tests that need several processes to share a key, or a second process to hold
+/// another one, name it; weak keys are refused at start.
+pub fn test_key(label: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, label.as_bytes());
+    let key = data_encoding::BASE64.encode(digest.as_ref());
+    bocluster::cluster_key::ClusterKeys::parse(&key).unwrap_or_else(|e| {
+        panic!("test key {label:?} fails the key checks ({e}); pick another label")
+    });
+    key
+}
+
 /// Starts a node and waits until its API answers.
 pub fn start(spec: NodeSpec) -> LocalNode {
     let mut node = LocalNode::start(exe(), spec).expect("spawn bocluster node");

@@ -499,7 +499,7 @@ impl Fleet {
     pub fn new(test: &str) -> Fleet {
         let name = format!("bo-chaos-{test}-{}", std::process::id());
         Fleet {
-            key: format!("{name}-key"),
+            key: bocluster::cluster_key::generate_key().expect("a random cluster key"),
             name,
             containers: Vec::new(),
             networks: Vec::new(),
