@@ -15,13 +15,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -34,6 +34,7 @@ use tokio::sync::Semaphore;
 use tower_http::timeout::{RequestBodyTimeout, TimeoutError};
 use tracing::{debug, warn};
 
+use crate::auth::require_token;
 use crate::exec::execute_text;
 use crate::node::NodeContext;
 use crate::reply::{retcode, ExecError};
@@ -231,12 +232,94 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// The node's routes: `POST /api` behind the API token (see [`crate::auth`]), `GET /health`
+/// open to all.
 pub fn router(ctx: Arc<NodeContext>) -> Router {
+    let statements = Router::new().route("/api", post(post_statement));
+    let statements = require_token(statements, ctx.config.api_token.clone());
     Router::new()
-        .route("/api", post(post_statement))
         .route("/health", get(health))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(statements)
         .with_state(ctx)
+}
+
+/// Refuses what a browser could send on behalf of another site: a body that is not
+/// `application/json` (a page can send `text/plain` without asking the node first) and an
+/// `Origin` other than the node's own (`http://` and the `Host` the request names).
+pub fn check_browser_rules(headers: &HeaderMap) -> Result<(), ExecError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(|host| format!("http://{host}"));
+        if own.as_deref().map(str::as_bytes) != Some(origin.as_bytes()) {
+            return Err(ExecError {
+                http_status: 403,
+                retcode: retcode::BAD_REQUEST,
+                errmsg: format!(
+                    "requests from a web page of another site are refused (Origin {:?} is not this node's own page)",
+                    String::from_utf8_lossy(origin.as_bytes())
+                ),
+            });
+        }
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let essence = content_type.map(|v| {
+        v.split(|b| *b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii()
+    });
+    if !essence.is_some_and(|v| v.eq_ignore_ascii_case(b"application/json")) {
+        let found = match content_type {
+            Some(v) => format!("Content-Type {:?}", String::from_utf8_lossy(v)),
+            None => "no Content-Type".to_string(),
+        };
+        return Err(ExecError {
+            http_status: 415,
+            retcode: retcode::BAD_REQUEST,
+            errmsg: format!(
+                "the request body must be JSON sent with \"Content-Type: application/json\", found {found}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Error)]
+enum BodyError {
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("cannot read the request body: {0}")]
+    Read(#[source] axum::Error),
+}
+
+/// Reads a whole request body of at most `limit` bytes, copying each piece as it arrives.
+///
+/// A piece from hyper shares the connection's read buffer (8 KiB or more); keeping pieces
+/// (as `axum`'s `Bytes` extractor does) pinned a whole buffer per write, so a client sending
+/// a byte at a time bought kilobytes of memory per byte. A copy holds only what arrived.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = body;
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 /// The statement in a request body, or why there is none.
@@ -274,11 +357,15 @@ fn json_kind(value: &Value) -> &'static str {
 
 async fn post_statement(
     State(ctx): State<Arc<NodeContext>>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    let body = match body {
+    if let Err(e) = check_browser_rules(&headers) {
+        return error_response(e);
+    }
+    let body = match read_body(&headers, body, MAX_BODY_BYTES).await {
         Ok(body) => body,
-        Err(rejection) => return error_response(body_error(&rejection)),
+        Err(e) => return error_response(body_error(&e)),
     };
     let stmt = match statement_of(&body) {
         Ok(stmt) => stmt,
@@ -301,21 +388,24 @@ async fn post_statement(
 }
 
 /// The answer to a body that could not be read.
-fn body_error(rejection: &BytesRejection) -> ExecError {
-    let mut status = rejection.status();
-    let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        format!("request body is larger than {MAX_BODY_BYTES} bytes")
-    } else if let Some(deadline) = find_source::<BodyDeadline>(rejection) {
-        status = StatusCode::REQUEST_TIMEOUT;
-        deadline.to_string()
-    } else if find_source::<TimeoutError>(rejection).is_some() {
-        status = StatusCode::REQUEST_TIMEOUT;
-        format!(
-            "the request body stopped arriving (nothing for {} s)",
-            BODY_READ_TIMEOUT.as_secs()
-        )
-    } else {
-        format!("cannot read the request body: {rejection}")
+fn body_error(error: &BodyError) -> ExecError {
+    let (status, errmsg) = match error {
+        BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        BodyError::Read(_) => {
+            if let Some(deadline) = find_source::<BodyDeadline>(error) {
+                (StatusCode::REQUEST_TIMEOUT, deadline.to_string())
+            } else if find_source::<TimeoutError>(error).is_some() {
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body stopped arriving (nothing for {} s)",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            } else {
+                (StatusCode::BAD_REQUEST, error.to_string())
+            }
+        }
     };
     ExecError {
         http_status: status.as_u16(),
@@ -326,8 +416,8 @@ fn body_error(rejection: &BytesRejection) -> ExecError {
 
 /// The error of type `E` that made reading the body fail, if one did: [`TimeoutError`] when it
 /// stopped arriving ([`BODY_READ_TIMEOUT`]), [`BodyDeadline`] when it took too long in all.
-fn find_source<E: std::error::Error + 'static>(rejection: &BytesRejection) -> Option<&E> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+fn find_source<E: std::error::Error + 'static>(error: &BodyError) -> Option<&E> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
         if let Some(found) = error.downcast_ref::<E>() {
             return Some(found);
@@ -374,10 +464,10 @@ mod tests {
             .route("/health", get(|| async { "ok" }))
             .route(
                 "/api",
-                post(|body: Result<Bytes, BytesRejection>| async move {
-                    match body {
+                post(|headers: HeaderMap, body: Body| async move {
+                    match read_body(&headers, body, MAX_BODY_BYTES).await {
                         Ok(body) => body.len().to_string().into_response(),
-                        Err(rejection) => error_response(body_error(&rejection)),
+                        Err(e) => error_response(body_error(&e)),
                     }
                 }),
             );

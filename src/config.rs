@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::auth::ApiToken;
 use crate::db_name::DatabaseName;
 
 /// Port of the QUIC (UDP) endpoint every node listens on by default.
@@ -61,6 +62,14 @@ pub struct NodeArgs {
         hide_env_values = true
     )]
     pub cluster_key: Option<String>,
+    /// Bearer token the HTTP API requires (GET /health stays open) [default: none, open API]
+    #[arg(
+        long,
+        env = "BO_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
     /// Log filter, tracing EnvFilter syntax [default: info]
     #[arg(long, env = "BO_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -98,6 +107,8 @@ pub struct NodeConfig {
     /// Masters this node registers with, as `host:port`.
     pub masters: Vec<String>,
     pub cluster_key: Option<String>,
+    /// The token the HTTP API requires; `None` leaves it open.
+    pub api_token: Option<ApiToken>,
     pub log: String,
     pub gossip_interval: Duration,
     pub phi_threshold: f64,
@@ -188,6 +199,14 @@ impl NodeConfig {
             Some(v) => Some(v.clone()),
             None => None,
         };
+        let api_token = match &args.api_token {
+            // The value is never echoed: it is a secret.
+            Some(v) => Some(
+                ApiToken::new(v)
+                    .map_err(|e| invalid("BO_API_TOKEN", "api-token", "<hidden>", e.to_string()))?,
+            ),
+            None => None,
+        };
         let log = match &args.log {
             Some(v) => {
                 tracing_subscriber::EnvFilter::try_new(v)
@@ -241,6 +260,7 @@ impl NodeConfig {
             seeds,
             masters,
             cluster_key,
+            api_token,
             log,
             gossip_interval,
             phi_threshold,
@@ -527,6 +547,13 @@ mod tests {
                     ..args()
                 },
                 "BO_CLUSTER_KEY",
+            ),
+            (
+                NodeArgs {
+                    api_token: Some("two words".into()),
+                    ..args()
+                },
+                "BO_API_TOKEN",
             ),
             (
                 NodeArgs {

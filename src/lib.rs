@@ -5,6 +5,7 @@
 //! with `catalog` (local databases) beside them. `node` wires them together.
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

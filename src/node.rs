@@ -150,6 +150,7 @@ impl RunningNode {
             }
         })?;
         let http_addr = http.local_addr().unwrap_or(config.http);
+        crate::auth::warn_if_open(config.api_token.as_ref(), http_addr);
 
         let databases: Vec<String> = catalog.list().iter().map(|n| n.to_string()).collect();
         let host = hostname::get()
