@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod data_dir_lock;
 pub mod db_name;
 pub mod durable;
 pub mod exec;

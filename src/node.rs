@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::registration::{keep_registered, MasterIds};
 use crate::cluster::{master, ClusterError, ClusterView};
 use crate::config::NodeConfig;
-use crate::durable::create_dir_durable;
+use crate::data_dir_lock::{DataDirError, DataDirLock};
 use crate::gossip::{keys, Gossip, GossipSettings};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::resolve::resolve_host_port;
@@ -32,6 +32,8 @@ pub enum NodeError {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error("BO_DATA_DIR: {0}")]
+    DataDirLock(#[from] DataDirError),
     #[error("BO_DATA_DIR: {0}")]
     Identity(#[from] IdentityError),
     #[error("BO_DATA_DIR: {0}")]
@@ -100,6 +102,8 @@ pub struct RunningNode {
     pub ctx: Arc<NodeContext>,
     http: TcpListener,
     background: Vec<JoinHandle<()>>,
+    /// Held until the node has stopped: one process per data dir.
+    _data_dir_lock: DataDirLock,
 }
 
 impl RunningNode {
@@ -113,10 +117,7 @@ impl RunningNode {
         config: NodeConfig,
         network: PeerNetwork,
     ) -> Result<RunningNode, NodeError> {
-        create_dir_durable(&config.data_dir).map_err(|source| NodeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let identity = NodeIdentity::load_and_bump(&config.data_dir, config.node_id.as_deref())?;
         let catalog = Catalog::open(&config.data_dir)?;
         let cluster = ClusterView::open(&config.data_dir)?;
@@ -234,6 +235,7 @@ impl RunningNode {
             ctx,
             http,
             background,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

@@ -167,7 +167,11 @@ fn trickled_bodies_do_not_buy_memory() {
     while started.elapsed() < window {
         let answer = request(addr, &health_request(addr), Duration::from_secs(1));
         let (code, took) = answer.unwrap_or_else(|e| {
-            panic!("/health at {:?}: {e}; log:\n{}", started.elapsed(), node.log())
+            panic!(
+                "/health at {:?}: {e}; log:\n{}",
+                started.elapsed(),
+                node.log()
+            )
         });
         assert_eq!(code, 200);
         slowest = slowest.max(took);
@@ -260,7 +264,11 @@ fn a_flood_of_slow_uploads_does_not_lock_out_the_api() {
         ] {
             let (code, took) = answer.unwrap_or_else(|e| {
                 running.store(false, Ordering::Relaxed);
-                panic!("{what} at {:?}: {e}; log:\n{}", started.elapsed(), node.log())
+                panic!(
+                    "{what} at {:?}: {e}; log:\n{}",
+                    started.elapsed(),
+                    node.log()
+                )
             });
             assert_eq!(code, 200, "{what}");
             *slowest = (*slowest).max(took);
