@@ -7,21 +7,23 @@
 //! [`serve`] serves it over HTTP/1.1 with read timeouts, so that connections that never finish
 //! a request do not hold the node's file descriptors.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,10 +32,11 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Notify};
 use tower_http::timeout::{RequestBodyTimeout, TimeoutError};
 use tracing::{debug, warn};
 
+use crate::auth::require_token;
 use crate::context::NodeContext;
 use crate::exec::execute_text;
 use crate::reply::{retcode, ExecError};
@@ -116,6 +119,11 @@ pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Outp
 /// Serves `router` over HTTP/1.1 on `listener` until `stop` completes; then stops accepting,
 /// closes idle connections, lets the others finish the request they are in, and returns when
 /// every connection is closed.
+///
+/// At the connection cap, a new client takes the place of the oldest connection that is
+/// waiting for a request or still receiving a body ([`Slots`]): slow clients cannot keep the
+/// well-behaved ones (and `/health`) out. When every connection is running a statement, new
+/// clients wait in the listen backlog until one closes.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
@@ -124,36 +132,53 @@ pub async fn serve_with(
 ) {
     let whole_body = limits.whole_body;
     let router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
-        next.run(request.map(|body| Body::new(DeadlineBody::new(body, whole_body))))
+        track_request(request, next, whole_body)
     }));
-    let service = TowerToHyperService::new(RequestBodyTimeout::new(router, BODY_READ_TIMEOUT));
+    let service = RequestBodyTimeout::new(router, BODY_READ_TIMEOUT);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Slots::new(limits.max_connections));
     let mut stop = std::pin::pin!(stop);
     loop {
-        // A permit before each accept: at the cap, clients wait in the listen backlog.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit,
-            () = &mut stop => break,
-        };
-        // The semaphore is never closed.
-        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let connection =
-                    graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        debug!(%peer, error = %e, "HTTP connection closed");
+                // At the cap with nothing to evict: wait (the backlog holds the others).
+                let slot = loop {
+                    let freed = slots.freed.notified();
+                    if let Some(slot) = slots.enter() {
+                        break Some(slot);
                     }
-                    drop(permit);
+                    tokio::select! {
+                        () = freed => {}
+                        () = &mut stop => break None,
+                    }
+                };
+                let Some((slot, evicted)) = slot else { break };
+                let state = slot.state.clone();
+                let service = TowerToHyperService::new(AddExtension {
+                    inner: service.clone(),
+                    state,
+                });
+                let connection =
+                    graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    tokio::select! {
+                        result = connection => {
+                            if let Err(e) = result {
+                                debug!(%peer, error = %e, "HTTP connection closed");
+                            }
+                        }
+                        _ = evicted => {
+                            debug!(%peer, "HTTP connection closed to make room for a new client");
+                        }
+                    }
+                    drop(slot);
                 });
             }
             // Gone before it was accepted: nothing to do.
@@ -172,20 +197,175 @@ pub async fn serve_with(
     graceful.shutdown().await;
 }
 
+/// What a connection is doing, as far as eviction cares: a connection that waits for a
+/// request, or is still receiving a body, may be closed to make room; one whose request is
+/// being carried out may not.
+#[derive(Debug)]
+struct ConnState {
+    busy: AtomicBool,
+    /// [`Slots::freed`]: told when this connection becomes evictable.
+    freed: Arc<Notify>,
+}
+
+impl ConnState {
+    fn set_busy(&self, busy: bool) {
+        let was = self.busy.swap(busy, Ordering::Relaxed);
+        if was && !busy {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// The connections served at once, oldest first.
+struct Slots {
+    max: usize,
+    open: Mutex<SlotMap>,
+    /// Notified whenever a place frees up or a busy connection becomes evictable.
+    freed: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct SlotMap {
+    next_id: u64,
+    /// By id, which grows: the first evictable one is the oldest.
+    entries: BTreeMap<u64, (Arc<ConnState>, oneshot::Sender<()>)>,
+}
+
+/// A connection's place; gives it back when dropped.
+struct Slot {
+    id: u64,
+    state: Arc<ConnState>,
+    slots: Arc<Slots>,
+}
+
+impl Slots {
+    fn new(max: usize) -> Self {
+        Slots {
+            max: max.max(1),
+            open: Mutex::new(SlotMap::default()),
+            freed: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotMap> {
+        // Nothing here panics while holding the lock; a poisoned map is still consistent.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a new connection, and the signal that it was evicted: a free place, or
+    /// that of the oldest evictable connection (which is told to close). `None` when every
+    /// place is taken by a busy connection.
+    fn enter(self: &Arc<Self>) -> Option<(Slot, oneshot::Receiver<()>)> {
+        let mut map = self.lock();
+        if map.entries.len() >= self.max {
+            let oldest = map
+                .entries
+                .iter()
+                .find(|(_, (state, _))| !state.busy.load(Ordering::Relaxed))
+                .map(|(id, _)| *id)?;
+            if let Some((_, evict)) = map.entries.remove(&oldest) {
+                let _ = evict.send(());
+            }
+        }
+        let id = map.next_id;
+        map.next_id += 1;
+        let state = Arc::new(ConnState {
+            busy: AtomicBool::new(false),
+            freed: self.freed.clone(),
+        });
+        let (evict, evicted) = oneshot::channel();
+        map.entries.insert(id, (state.clone(), evict));
+        Some((
+            Slot {
+                id,
+                state,
+                slots: self.clone(),
+            },
+            evicted,
+        ))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.lock().entries.remove(&self.id);
+        self.slots.freed.notify_waiters();
+    }
+}
+
+/// Gives every request of a connection that connection's [`ConnState`].
+#[derive(Clone)]
+struct AddExtension<S> {
+    inner: S,
+    state: Arc<ConnState>,
+}
+
+impl<S, B> tower_service::Service<axum::http::Request<B>> for AddExtension<S>
+where
+    S: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.state.clone());
+        self.inner.call(request)
+    }
+}
+
+/// Runs a request with its body under the whole-body deadline, and keeps its connection's
+/// [`ConnState`]: evictable while the body arrives, busy from its end until the answer.
+async fn track_request(request: Request, next: Next, whole_body: Duration) -> Response {
+    let state = request.extensions().get::<Arc<ConnState>>().cloned();
+    if let Some(state) = &state {
+        state.set_busy(!has_body(request.headers()));
+    }
+    let body_state = state.clone();
+    let request = request.map(|body| Body::new(DeadlineBody::new(body, whole_body, body_state)));
+    let response = next.run(request).await;
+    if let Some(state) = &state {
+        state.set_busy(false);
+    }
+    response
+}
+
+/// Whether a request head announces a body (HTTP/1.1: a non-zero `Content-Length`, or
+/// `Transfer-Encoding`).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// A request body that fails with [`BodyDeadline`] once its deadline passes, however steadily
 /// its pieces arrive.
 struct DeadlineBody {
     inner: Body,
     deadline: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
+    /// Marked busy once the body is whole.
+    state: Option<Arc<ConnState>>,
 }
 
 impl DeadlineBody {
-    fn new(inner: Body, limit: Duration) -> Self {
+    fn new(inner: Body, limit: Duration, state: Option<Arc<ConnState>>) -> Self {
         DeadlineBody {
             inner,
             deadline: Box::pin(tokio::time::sleep(limit)),
             limit,
+            state,
+        }
+    }
+
+    fn whole(&self) {
+        if let Some(state) = &self.state {
+            state.set_busy(true);
         }
     }
 }
@@ -200,12 +380,17 @@ impl HttpBody for DeadlineBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         // A body already whole is not failed by a late poll.
         if self.inner.is_end_stream() {
+            self.whole();
             return Poll::Ready(None);
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(axum::Error::new(BodyDeadline(self.limit)))));
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.whole();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -231,12 +416,94 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// The node's routes: `POST /api` behind the API token (see [`crate::auth`]), `GET /health`
+/// open to all.
 pub fn router(ctx: Arc<NodeContext>) -> Router {
+    let statements = Router::new().route("/api", post(post_statement));
+    let statements = require_token(statements, ctx.config.api_token.clone());
     Router::new()
-        .route("/api", post(post_statement))
         .route("/health", get(health))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(statements)
         .with_state(ctx)
+}
+
+/// Refuses what a browser could send on behalf of another site: a body that is not
+/// `application/json` (a page can send `text/plain` without asking the node first) and an
+/// `Origin` other than the node's own (`http://` and the `Host` the request names).
+pub fn check_browser_rules(headers: &HeaderMap) -> Result<(), ExecError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(|host| format!("http://{host}"));
+        if own.as_deref().map(str::as_bytes) != Some(origin.as_bytes()) {
+            return Err(ExecError {
+                http_status: 403,
+                retcode: retcode::BAD_REQUEST,
+                errmsg: format!(
+                    "requests from a web page of another site are refused (Origin {:?} is not this node's own page)",
+                    String::from_utf8_lossy(origin.as_bytes())
+                ),
+            });
+        }
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let essence = content_type.map(|v| {
+        v.split(|b| *b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii()
+    });
+    if !essence.is_some_and(|v| v.eq_ignore_ascii_case(b"application/json")) {
+        let found = match content_type {
+            Some(v) => format!("Content-Type {:?}", String::from_utf8_lossy(v)),
+            None => "no Content-Type".to_string(),
+        };
+        return Err(ExecError {
+            http_status: 415,
+            retcode: retcode::BAD_REQUEST,
+            errmsg: format!(
+                "the request body must be JSON sent with \"Content-Type: application/json\", found {found}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Error)]
+enum BodyError {
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("cannot read the request body: {0}")]
+    Read(#[source] axum::Error),
+}
+
+/// Reads a whole request body of at most `limit` bytes, copying each piece as it arrives.
+///
+/// A piece from hyper shares the connection's read buffer (8 KiB or more); keeping pieces
+/// (as `axum`'s `Bytes` extractor does) pinned a whole buffer per write, so a client sending
+/// a byte at a time bought kilobytes of memory per byte. A copy holds only what arrived.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = body;
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 /// The statement in a request body, or why there is none.
@@ -274,11 +541,15 @@ fn json_kind(value: &Value) -> &'static str {
 
 async fn post_statement(
     State(ctx): State<Arc<NodeContext>>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    let body = match body {
+    if let Err(e) = check_browser_rules(&headers) {
+        return error_response(e);
+    }
+    let body = match read_body(&headers, body, MAX_BODY_BYTES).await {
         Ok(body) => body,
-        Err(rejection) => return error_response(body_error(&rejection)),
+        Err(e) => return error_response(body_error(&e)),
     };
     let stmt = match statement_of(&body) {
         Ok(stmt) => stmt,
@@ -301,21 +572,24 @@ async fn post_statement(
 }
 
 /// The answer to a body that could not be read.
-fn body_error(rejection: &BytesRejection) -> ExecError {
-    let mut status = rejection.status();
-    let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        format!("request body is larger than {MAX_BODY_BYTES} bytes")
-    } else if let Some(deadline) = find_source::<BodyDeadline>(rejection) {
-        status = StatusCode::REQUEST_TIMEOUT;
-        deadline.to_string()
-    } else if find_source::<TimeoutError>(rejection).is_some() {
-        status = StatusCode::REQUEST_TIMEOUT;
-        format!(
-            "the request body stopped arriving (nothing for {} s)",
-            BODY_READ_TIMEOUT.as_secs()
-        )
-    } else {
-        format!("cannot read the request body: {rejection}")
+fn body_error(error: &BodyError) -> ExecError {
+    let (status, errmsg) = match error {
+        BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        BodyError::Read(_) => {
+            if let Some(deadline) = find_source::<BodyDeadline>(error) {
+                (StatusCode::REQUEST_TIMEOUT, deadline.to_string())
+            } else if find_source::<TimeoutError>(error).is_some() {
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body stopped arriving (nothing for {} s)",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            } else {
+                (StatusCode::BAD_REQUEST, error.to_string())
+            }
+        }
     };
     ExecError {
         http_status: status.as_u16(),
@@ -326,8 +600,8 @@ fn body_error(rejection: &BytesRejection) -> ExecError {
 
 /// The error of type `E` that made reading the body fail, if one did: [`TimeoutError`] when it
 /// stopped arriving ([`BODY_READ_TIMEOUT`]), [`BodyDeadline`] when it took too long in all.
-fn find_source<E: std::error::Error + 'static>(rejection: &BytesRejection) -> Option<&E> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+fn find_source<E: std::error::Error + 'static>(error: &BodyError) -> Option<&E> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
         if let Some(found) = error.downcast_ref::<E>() {
             return Some(found);
@@ -368,16 +642,40 @@ mod tests {
     /// Serves a router with `GET /health` and a `POST /api` that answers the body's length (or
     /// the node's error for an unreadable body) with `limits`, until the returned sender drops.
     async fn start(limits: ServeLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let (addr, stop, _) = start_holding(limits).await;
+        (addr, stop)
+    }
+
+    /// [`start`], with a `GET /hold` that takes a second and says on the returned receiver
+    /// when each one starts.
+    async fn start_holding(
+        limits: ServeLimits,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let (started, holding) = std::sync::mpsc::channel::<()>();
+        let started = Arc::new(Mutex::new(started));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let router = Router::new()
             .route("/health", get(|| async { "ok" }))
+            // A request that takes a second to carry out.
+            .route(
+                "/hold",
+                get(move || async move {
+                    let _ = started.lock().map(|s| s.send(()));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "held"
+                }),
+            )
             .route(
                 "/api",
-                post(|body: Result<Bytes, BytesRejection>| async move {
-                    match body {
+                post(|headers: HeaderMap, body: Body| async move {
+                    match read_body(&headers, body, MAX_BODY_BYTES).await {
                         Ok(body) => body.len().to_string().into_response(),
-                        Err(rejection) => error_response(body_error(&rejection)),
+                        Err(e) => error_response(body_error(&e)),
                     }
                 }),
             );
@@ -385,7 +683,7 @@ mod tests {
         tokio::spawn(serve_with(listener, router, limits, async {
             let _ = stopped.await;
         }));
-        (addr, stop)
+        (addr, stop, holding)
     }
 
     /// Reads from `stream` until it closes or `limit` passes; returns what came and whether it
@@ -418,7 +716,7 @@ mod tests {
     const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn at_the_connection_cap_new_clients_wait_until_one_closes() {
+    async fn at_the_connection_cap_a_new_client_takes_the_oldest_idle_place() {
         let limits = ServeLimits {
             max_connections: 2,
             whole_body: WHOLE_BODY_TIMEOUT,
@@ -426,20 +724,72 @@ mod tests {
         let (addr, _stop) = start(limits).await;
         tokio::task::spawn_blocking(move || {
             let connect = || TcpStream::connect(addr).expect("connect");
-            // Two idle connections take both places.
-            let idle: Vec<TcpStream> = (0..2).map(|_| connect()).collect();
+            // Two connections take both places: one idle, then one sending a body slowly.
+            let mut oldest = connect();
+            let (answer, closed) = read_until_closed(&mut oldest, Duration::from_millis(200));
+            assert!(answer.is_empty() && !closed, "{answer:?}");
+            let mut slow = connect();
+            slow.write_all(b"POST /api HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab")
+                .expect("write");
+            let (answer, closed) = read_until_closed(&mut slow, Duration::from_millis(200));
+            assert!(answer.is_empty() && !closed, "{answer:?}");
+            // A new client is answered at once: the oldest (idle) connection made room...
+            let mut kept = connect();
+            kept.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("write");
+            let (answer, closed) = read_until_closed(&mut kept, Duration::from_secs(1));
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            assert!(answer.ends_with("ok") && !closed, "{answer:?}");
+            let (answer, closed) = read_until_closed(&mut oldest, Duration::from_secs(5));
+            assert!(closed && answer.is_empty(), "{answer:?}");
+            // ...and the next one takes the slow body's place.
+            let mut next = connect();
+            next.write_all(HEALTH).expect("write");
+            let (answer, _) = read_until_closed(&mut next, Duration::from_secs(5));
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(5));
+            assert!(closed);
+        })
+        .await
+        .expect("client thread");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn when_every_place_is_busy_new_clients_wait_until_one_is_free() {
+        let limits = ServeLimits {
+            max_connections: 2,
+            whole_body: WHOLE_BODY_TIMEOUT,
+        };
+        let (addr, _stop, holding) = start_holding(limits).await;
+        tokio::task::spawn_blocking(move || {
+            let connect = || TcpStream::connect(addr).expect("connect");
+            // Two requests that take a second each hold both places.
+            let held: Vec<TcpStream> = (0..2)
+                .map(|_| {
+                    let mut stream = connect();
+                    stream
+                        .write_all(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+                        .expect("write");
+                    stream
+                })
+                .collect();
+            for _ in 0..2 {
+                holding
+                    .recv_timeout(Duration::from_secs(5))
+                    .expect("a /hold request started");
+            }
             let mut waiting = connect();
             waiting.write_all(HEALTH).expect("write");
-            let (early, closed) = read_until_closed(&mut waiting, Duration::from_millis(500));
+            let (early, closed) = read_until_closed(&mut waiting, Duration::from_millis(400));
             assert!(
                 early.is_empty() && !closed,
                 "answered over the cap: {early:?}"
             );
-            // One closes: the waiting client is accepted and answered.
-            drop(idle);
+            // Once one is answered (and idle), the waiting client gets its place.
             let (answer, closed) = read_until_closed(&mut waiting, Duration::from_secs(5));
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
             assert!(answer.ends_with("ok") && closed, "{answer:?}");
+            drop(held);
             // The cap counts connections open now, not ever.
             for _ in 0..5 {
                 let mut next = connect();

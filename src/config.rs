@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::auth::ApiToken;
 use crate::cluster_key::ClusterKeys;
 use crate::db_name::DatabaseName;
 use crate::membership::{Profile, Timings};
@@ -71,6 +72,14 @@ pub struct NodeArgs {
         hide_env_values = true
     )]
     pub cluster_key: Option<String>,
+    /// Bearer token the HTTP API requires (GET /health stays open) [default: none, open API]
+    #[arg(
+        long,
+        env = "BO_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
     /// Log filter, tracing EnvFilter syntax [default: info]
     #[arg(long, env = "BO_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -125,6 +134,8 @@ pub struct NodeConfig {
     pub masters: Vec<String>,
     /// `BO_CLUSTER_KEY`, or the open default when it is not set.
     pub cluster_key: ClusterKeys,
+    /// The token the HTTP API requires; `None` leaves it open.
+    pub api_token: Option<ApiToken>,
     pub log: String,
     /// Membership timings (profile defaults, overridden by the BO_* timing settings).
     pub timings: Timings,
@@ -219,6 +230,14 @@ impl NodeConfig {
                 .map_err(|e| invalid("BO_CLUSTER_KEY", "cluster-key", &hidden(v), e.to_string()))?,
             None => ClusterKeys::open_default(),
         };
+        let api_token = match &args.api_token {
+            // The value is never echoed: it is a secret.
+            Some(v) => Some(
+                ApiToken::new(v)
+                    .map_err(|e| invalid("BO_API_TOKEN", "api-token", "<hidden>", e.to_string()))?,
+            ),
+            None => None,
+        };
         let log = match &args.log {
             Some(v) => {
                 tracing_subscriber::EnvFilter::try_new(v)
@@ -258,6 +277,7 @@ impl NodeConfig {
             seeds,
             masters,
             cluster_key,
+            api_token,
             log,
             timings,
         })
@@ -640,6 +660,13 @@ mod tests {
                     ..args()
                 },
                 "BO_CLUSTER_KEY",
+            ),
+            (
+                NodeArgs {
+                    api_token: Some("two words".into()),
+                    ..args()
+                },
+                "BO_API_TOKEN",
             ),
             (
                 NodeArgs {

@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::cli::sql::{post_statement, ApiOutcome};
+use crate::cli::sql::{post_statement_with, ApiOutcome};
 use crate::config::{DEFAULT_HTTP_PORT, DEFAULT_QUIC_PORT};
 
 /// How to start one node.
@@ -149,12 +149,21 @@ impl LocalNode {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Runs a statement on this node. `Err` when it cannot be reached.
+    /// Runs a statement on this node (with its `BO_API_TOKEN`, if its spec sets one). `Err`
+    /// when it cannot be reached.
     pub fn sql(&self, statement: &str) -> Result<(u16, Value), String> {
-        match post_statement(
+        let token = self
+            .spec
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "BO_API_TOKEN")
+            .map(|(_, v)| v.as_str());
+        match post_statement_with(
             &self.http_addr().to_string(),
             statement,
             Duration::from_secs(10),
+            token,
         ) {
             ApiOutcome::Answered { status, body } => Ok((status, body)),
             ApiOutcome::Unreachable(message) => Err(message),

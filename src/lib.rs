@@ -6,12 +6,14 @@
 //! `node` wires them together.
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod cluster_key;
 pub mod config;
 pub mod context;
+pub mod data_dir_lock;
 pub mod db_name;
 pub mod durable;
 pub mod exec;

@@ -16,6 +16,7 @@ use crate::cluster::{master, ClusterError, ClusterView};
 use crate::config::NodeConfig;
 use crate::context::NodeContext;
 use crate::durable::create_dir_durable;
+use crate::data_dir_lock::{DataDirError, DataDirLock};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::membership::{Membership, MembershipSettings, Record};
 use crate::resolve::resolve_host_port;
@@ -33,6 +34,8 @@ pub enum NodeError {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error("BO_DATA_DIR: {0}")]
+    DataDirLock(#[from] DataDirError),
     #[error("BO_DATA_DIR: {0}")]
     Identity(#[from] IdentityError),
     #[error("BO_DATA_DIR: {0}")]
@@ -72,6 +75,8 @@ pub struct RunningNode {
     pub ctx: Arc<NodeContext>,
     http: TcpListener,
     background: Vec<JoinHandle<()>>,
+    /// Held until the node has stopped: one process per data dir.
+    _data_dir_lock: DataDirLock,
 }
 
 impl RunningNode {
@@ -85,10 +90,7 @@ impl RunningNode {
         config: NodeConfig,
         network: PeerNetwork,
     ) -> Result<RunningNode, NodeError> {
-        create_dir_durable(&config.data_dir).map_err(|source| NodeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let identity = NodeIdentity::load_and_bump(&config.data_dir, config.node_id.as_deref())?;
         let catalog = Catalog::open(&config.data_dir)?;
         let cluster = ClusterView::open(&config.data_dir)?;
@@ -121,6 +123,7 @@ impl RunningNode {
             }
         })?;
         let http_addr = http.local_addr().unwrap_or(config.http);
+        crate::auth::warn_if_open(config.api_token.as_ref(), http_addr);
 
         let databases: Vec<String> = catalog.list().iter().map(|n| n.to_string()).collect();
         let host = hostname::get()
@@ -205,6 +208,7 @@ impl RunningNode {
             ctx,
             http,
             background,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

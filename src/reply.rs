@@ -38,6 +38,8 @@ pub mod retcode {
     pub const PARSE_ERROR: i32 = -2;
     /// The statement parsed but cannot be carried out as asked (e.g. database exists).
     pub const STATEMENT_ERROR: i32 = -3;
+    /// The request lacks the API token (`BO_API_TOKEN`) or carries a wrong one.
+    pub const UNAUTHORIZED: i32 = -4;
     /// The node failed (disk, internal error).
     pub const SERVER_ERROR: i32 = -10;
 }

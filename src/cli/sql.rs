@@ -12,6 +12,14 @@ pub struct SqlArgs {
     /// The node's HTTP API address
     #[arg(long, default_value = "127.0.0.1:9090", value_name = "HOST:PORT")]
     pub host: String,
+    /// The node's API token (its BO_API_TOKEN), sent as "Authorization: Bearer"
+    #[arg(
+        long,
+        env = "BO_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// Print the raw JSON answer
     #[arg(long)]
     pub json: bool,
@@ -48,8 +56,18 @@ fn dialable(host: &str) -> String {
     }
 }
 
-/// Sends `statement` to `http://{host}/api` (`host` may be a name).
+/// Sends `statement` to `http://{host}/api` (`host` may be a name), without a token.
 pub fn post_statement(host: &str, statement: &str, timeout: Duration) -> ApiOutcome {
+    post_statement_with(host, statement, timeout, None)
+}
+
+/// [`post_statement`], with `Authorization: Bearer <token>` when `token` is given.
+pub fn post_statement_with(
+    host: &str,
+    statement: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> ApiOutcome {
     let address = dialable(host);
     let url = if address == host {
         format!("http://{host}/api")
@@ -66,7 +84,11 @@ pub fn post_statement(host: &str, statement: &str, timeout: Duration) -> ApiOutc
         .timeout_global(Some(timeout))
         .build()
         .into();
-    let response = match agent.post(&url).send_json(json!({ "stmt": statement })) {
+    let mut request = agent.post(&url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let response = match request.send_json(json!({ "stmt": statement })) {
         Ok(response) => response,
         Err(e) => {
             return ApiOutcome::Unreachable(format!(
@@ -85,7 +107,12 @@ pub fn post_statement(host: &str, statement: &str, timeout: Duration) -> ApiOutc
 
 /// Runs the subcommand; exit code 0 ok, 1 error answer, 2 unreachable.
 pub fn run(args: SqlArgs) -> u8 {
-    match post_statement(&args.host, &args.statement, args.timeout) {
+    match post_statement_with(
+        &args.host,
+        &args.statement,
+        args.timeout,
+        args.token.as_deref(),
+    ) {
         ApiOutcome::Unreachable(message) => {
             eprintln!("bocluster sql: {message}");
             2

@@ -3,102 +3,91 @@
 //! Entries enter by ADD CLIENT or by a client's registration (read from gossip: the client
 //! advertises the node ids of the masters it registered with) and leave by DROP CLIENT or by
 //! the client dropping the database it registered. Gossip never adds or removes anything
-//! else: it only says whether and where each client is alive. Every change is written to
-//! `<data dir>/cluster.json` atomically before it is acknowledged.
+//! else: it only says whether and where each client is alive. Every change is durable before
+//! it is acknowledged: appended to `<data dir>/cluster.log` and fsynced, with a snapshot in
+//! `cluster.json` (see `journal`).
 
 pub mod contacts;
+pub mod journal;
 pub mod master;
 pub mod registration;
 pub mod state;
 pub mod status;
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::db_name::DatabaseName;
-use crate::durable::write_atomic;
 use crate::membership::Member;
 use crate::sql::{ClientHost, ClientSpec};
 use crate::wire::Introduction;
 use contacts::Contacts;
+use journal::{Change, Journal, JournalError};
 
 pub use state::{AddOutcome, ClusterState, Entry, Source};
 pub use status::{cluster_rows, ClusterRow, EntryStatus, MemberIndex, SHOW_CLUSTER_COLUMNS};
 
-const CLUSTER_FILE: &str = "cluster.json";
+#[cfg(test)]
+const CLUSTER_FILE: &str = journal::SNAPSHOT_FILE;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("{path} is damaged ({source}); restore it from a backup or move it away to start with an empty cluster")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("cannot save the cluster to {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-}
+/// Why the cluster cannot be read or saved (see [`JournalError`]).
+pub type ClusterError = JournalError;
 
 /// The durable cluster of this node (as a master), plus the DNS answers for added names.
 pub struct ClusterView {
-    path: PathBuf,
+    data_dir: PathBuf,
     state: Mutex<ClusterState>,
+    journal: Mutex<Journal>,
     resolved: Mutex<HashMap<String, Vec<IpAddr>>>,
     /// Clients that just introduced themselves, live before gossip says so.
     contacts: Contacts,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Memory is only replaced after a successful write, so a panic cannot leave it torn.
+    // Memory is only kept changed after a successful write, so a panic cannot leave it torn.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClusterView {
     /// Loads the cluster from `data_dir` (empty if this node never was a master).
     pub fn open(data_dir: &Path) -> Result<ClusterView, ClusterError> {
-        let path = data_dir.join(CLUSTER_FILE);
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| ClusterError::Corrupt {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => ClusterState::default(),
-            Err(source) => return Err(ClusterError::Read { path, source }),
-        };
+        let (journal, state) = Journal::open(data_dir)?;
         Ok(ClusterView {
-            path,
+            data_dir: data_dir.to_path_buf(),
             state: Mutex::new(state),
+            journal: Mutex::new(journal),
             resolved: Mutex::new(HashMap::new()),
             contacts: Contacts::default(),
         })
     }
 
-    /// Applies `change` to a copy of the state, writes the copy, then makes it current: what
-    /// is in memory is always what is on disk. Writes only when `change` reports a change.
+    /// Applies `change` to the state, then writes the changes it reports: what is in memory
+    /// is always what is on disk (when the write fails, the state is read back from disk).
     fn update<T>(
         &self,
-        change: impl FnOnce(&mut ClusterState) -> (bool, T),
+        change: impl FnOnce(&mut ClusterState) -> (Vec<Change>, T),
     ) -> Result<T, ClusterError> {
         let mut state = lock(&self.state);
-        let mut next = state.clone();
-        let (changed, outcome) = change(&mut next);
-        if changed {
-            let bytes = serde_json::to_vec(&next).map_err(|e| ClusterError::Write {
-                path: self.path.clone(),
-                source: io::Error::other(e),
-            })?;
-            write_atomic(&self.path, &bytes).map_err(|source| ClusterError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
-            *state = next;
+        let mut journal = lock(&self.journal);
+        let (changes, outcome) = change(&mut state);
+        if let Err(e) = journal.append(&changes, &state) {
+            // Nothing was written: go back to what the disk holds.
+            match Journal::open(&self.data_dir) {
+                Ok((reopened, on_disk)) => {
+                    *journal = reopened;
+                    *state = on_disk;
+                }
+                Err(reread) => {
+                    tracing::error!(error = %reread, "cannot read the cluster back after a failed write");
+                    for change in changes.iter().rev() {
+                        tracing::error!(?change, "this change is in memory but not on disk");
+                    }
+                }
+            }
+            return Err(e);
         }
         Ok(outcome)
     }
@@ -119,9 +108,12 @@ impl ClusterView {
     ) -> Result<AddOutcome, ClusterError> {
         let node_there = self.node_at(spec, members);
         self.update(|state| {
-            let before = state.clone();
-            let outcome = state.add(spec, node_there.as_deref());
-            (*state != before, outcome)
+            let (outcome, changed) = state.add_changed(spec, node_there.as_deref());
+            let change = Change::Add {
+                key: spec.into(),
+                node_there,
+            };
+            (changed.then_some(change).into_iter().collect(), outcome)
         })
     }
 
@@ -134,7 +126,14 @@ impl ClusterView {
         let node_there = self.node_at(spec, members);
         self.update(|state| {
             let removed = state.drop_entry(spec, node_there.as_deref());
-            (removed.is_some(), removed)
+            let change = Change::Drop {
+                key: spec.into(),
+                node_there,
+            };
+            (
+                removed.is_some().then_some(change).into_iter().collect(),
+                removed,
+            )
         })
     }
 
@@ -155,22 +154,33 @@ impl ClusterView {
             return Ok(false);
         }
         self.update(|state| {
-            let mut changed = false;
+            let mut changes = Vec::new();
             for member in registrants {
-                let databases = valid_databases(&member.databases);
-                changed |= state.apply_registration(&member.node_id, member.endpoint, &databases);
+                let change = Change::Register {
+                    node_id: member.node_id.clone(),
+                    endpoint: member.endpoint,
+                    databases: valid_databases(&member.databases),
+                };
+                if change.apply(state) {
+                    changes.push(change);
+                }
             }
-            (changed, changed)
+            let changed = !changes.is_empty();
+            (changes, changed)
         })
     }
 
     /// A client's registration brought by its own introduction (a `BO_MASTER` hello), durable
     /// before it returns; gossip brings the same registration a moment later.
     pub fn register_introduction(&self, node: &Introduction) -> Result<bool, ClusterError> {
-        let databases = valid_databases(&node.databases);
+        let change = Change::Register {
+            node_id: node.node_id.clone(),
+            endpoint: node.endpoint,
+            databases: valid_databases(&node.databases),
+        };
         self.update(|state| {
-            let changed = state.apply_registration(&node.node_id, node.endpoint, &databases);
-            (changed, changed)
+            let changed = change.apply(state);
+            (if changed { vec![change] } else { Vec::new() }, changed)
         })
     }
 

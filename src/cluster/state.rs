@@ -105,6 +105,17 @@ impl TryFrom<ClusterFile> for ClusterState {
                 file.format
             ));
         }
+        // No client listens on port 0, and such an entry could not be named to drop it.
+        if let Some(bad) = file.entries.iter().find(|e| e.key.port == 0) {
+            let host = match &bad.key.host {
+                ClientHost::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+                host => host.to_string(),
+            };
+            return Err(format!(
+                "entry {host}:0 db {} has port 0, which no client can listen on; fix its port or remove the entry",
+                bad.key.db
+            ));
+        }
         Ok(ClusterState {
             entries: file
                 .entries
@@ -146,14 +157,26 @@ impl ClusterState {
     /// ADD CLIENT: adds the entry (unless there) and lifts any DROP tombstone for that database
     /// at that endpoint, or of the node currently found there (`node_there`).
     pub fn add(&mut self, spec: &ClientSpec, node_there: Option<&str>) -> AddOutcome {
+        self.add_changed(spec, node_there).0
+    }
+
+    /// [`ClusterState::add`], and whether it changed anything (an entry added or a
+    /// tombstone lifted), found without comparing whole states.
+    pub fn add_changed(
+        &mut self,
+        spec: &ClientSpec,
+        node_there: Option<&str>,
+    ) -> (AddOutcome, bool) {
         let key = EntryKey::from(spec);
+        let tombstones = self.tombstones.len();
         self.tombstones.retain(|t| {
             let same_place = t.host == key.host && t.port == key.port;
             let same_node = node_there == Some(t.node_id.as_str());
             !(t.db == key.db && (same_place || same_node))
         });
+        let lifted = self.tombstones.len() != tombstones;
         if self.entries.contains_key(&key) {
-            return AddOutcome::AlreadyThere;
+            return (AddOutcome::AlreadyThere, lifted);
         }
         self.entries.insert(
             key.clone(),
@@ -163,7 +186,7 @@ impl ClusterState {
                 node_id: node_there.map(str::to_string),
             },
         );
-        AddOutcome::Added
+        (AddOutcome::Added, true)
     }
 
     /// DROP CLIENT: removes the entry. When a node is known there (from the entry or from
@@ -385,6 +408,9 @@ mod tests {
         let json = serde_json::to_string(&state).unwrap();
         let back: ClusterState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, state);
+        let port_0 = json.replace("\"port\":9091", "\"port\":0");
+        let err = serde_json::from_str::<ClusterState>(&port_0).unwrap_err();
+        assert!(err.to_string().contains("[::1]:0 db a has port 0"), "{err}");
         let future = json.replace("\"format\":1", "\"format\":2");
         let err = serde_json::from_str::<ClusterState>(&future).unwrap_err();
         assert!(err.to_string().contains("format 2"), "{err}");

@@ -1,0 +1,143 @@
+//! Who may use a node's HTTP API: the `BO_API_TOKEN` bearer token, and the browser rules
+//! (JSON bodies only, no other site's `Origin`).
+//!
+//! Address block used here: 127.0.150.x.
+
+mod common;
+use common::*;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+const TOKEN: &str = "t0ken-for-the-api-test";
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// POSTs `SHOW DATABASES` to `/api` with the given headers; returns the status and JSON body.
+fn post(node: &LocalNode, headers: &[(&str, &str)]) -> (u16, Value) {
+    let url = format!("http://{}/api", node.http_addr());
+    let mut request = agent().post(&url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
+        .send(br#"{"stmt": "SHOW DATABASES"}"#.as_slice())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .read_json::<Value>()
+        .unwrap_or_else(|e| panic!("POST {url} answered HTTP {status} without JSON: {e}"));
+    (status, body)
+}
+
+fn errmsg(body: &Value) -> &str {
+    body["errmsg"].as_str().unwrap_or_default()
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+#[test]
+fn the_token_is_required_and_never_logged_and_health_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(spec(dir.path(), 150, 1, &[("BO_API_TOKEN", TOKEN)]));
+    let bearer = format!("Bearer {TOKEN}");
+
+    let (status, body) = post(&node, &[JSON]);
+    assert_eq!(status, 401, "{body}");
+    assert!(errmsg(&body).contains("requires an API token"), "{body}");
+    assert_eq!(body["retcode"], -4, "{body}");
+    let (status, body) = post(&node, &[JSON, ("Authorization", "Bearer wrong")]);
+    assert_eq!(status, 401, "{body}");
+    assert!(errmsg(&body).contains("wrong"), "{body}");
+    let (status, body) = post(&node, &[JSON, ("Authorization", TOKEN)]);
+    assert_eq!(status, 401, "{body}");
+    assert!(errmsg(&body).contains("Bearer"), "{body}");
+    let (status, body) = post(&node, &[JSON, ("Authorization", &bearer)]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retcode"], 0, "{body}");
+
+    // The statement helpers of the tests send the spec's token: everything works with it.
+    ok(&node, "CREATE DATABASE guarded");
+
+    // /health needs no token.
+    let response = agent()
+        .get(&format!("http://{}/health", node.http_addr()))
+        .call()
+        .expect("GET /health");
+    assert_eq!(response.status().as_u16(), 200);
+
+    // `bocluster sql` takes the token from --token or BO_API_TOKEN.
+    let host = node.http_addr().to_string();
+    let sql = |args: &[&str], env: Option<&str>| {
+        let mut command = std::process::Command::new(exe());
+        command.arg("sql").args(["--host", &host]).args(args);
+        command.env_remove("BO_API_TOKEN");
+        if let Some(token) = env {
+            command.env("BO_API_TOKEN", token);
+        }
+        command.output().expect("run bocluster sql")
+    };
+    let out = sql(&["SHOW DATABASES"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requires an API token"),
+        "{out:?}"
+    );
+    let out = sql(&["--token", TOKEN, "SHOW DATABASES"], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("guarded"));
+    let out = sql(&["SHOW DATABASES"], Some(TOKEN));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let log = node.log();
+    assert!(!log.contains(TOKEN), "the token appears in the log:\n{log}");
+    // Bound to loopback: no warning about an open API.
+    assert!(!log.contains("BO_API_TOKEN is not set"), "{log}");
+}
+
+#[test]
+fn browsers_cannot_be_used_against_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(spec(dir.path(), 150, 2, &[]));
+
+    // A page can send text/plain (or a form) to any address without asking first.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, body) = post(&node, &[("Content-Type", content_type)]);
+        assert_eq!(status, 415, "{content_type}: {body}");
+        assert!(errmsg(&body).contains("application/json"), "{body}");
+        assert!(errmsg(&body).contains(content_type), "{body}");
+    }
+    let (status, body) = post(&node, &[]);
+    assert_eq!(status, 415, "{body}");
+    assert!(errmsg(&body).contains("no Content-Type"), "{body}");
+    let (status, body) = post(
+        &node,
+        &[("Content-Type", "application/json; charset=utf-8")],
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Another site's page is refused; the node's own page is not.
+    let (status, body) = post(&node, &[JSON, ("Origin", "http://evil.example")]);
+    assert_eq!(status, 403, "{body}");
+    assert!(errmsg(&body).contains("evil.example"), "{body}");
+    let (status, body) = post(&node, &[JSON, ("Origin", "null")]);
+    assert_eq!(status, 403, "{body}");
+    let own = format!("http://{}", node.http_addr());
+    let (status, body) = post(&node, &[JSON, ("Origin", &own)]);
+    assert_eq!(status, 200, "{body}");
+
+    // No token set, on loopback: open, and no warning.
+    assert!(!node.log().contains("BO_API_TOKEN is not set"));
+}
