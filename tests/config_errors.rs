@@ -203,7 +203,7 @@ fn a_flag_wins_over_its_variable() {
             ("BO_LISTEN", "nonsense"),
             ("BO_NODE_ID", "a b"),
             ("BO_DATA_DIR", data),
-            ("BO_GOSSIP_INTERVAL", "100ms"),
+            ("BO_PROBE_INTERVAL", "100ms"),
         ],
     );
     let pid = Pid::from_raw(child.id() as i32);

@@ -44,8 +44,13 @@ fn gossip_works_with_ten_percent_packet_loss() {
     let dir = tempfile::tempdir().unwrap();
     let block = 14;
     let seed = format!("127.0.{block}.1:9091");
-    // The default gossip interval and failure detector, as users run them.
-    let defaults = [("BO_SEEDS", seed.as_str()), ("BO_GOSSIP_INTERVAL", "250ms")];
+    // The default probe timings (the LAN profile), as users run them.
+    let defaults = [
+        ("BO_SEEDS", seed.as_str()),
+        ("BO_PROBE_INTERVAL", "800ms"),
+        ("BO_PROBE_TIMEOUT", "300ms"),
+        ("BO_SUSPECT_TIMEOUT", "1200ms"),
+    ];
     let nodes: Vec<LocalNode> = (1..=4)
         .map(|h| start(spec(dir.path(), block, h, &defaults)))
         .collect();

@@ -21,7 +21,7 @@ pub struct LivenessArgs {
     /// Third octet of the loopback addresses used
     #[arg(long, default_value_t = 200)]
     pub block: u8,
-    /// Extra BO_* settings for every node, e.g. --env BO_GOSSIP_INTERVAL=200ms
+    /// Extra BO_* settings for every node, e.g. --env BO_PROBE_INTERVAL=500ms
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Print the results as JSON only

@@ -89,7 +89,7 @@ struct BenchArgs {
     /// Convergence limit of each `scale` size
     #[arg(long, default_value = "400s", value_parser = humantime::parse_duration)]
     scale_limit: std::time::Duration,
-    /// BO_GOSSIP_INTERVAL of the in-process nodes of `scale` (`auto`: see `scale --help`)
+    /// BO_PROBE_INTERVAL of the in-process nodes of `scale` (`auto`: see `scale --help`)
     #[arg(long, value_name = "DURATION|auto", default_value = "auto")]
     scale_gossip_interval: String,
 }

@@ -448,7 +448,7 @@ const AUTO_DEFAULT_UP_TO: usize = 200;
 /// 2 cores and converged in one run out of two).
 const AUTO_PER_NODE: Duration = Duration::from_millis(8);
 
-/// The nodes' BO_GOSSIP_INTERVAL for a fleet of `n` (see `ScaleArgs::gossip_interval`).
+/// The nodes' BO_PROBE_INTERVAL for a fleet of `n` (see `ScaleArgs::gossip_interval`).
 fn interval_for(choice: Option<&str>, n: usize) -> Option<String> {
     match choice {
         Some("auto") if n <= AUTO_DEFAULT_UP_TO => None,

@@ -143,6 +143,17 @@ impl Runtime<MemberId> for Collect<'_> {
     }
 }
 
+/// A member foca declared down (or that left), kept for SHOW NODES after foca itself has
+/// forgotten it. foca forgets down identities soon (see `Timings::foca_config`): a down
+/// identity is terminal in SWIM, so a node that comes back from a partition under the same
+/// identity is only taken in again once it has been forgotten.
+#[derive(Debug, Clone)]
+struct Tombstone {
+    id: MemberId,
+    left: bool,
+    since: Duration,
+}
+
 /// How long a record pull may be outstanding before it is asked again.
 const PULL_RETRY: Duration = Duration::from_secs(5);
 
@@ -158,6 +169,8 @@ pub struct Engine {
     notes: Vec<OwnedNotification<MemberId>>,
     /// Node id -> the generation that said it is leaving.
     left: HashMap<String, u64>,
+    /// Members that went down, by node id (see [`Tombstone`]).
+    tombstones: HashMap<String, Tombstone>,
     health: LocalHealth,
     /// Suspicions already given extra time once: (node id, incarnation).
     deferred: HashSet<(String, u16)>,
@@ -206,6 +219,7 @@ impl Engine {
             out: Output::default(),
             notes: Vec::new(),
             left: HashMap::new(),
+            tombstones: HashMap::new(),
             health: LocalHealth::default(),
             deferred: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
@@ -402,8 +416,10 @@ impl Engine {
         self.out.datagrams = kept;
     }
 
+    /// Whether `addr` is where a member we know (live, or gone only lately) is reached.
     fn is_member_endpoint(&self, addr: SocketAddr) -> bool {
         self.swim.iter_members().any(|m| m.id().endpoint == addr)
+            || self.tombstones.values().any(|t| t.id.endpoint == addr)
     }
 
     /// A member said it is leaving: list it `left` now, and tell foca it is down.
@@ -416,6 +432,9 @@ impl Engine {
         let Some(id) = known else {
             return;
         };
+        if let Some(tombstone) = self.tombstones.get_mut(&leaving.node_id) {
+            tombstone.left |= tombstone.id.generation == leaving.generation;
+        }
         self.left.insert(leaving.node_id, leaving.generation);
         self.changed = true;
         let (swim, mut rt) = self.runtime();
@@ -524,9 +543,30 @@ impl Engine {
             .iter_membership_state()
             .map(|m| m.id().node_id.clone())
             .collect();
+        let grace = self.timings.dead_node_grace;
+        let now = self.now;
+        self.tombstones
+            .retain(|_, t| now.saturating_sub(t.since) < grace);
         let own = self.id().node_id.clone();
-        lock(&self.store).retain(|node| node == own || known.contains(node));
-        self.left.retain(|node, _| known.contains(node));
+        let tombstones = &self.tombstones;
+        lock(&self.store)
+            .retain(|node| node == own || known.contains(node) || tombstones.contains_key(node));
+        self.left
+            .retain(|node, _| known.contains(node) || tombstones.contains_key(node));
+        // Knock on one dead member's door: after a partition heals, this is how the two sides
+        // find each other again (foca has forgotten the down identities by then).
+        let dead: Vec<MemberId> = self
+            .tombstones
+            .values()
+            .filter(|t| !t.left && !known.contains(&t.id.node_id))
+            .map(|t| t.id.clone())
+            .collect();
+        if !dead.is_empty() {
+            let pick = self.rng.random_range(0..dead.len());
+            let target = dead[pick].clone();
+            let (swim, mut rt) = self.runtime();
+            let _ = swim.announce(target, &mut rt);
+        }
         let active = self.swim.num_members();
         if active == 0 {
             return;
@@ -618,6 +658,11 @@ impl Engine {
             .swim
             .iter_membership_state()
             .map(|m| (m.id().node_id.as_str(), m.id().endpoint))
+            .chain(
+                self.tombstones
+                    .values()
+                    .map(|t| (t.id.node_id.as_str(), t.id.endpoint)),
+            )
             .chain(std::iter::once((
                 self.id().node_id.as_str(),
                 self.id().endpoint,
@@ -733,11 +778,28 @@ impl Engine {
     fn after_call(&mut self) {
         for note in std::mem::take(&mut self.notes) {
             match note {
-                OwnedNotification::MemberUp(_)
-                | OwnedNotification::MemberDown(_)
-                | OwnedNotification::Rename(_, _)
-                | OwnedNotification::Active
-                | OwnedNotification::Idle => self.changed = true,
+                OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
+                    self.tombstones.remove(&id.node_id);
+                    self.want_record_of(&id);
+                    self.changed = true;
+                }
+                OwnedNotification::MemberDown(id) => {
+                    let left = self.left.get(&id.node_id) == Some(&id.generation)
+                        || lock(&self.store)
+                            .get(&id.node_id)
+                            .and_then(|k| k.body.clone())
+                            .is_some_and(|r| r.leaving);
+                    self.tombstones.insert(
+                        id.node_id.clone(),
+                        Tombstone {
+                            id,
+                            left,
+                            since: self.now,
+                        },
+                    );
+                    self.changed = true;
+                }
+                OwnedNotification::Active | OwnedNotification::Idle => self.changed = true,
                 OwnedNotification::Rejoin(id) => {
                     tracing::warn!(identity = ?id, "this node was declared dead by its peers; rejoined");
                     self.stats.rejoins += 1;
@@ -772,6 +834,20 @@ impl Engine {
         }
     }
 
+    /// A member came up whose record (at its generation) we do not hold: ask it directly,
+    /// so it is not listed without its databases for long.
+    fn want_record_of(&mut self, id: &MemberId) {
+        let held = lock(&self.store)
+            .get(&id.node_id)
+            .is_some_and(|k| k.generation == id.generation && k.body.is_some());
+        if !held {
+            self.pull(Pull::Records {
+                from: id.endpoint,
+                nodes: vec![id.node_id.clone()],
+            });
+        }
+    }
+
     /// Every member this node knows of, itself included, one row per node id, sorted.
     pub fn members(&self) -> Vec<Member> {
         let store = lock(&self.store);
@@ -795,6 +871,25 @@ impl Engine {
             };
             rows.insert(
                 id.node_id.as_str(),
+                member_row(id, status, record.as_deref(), false),
+            );
+        }
+        for (node, tombstone) in &self.tombstones {
+            if rows.contains_key(node.as_str()) || *node == own_id.node_id {
+                continue;
+            }
+            let id = &tombstone.id;
+            let record = store
+                .get(node)
+                .filter(|k| k.generation == id.generation)
+                .and_then(|k| k.body.clone());
+            let status = if tombstone.left || record.as_ref().is_some_and(|r| r.leaving) {
+                MemberStatus::Left
+            } else {
+                MemberStatus::Dead
+            };
+            rows.insert(
+                node.as_str(),
                 member_row(id, status, record.as_deref(), false),
             );
         }

@@ -17,6 +17,7 @@ pub mod id;
 pub mod packet;
 pub mod record;
 pub mod settings;
+pub mod sim;
 pub mod view;
 
 use std::net::SocketAddr;

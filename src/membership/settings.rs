@@ -88,6 +88,14 @@ impl Timings {
         self.suspect_timeout.mul_f64(scale)
     }
 
+    /// How long foca remembers a down identity: long enough for the news to have spread
+    /// (its broadcasts are spent long before), short enough for a partition to heal soon.
+    pub fn forget_down_after(&self, members: usize) -> Duration {
+        (self.suspect_timeout_for(members) * 10)
+            .max(Duration::from_secs(30))
+            .min(self.dead_node_grace)
+    }
+
     /// foca's configuration for a fleet of `members`, with our timings.
     pub fn foca_config(&self, members: usize) -> foca::Config {
         let size =
@@ -99,7 +107,11 @@ impl Timings {
         config.probe_period = self.probe_interval;
         config.probe_rtt = self.probe_timeout;
         config.suspect_to_down_after = self.suspect_timeout_for(members);
-        config.remove_down_after = Some(self.dead_node_grace);
+        // foca forgets a down identity soon (SHOW NODES keeps listing it for
+        // `dead_node_grace` from the engine's own tombstones): SWIM never takes a down
+        // identity back, so a node cut off by a partition is taken in again, under the same
+        // identity, only once it has been forgotten.
+        config.remove_down_after = Some(self.forget_down_after(members));
         // One byte of the plaintext is our kind tag.
         config.max_packet_size = NonZeroUsize::new(MAX_PLAINTEXT - 1).unwrap_or(NonZeroUsize::MIN);
         config

@@ -1,0 +1,593 @@
+//! A deterministic fleet of membership engines on virtual time, for tests (and the simulator
+//! the fleet harness builds on): the same [`Engine`] as a node process, with the clock, the
+//! network and the random source in our hands. Same seed, same run.
+//!
+//! The network delivers each datagram after a fixed latency unless it is lost (a loss rate),
+//! cut (a node is down or two nodes are in different partition groups). QUIC requests (joins
+//! and record pulls) are answered at once by the engine at the address asked, if reachable.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use super::engine::{Engine, Pull};
+use super::id::MemberId;
+use super::record::Record;
+use super::settings::Timings;
+use super::view::{Member, MemberStatus};
+
+/// One simulated node.
+pub struct SimNode {
+    pub engine: Engine,
+    pub addr: SocketAddr,
+    /// False while crashed or paused: nothing is delivered to it and its timers do not run.
+    pub up: bool,
+    /// Partition group: datagrams cross only between nodes of one group.
+    pub group: u32,
+}
+
+struct InFlight {
+    at: Duration,
+    seq: u64,
+    to: SocketAddr,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The fleet and its network.
+pub struct SimFleet {
+    pub nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    now: Duration,
+    pub latency: Duration,
+    /// Share of datagrams lost (0 to 1).
+    pub loss: f64,
+    rng: SmallRng,
+    timings: Timings,
+    /// Datagrams and bytes sent so far (plaintext).
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+}
+
+/// The address of simulated node `i`: 10.x.y.z:9091.
+pub fn sim_addr(i: usize) -> SocketAddr {
+    let i = i as u32 + 1;
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9091))
+}
+
+impl SimFleet {
+    pub fn new(timings: Timings, seed: u64) -> SimFleet {
+        SimFleet {
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            in_flight: BinaryHeap::new(),
+            seq: 0,
+            now: Duration::ZERO,
+            latency: Duration::from_millis(1),
+            loss: 0.0,
+            rng: SmallRng::seed_from_u64(seed),
+            timings,
+            datagrams_sent: 0,
+            bytes_sent: 0,
+        }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Starts a node named `n<i>` at generation `generation`, joining through node `seed`.
+    pub fn start_node(&mut self, generation: u64, seed: Option<usize>) -> usize {
+        let index = self.nodes.len();
+        let addr = sim_addr(index);
+        self.start_at(index, format!("n{index}"), generation, addr, seed)
+    }
+
+    /// (Re)starts node `index` as `node_id` at `addr` (a restart or a move), joining through
+    /// node `seed`.
+    pub fn start_at(
+        &mut self,
+        index: usize,
+        node_id: String,
+        generation: u64,
+        addr: SocketAddr,
+        seed: Option<usize>,
+    ) -> usize {
+        let id = MemberId::new(node_id, generation, addr);
+        let record = Record {
+            api: format!("{}:9090", addr.ip()),
+            software: "sim".into(),
+            ..Record::default()
+        };
+        let engine_seed = self.rng.random::<u64>();
+        let engine = Engine::new(id, record, self.timings.clone(), engine_seed, self.now);
+        let node = SimNode {
+            engine,
+            addr,
+            up: true,
+            group: 0,
+        };
+        if index < self.nodes.len() {
+            let old = self.nodes[index].addr;
+            self.by_addr.remove(&old);
+            self.nodes[index] = node;
+        } else {
+            self.nodes.push(node);
+        }
+        self.by_addr.insert(addr, index);
+        if let Some(seed) = seed {
+            self.join(index, seed);
+        }
+        self.flush(index);
+        index
+    }
+
+    /// Node `index` joins through node `seed` (the QUIC join request, answered at once).
+    pub fn join(&mut self, index: usize, seed: usize) {
+        if !self.reachable(index, seed) {
+            return;
+        }
+        let now = self.now;
+        let me = self.nodes[index].engine.id().clone();
+        let record = self.nodes[index]
+            .engine
+            .records_for(std::slice::from_ref(&me.node_id))
+            .pop();
+        let seed_engine = &mut self.nodes[seed].engine;
+        seed_engine.introduce(now, me, record);
+        let view = seed_engine.join_view();
+        self.nodes[index].engine.join(now, view);
+        self.flush(seed);
+        self.flush(index);
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        let (a, b) = (&self.nodes[a], &self.nodes[b]);
+        a.up && b.up && a.group == b.group
+    }
+
+    /// Crashes node `index` (SIGKILL: no goodbye).
+    pub fn crash(&mut self, index: usize) {
+        self.nodes[index].up = false;
+    }
+
+    /// Stops node `index` gracefully (SIGTERM).
+    pub fn leave(&mut self, index: usize) {
+        let now = self.now;
+        self.nodes[index].engine.leave(now);
+        self.flush(index);
+        self.nodes[index].up = false;
+    }
+
+    /// Runs the fleet until `until` (virtual time).
+    pub fn run_until(&mut self, until: Duration) {
+        loop {
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.up)
+                .map(|(i, n)| (n.engine.next_deadline(), i))
+                .min();
+            let next_datagram = self.in_flight.peek().map(|Reverse(d)| d.at);
+            let next = match (next_timer, next_datagram) {
+                (Some((t, _)), Some(d)) => t.min(d),
+                (Some((t, _)), None) => t,
+                (None, Some(d)) => d,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_datagram == Some(next) {
+                let Some(Reverse(datagram)) = self.in_flight.pop() else {
+                    break;
+                };
+                if let Some(&to) = self.by_addr.get(&datagram.to) {
+                    if self.nodes[to].up {
+                        let now = self.now;
+                        let _ = self.nodes[to].engine.handle_datagram(
+                            now,
+                            datagram.from,
+                            &datagram.bytes,
+                        );
+                        self.flush(to);
+                    }
+                }
+            } else if let Some((_, i)) = next_timer {
+                let now = self.now;
+                self.nodes[i].engine.advance(now);
+                self.flush(i);
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Sends what node `index` wants sent, and answers its pulls.
+    fn flush(&mut self, index: usize) {
+        let output = self.nodes[index].engine.take_output();
+        let from = self.nodes[index].addr;
+        for (to, bytes) in output.datagrams {
+            self.datagrams_sent += 1;
+            self.bytes_sent += bytes.len() as u64;
+            let Some(&dest) = self.by_addr.get(&to) else {
+                continue;
+            };
+            if !self.reachable(index, dest) || (self.loss > 0.0 && self.rng.random_bool(self.loss))
+            {
+                continue;
+            }
+            self.seq += 1;
+            self.in_flight.push(Reverse(InFlight {
+                at: self.now + self.latency,
+                seq: self.seq,
+                to,
+                from,
+                bytes,
+            }));
+        }
+        for pull in output.pulls {
+            let now = self.now;
+            match pull {
+                Pull::Versions { from: target } => match self.by_addr.get(&target).copied() {
+                    Some(t) if self.reachable(index, t) => {
+                        let versions = self.nodes[t].engine.versions();
+                        self.nodes[index]
+                            .engine
+                            .handle_versions(now, target, &versions);
+                    }
+                    _ => self.nodes[index].engine.pull_failed(target),
+                },
+                Pull::Records {
+                    from: target,
+                    nodes,
+                } => match self.by_addr.get(&target).copied() {
+                    Some(t) if self.reachable(index, t) => {
+                        let records = self.nodes[t].engine.records_for(&nodes);
+                        self.nodes[index]
+                            .engine
+                            .handle_records(now, Some(target), records);
+                    }
+                    _ => self.nodes[index].engine.pull_failed(target),
+                },
+            }
+            // Answering a pull may ask for more (the records after the versions).
+            let more = self.nodes[index].engine.take_output();
+            if !more.pulls.is_empty() || !more.datagrams.is_empty() {
+                self.requeue(index, more);
+            }
+        }
+    }
+
+    fn requeue(&mut self, index: usize, output: super::engine::Output) {
+        // Put it back and flush again: a pull answered at once can lead to one more pull.
+        let from = self.nodes[index].addr;
+        for (to, bytes) in output.datagrams {
+            self.seq += 1;
+            self.in_flight.push(Reverse(InFlight {
+                at: self.now + self.latency,
+                seq: self.seq,
+                to,
+                from,
+                bytes,
+            }));
+        }
+        for pull in output.pulls {
+            let now = self.now;
+            if let Pull::Records {
+                from: target,
+                nodes,
+            } = pull
+            {
+                if let Some(t) = self
+                    .by_addr
+                    .get(&target)
+                    .copied()
+                    .filter(|&t| self.reachable(index, t))
+                {
+                    let records = self.nodes[t].engine.records_for(&nodes);
+                    self.nodes[index]
+                        .engine
+                        .handle_records(now, Some(target), records);
+                } else {
+                    self.nodes[index].engine.pull_failed(target);
+                }
+            }
+        }
+    }
+
+    /// What node `observer` lists for node `subject` (by node id).
+    pub fn view(&self, observer: usize, node_id: &str) -> Option<Member> {
+        self.nodes[observer]
+            .engine
+            .members()
+            .into_iter()
+            .find(|m| m.node_id == node_id)
+    }
+
+    /// Whether every up node lists `node_id` with `status`.
+    pub fn all_see(&self, node_id: &str, status: MemberStatus) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.up)
+            .all(|(i, _)| self.view(i, node_id).is_some_and(|m| m.status == status))
+    }
+
+    /// Runs in steps of `step` until `done` holds or `limit` passes; the time it took.
+    pub fn run_until_true(
+        &mut self,
+        step: Duration,
+        limit: Duration,
+        mut done: impl FnMut(&SimFleet) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            let next = self.now + step;
+            self.run_until(next);
+        }
+        done(self).then(|| self.now - start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timings() -> Timings {
+        Timings {
+            anti_entropy_interval: Duration::from_secs(1),
+            ..Timings::default()
+        }
+    }
+
+    const STEP: Duration = Duration::from_millis(50);
+
+    /// A fleet of `n` started one after the other through node 0, converged.
+    fn fleet(n: usize, seed: u64) -> SimFleet {
+        let mut fleet = SimFleet::new(timings(), seed);
+        fleet.start_node(1, None);
+        for _ in 1..n {
+            fleet.start_node(1, Some(0));
+        }
+        let converged = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            (0..n).all(|i| f.all_see(&format!("n{i}"), MemberStatus::Alive))
+        });
+        assert!(converged.is_some(), "{n} nodes did not converge");
+        fleet
+    }
+
+    #[test]
+    fn a_fleet_converges_and_everyone_holds_every_record() {
+        let fleet = fleet(8, 1);
+        for observer in 0..8 {
+            for subject in 0..8 {
+                let m = fleet.view(observer, &format!("n{subject}")).unwrap();
+                assert_eq!(
+                    m.api,
+                    format!("{}:9090", sim_addr(subject).ip()),
+                    "{observer} sees {subject}"
+                );
+                assert_eq!(m.version, "sim");
+            }
+        }
+    }
+
+    #[test]
+    fn a_crashed_node_turns_dead_everywhere_within_the_timings() {
+        let mut fleet = fleet(6, 2);
+        fleet.crash(3);
+        let t = timings();
+        // Probed within a couple of intervals, suspected after one, dead after the timeout.
+        let bound = t.probe_interval * 4 + t.suspect_timeout_for(6) * 2;
+        let took = fleet.run_until_true(STEP, bound, |f| f.all_see("n3", MemberStatus::Dead));
+        assert!(took.is_some(), "not dead everywhere within {bound:?}");
+        // And it stays dead (also after foca has forgotten it); no live node is reported dead.
+        fleet.run_until(fleet.now() + t.forget_down_after(6) + Duration::from_secs(20));
+        assert!(fleet.all_see("n3", MemberStatus::Dead));
+        for i in [0, 1, 2, 4, 5] {
+            assert!(fleet.all_see(&format!("n{i}"), MemberStatus::Alive), "n{i}");
+        }
+    }
+
+    #[test]
+    fn a_graceful_leave_is_left_everywhere_at_once() {
+        let mut fleet = fleet(6, 3);
+        fleet.leave(2);
+        // One network latency later, not a timeout later.
+        fleet.run_until(fleet.now() + Duration::from_millis(20));
+        assert!(fleet.all_see("n2", MemberStatus::Left));
+        fleet.run_until(fleet.now() + Duration::from_secs(20));
+        assert!(
+            fleet.all_see("n2", MemberStatus::Left),
+            "left turned into something else"
+        );
+    }
+
+    #[test]
+    fn a_restart_is_the_same_row_with_a_newer_generation_and_the_old_one_stays_gone() {
+        let mut fleet = fleet(5, 4);
+        fleet.crash(4);
+        fleet.run_until(fleet.now() + Duration::from_millis(300));
+        fleet.start_at(4, "n4".into(), 2, sim_addr(4), Some(0));
+        let took = fleet.run_until_true(STEP, Duration::from_secs(10), |f| {
+            (0..5).all(|i| {
+                f.view(i, "n4")
+                    .is_some_and(|m| m.generation == 2 && m.status == MemberStatus::Alive)
+            })
+        });
+        assert!(took.is_some(), "the restart was not seen alive everywhere");
+        fleet.run_until(fleet.now() + Duration::from_secs(20));
+        for i in 0..5 {
+            let rows: Vec<Member> = fleet.nodes[i]
+                .engine
+                .members()
+                .into_iter()
+                .filter(|m| m.node_id == "n4")
+                .collect();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(
+                (rows[0].generation, rows[0].status),
+                (2, MemberStatus::Alive),
+                "seen by n{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_move_to_a_new_address_is_followed_by_node_id() {
+        let mut fleet = fleet(4, 5);
+        fleet.crash(3);
+        let new_addr = SocketAddr::from(([10, 9, 9, 9], 19091));
+        fleet.start_at(3, "n3".into(), 2, new_addr, Some(0));
+        let took = fleet.run_until_true(STEP, Duration::from_secs(10), |f| {
+            (0..4).all(|i| {
+                f.view(i, "n3")
+                    .is_some_and(|m| m.endpoint == new_addr && m.status == MemberStatus::Alive)
+            })
+        });
+        assert!(took.is_some());
+    }
+
+    #[test]
+    fn a_record_change_reaches_everyone_in_a_few_periods() {
+        let mut fleet = fleet(16, 6);
+        let now = fleet.now();
+        fleet.nodes[5]
+            .engine
+            .update_record(now, |r| r.databases = vec!["sales".into()])
+            .unwrap();
+        // 2 x log2(16) = 8 probe periods.
+        let bound = timings().probe_interval * 8;
+        let took = fleet.run_until_true(STEP, bound, |f| {
+            (0..16).all(|i| f.view(i, "n5").is_some_and(|m| m.databases == ["sales"]))
+        });
+        assert!(took.is_some(), "not everywhere within {bound:?}");
+    }
+
+    #[test]
+    fn a_change_missed_during_a_partition_is_repaired_by_anti_entropy() {
+        let mut fleet = fleet(5, 7);
+        fleet.nodes[4].group = 1;
+        let now = fleet.now();
+        fleet.nodes[1]
+            .engine
+            .update_record(now, |r| r.databases = vec!["late".into()])
+            .unwrap();
+        // Long enough for the broadcast to be spent on the others, and for each side to
+        // declare the other dead.
+        fleet.run_until(now + Duration::from_secs(30));
+        assert!(fleet.view(4, "n1").is_some_and(|m| m.databases.is_empty()));
+        fleet.nodes[4].group = 0;
+        let took = fleet.run_until_true(STEP, Duration::from_secs(180), |f| {
+            (0..5).all(|i| {
+                (0..5).all(|j| {
+                    f.view(i, &format!("n{j}"))
+                        .is_some_and(|m| m.status == MemberStatus::Alive)
+                })
+            }) && f.view(4, "n1").is_some_and(|m| m.databases == ["late"])
+        });
+        assert!(
+            took.is_some(),
+            "not repaired: n4 sees n1 as {:?}",
+            fleet.view(4, "n1")
+        );
+    }
+
+    #[test]
+    fn a_record_too_big_for_a_datagram_is_pulled_whole() {
+        let mut fleet = fleet(4, 8);
+        let names: Vec<String> = (0..3000).map(|i| format!("{i:0>64}")).collect();
+        let now = fleet.now();
+        fleet.nodes[2]
+            .engine
+            .update_record(now, |r| r.databases = names.clone())
+            .unwrap();
+        let took = fleet.run_until_true(STEP, Duration::from_secs(20), |f| {
+            (0..4).all(|i| f.view(i, "n2").is_some_and(|m| m.databases.len() == 3000))
+        });
+        assert!(took.is_some(), "not every database arrived");
+        // Beyond the limit, the change is refused, and the record stays as it was.
+        let too_many: Vec<String> = (0..10_000).map(|i| format!("{i:0>64}")).collect();
+        let refused = fleet.nodes[2]
+            .engine
+            .update_record(now, |r| r.databases = too_many);
+        assert!(matches!(
+            refused,
+            Err(super::super::RecordError::TooLarge { .. })
+        ));
+        assert_eq!(fleet.nodes[2].engine.own_record().databases.len(), 3000);
+    }
+
+    #[test]
+    fn same_seed_same_run() {
+        let run = |seed| {
+            let mut fleet = fleet(6, seed);
+            fleet.crash(2);
+            fleet.run_until(fleet.now() + Duration::from_secs(10));
+            (fleet.datagrams_sent, fleet.bytes_sent, fleet.now())
+        };
+        assert_eq!(run(42), run(42));
+    }
+
+    #[test]
+    fn an_unknown_source_gets_no_more_bytes_than_it_sent() {
+        let mut fleet = fleet(3, 9);
+        // An announce from an identity nobody knows: foca answers with a feed of members.
+        let mut stranger = Engine::new(
+            MemberId::new("stranger", 1, SocketAddr::from(([10, 200, 0, 1], 9091))),
+            Record::default(),
+            timings(),
+            1,
+            fleet.now(),
+        );
+        let _ = stranger.take_output();
+        stranger.announce(fleet.now(), fleet.nodes[0].engine.id().clone());
+        let out = stranger.take_output();
+        let (_, announce) = out.datagrams.first().expect("an announce").clone();
+        let now = fleet.now();
+        let target = &mut fleet.nodes[0].engine;
+        let _ = target.take_output();
+        target
+            .handle_datagram(now, SocketAddr::from(([10, 200, 0, 1], 9091)), &announce)
+            .unwrap();
+        let answered: usize = target
+            .take_output()
+            .datagrams
+            .iter()
+            .map(|(_, d)| d.len())
+            .sum();
+        assert!(
+            answered <= announce.len(),
+            "answered {answered} to {} bytes",
+            announce.len()
+        );
+    }
+}
