@@ -1,5 +1,6 @@
 //! The master's view at scale: building SHOW CLUSTER with 10,000 entries, applying a
-//! registration, and persisting a change (runs in `cargo bench`; compiled in CI).
+//! registration, and persisting a change at 10, 1,000, 10,000 and 100,000 entries (runs in
+//! `cargo bench`; compiled in CI).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,8 +18,8 @@ const DBS_PER_HOST: usize = 40;
 fn ip(host: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(
         10,
-        0,
-        (host / 250) as u8,
+        (host / 62_500) as u8,
+        (host / 250 % 250) as u8,
         (host % 250) as u8 + 1,
     ))
 }
@@ -84,24 +85,49 @@ fn cluster(c: &mut Criterion) {
         )
     });
 
+    persist_one_change(c, "persist_one_change_at_10k_entries", &state);
+}
+
+/// A state of `n` entries (ADD CLIENT of `n` distinct hosts).
+fn entries(n: usize) -> ClusterState {
+    let mut state = ClusterState::default();
+    for host in 0..n {
+        state.add(&spec(host, 0), None);
+    }
+    assert_eq!(state.len(), n);
+    state
+}
+
+/// ADD CLIENT and DROP CLIENT in turn on a master holding `state`: the durable cost of one
+/// change (issue 11: the same at 10 and at 100,000 entries).
+fn persist_one_change(c: &mut Criterion, name: &str, state: &ClusterState) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = serde_json::to_vec(&state).expect("serialize");
+    let file = serde_json::to_vec(state).expect("serialize");
     std::fs::write(dir.path().join("cluster.json"), file).expect("write");
     let view = ClusterView::open(dir.path()).expect("open");
+    let extra = spec(300_000, 1);
     let mut toggle = false;
-    c.bench_function("persist_one_change_at_10k_entries", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             toggle = !toggle;
-            let extra = spec(HOSTS + 1, 0);
             if toggle {
-                view.add_client(&extra, &[]).expect("add")
+                view.add_client(&extra, &[]).expect("add");
             } else {
                 view.drop_client(&extra, &[]).expect("drop");
-                bocluster::cluster::AddOutcome::Added
             }
         })
     });
 }
 
-criterion_group!(benches, cluster);
+fn changes(c: &mut Criterion) {
+    for n in [10, 1_000, 100_000] {
+        persist_one_change(
+            c,
+            &format!("persist_one_change_at_{n}_entries"),
+            &entries(n),
+        );
+    }
+}
+
+criterion_group!(benches, cluster, changes);
 criterion_main!(benches);

@@ -513,18 +513,96 @@ fn statement_of(body: &[u8]) -> Result<String, ExecError> {
         retcode: retcode::BAD_REQUEST,
         errmsg,
     };
-    let value: Value = serde_json::from_slice(body)
+    let top: TopLevel = serde_json::from_slice(body)
         .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
-    match value.get("stmt") {
-        Some(Value::String(stmt)) if value.is_object() => Ok(stmt.clone()),
-        Some(other) if value.is_object() => Err(bad(format!(
-            "\"stmt\" must be a string, found {}",
-            json_kind(other)
-        ))),
-        _ => Err(bad(
+    let shape = || {
+        bad(
             "request body must be a JSON object with a string field \"stmt\", e.g. {\"stmt\": \"SHOW NODES\"}"
                 .to_string(),
-        )),
+        )
+    };
+    let TopLevel::Object(fields) = top else {
+        return Err(shape());
+    };
+    // serde_json keeps the last of two equal keys: `{"stmt": "SHOW NODES", "stmt": "DROP
+    // ..."}` would run what a reader of the first one does not expect.
+    let mut seen = std::collections::HashSet::new();
+    if let Some((key, _)) = fields.iter().find(|(key, _)| !seen.insert(key.as_str())) {
+        return Err(bad(format!(
+            "request body has the key {key:?} more than once; give each key once"
+        )));
+    }
+    match fields.into_iter().find(|(key, _)| key == "stmt") {
+        Some((_, Value::String(stmt))) => Ok(stmt),
+        Some((_, other)) => Err(bad(format!(
+            "\"stmt\" must be a string, found {}",
+            json_kind(&other)
+        ))),
+        None => Err(shape()),
+    }
+}
+
+/// A request body's top level: an object's fields in order (keys given twice kept twice), or
+/// something else.
+enum TopLevel {
+    Object(Vec<(String, Value)>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TopLevel;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopLevel, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    fields.push(entry);
+                }
+                Ok(TopLevel::Object(fields))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TopLevel, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(TopLevel::Other)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+
+            fn visit_unit<E>(self) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -711,6 +789,34 @@ mod tests {
             }
         }
         (String::from_utf8_lossy(&bytes).into_owned(), false)
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let err =
+            statement_of(br#"{"stmt": "SHOW NODES", "stmt": "DROP DATABASE a"}"#).unwrap_err();
+        assert_eq!(err.http_status, 400);
+        assert!(
+            err.errmsg.contains("\"stmt\" more than once"),
+            "{}",
+            err.errmsg
+        );
+        let err = statement_of(br#"{"x": 1, "stmt": "SHOW NODES", "x": 2}"#).unwrap_err();
+        assert!(
+            err.errmsg.contains("\"x\" more than once"),
+            "{}",
+            err.errmsg
+        );
+        assert_eq!(
+            statement_of(br#"{"stmt": "SHOW NODES", "other": {"a": 1}}"#).unwrap(),
+            "SHOW NODES"
+        );
+        for not_object in [&b"[1, 2]"[..], b"\"SHOW NODES\"", b"null", b"3"] {
+            let err = statement_of(not_object).unwrap_err();
+            assert!(err.errmsg.contains("JSON object"), "{}", err.errmsg);
+        }
+        let err = statement_of(br#"{"stmt": 5}"#).unwrap_err();
+        assert!(err.errmsg.contains("found a number"), "{}", err.errmsg);
     }
 
     const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";

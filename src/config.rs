@@ -170,7 +170,19 @@ impl NodeConfig {
     /// Validates every setting; the first bad one is returned as an error.
     pub fn from_args(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
         let listen = match &args.listen {
-            Some(v) => parse_socket_addr(v).map_err(|r| invalid("BO_LISTEN", "listen", v, r))?,
+            Some(v) => {
+                let addr =
+                    parse_socket_addr(v).map_err(|r| invalid("BO_LISTEN", "listen", v, r))?;
+                if addr.port() == 0 {
+                    return Err(invalid(
+                        "BO_LISTEN",
+                        "listen",
+                        v,
+                        "port 0 would pick a random port that peers and BO_ENDPOINT cannot know; give a port, e.g. 9091",
+                    ));
+                }
+                addr
+            }
             None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_QUIC_PORT),
         };
         let endpoint = match &args.endpoint {
@@ -183,6 +195,14 @@ impl NodeConfig {
                         "endpoint",
                         v,
                         "must be an address other nodes can dial, not an unspecified address",
+                    ));
+                }
+                if addr.port() == 0 {
+                    return Err(invalid(
+                        "BO_ENDPOINT",
+                        "endpoint",
+                        v,
+                        "must be an address other nodes can dial, and no node can be dialled on port 0",
                     ));
                 }
                 addr
@@ -398,6 +418,12 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 pub fn validate_node_id(value: &str) -> Result<(), String> {
     if value.is_empty() || value.len() > 128 {
         return Err("must be 1 to 128 characters long".to_string());
+    }
+    if value.chars().all(|c| c == '.') {
+        return Err(
+            "must contain a letter, digit, '_' or '-' (dots alone name directories, not nodes)"
+                .to_string(),
+        );
     }
     if let Some(bad) = value
         .chars()
@@ -618,6 +644,34 @@ mod tests {
                     ..args()
                 },
                 "BO_NODE_ID",
+            ),
+            (
+                NodeArgs {
+                    node_id: Some(".".into()),
+                    ..args()
+                },
+                "BO_NODE_ID",
+            ),
+            (
+                NodeArgs {
+                    node_id: Some("..".into()),
+                    ..args()
+                },
+                "BO_NODE_ID",
+            ),
+            (
+                NodeArgs {
+                    listen: Some("127.0.0.1:0".into()),
+                    ..args()
+                },
+                "BO_LISTEN",
+            ),
+            (
+                NodeArgs {
+                    endpoint: Some("127.0.0.1:0".into()),
+                    ..args()
+                },
+                "BO_ENDPOINT",
             ),
             (
                 NodeArgs {

@@ -1,15 +1,18 @@
 //! Carries out a parsed statement against the node: parse -> execute -> reply.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+use tracing::debug;
 
 use crate::catalog::CatalogError;
-use crate::cluster::master::{introduce_now, resolve_into};
+use crate::cluster::dialable::{check_dialable, check_resolved};
+use crate::cluster::master::introduce_soon;
 use crate::cluster::{AddOutcome, SHOW_CLUSTER_COLUMNS};
 use crate::context::NodeContext;
 use crate::reply::{retcode, ExecError, Reply};
+use crate::resolve::resolve_host;
 use crate::sql::{parse_statement, ClientHost, ClientSpec, Statement};
 
 /// Statements up to this long are parsed right where they arrive, on the async worker (that
@@ -28,7 +31,7 @@ fn parse_permits() -> &'static Semaphore {
 }
 
 /// Parses and executes one statement.
-pub async fn execute_text(ctx: &NodeContext, text: &str) -> Result<Reply, ExecError> {
+pub async fn execute_text(ctx: &Arc<NodeContext>, text: &str) -> Result<Reply, ExecError> {
     let statement = parse_text(text).await?;
     execute(ctx, statement).await
 }
@@ -54,7 +57,7 @@ pub async fn parse_text(text: &str) -> Result<Statement, ExecError> {
     })
 }
 
-pub async fn execute(ctx: &NodeContext, statement: Statement) -> Result<Reply, ExecError> {
+pub async fn execute(ctx: &Arc<NodeContext>, statement: Statement) -> Result<Reply, ExecError> {
     match statement {
         Statement::CreateDatabase { name } => {
             // The advertisement must carry every database: refuse one that would not fit,
@@ -101,16 +104,29 @@ fn describe(spec: &ClientSpec) -> String {
     }
 }
 
-async fn add_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecError> {
-    if let ClientHost::Dns(name) = &spec.host {
-        resolve_into(ctx, name).await;
+/// ADD CLIENT: refuses addresses a master must never dial, writes the entry, answers. The
+/// client is dialled in the background: an unreachable one does not hold the answer.
+async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, ExecError> {
+    let refuse = |reason: String| {
+        ExecError::statement(format!("cannot add client {}: {reason}", describe(spec)))
+    };
+    match &spec.host {
+        ClientHost::Ip(ip) => check_dialable(*ip).map_err(refuse)?,
+        ClientHost::Dns(name) => match resolve_host(name).await {
+            Ok(ips) => {
+                check_resolved(name, &ips).map_err(refuse)?;
+                ctx.cluster.set_resolved(name, ips);
+            }
+            // Not resolvable yet: added all the same, resolved again every round.
+            Err(e) => debug!(name, error = %e, "cannot resolve a client name yet"),
+        },
     }
     let outcome = ctx
         .cluster
         .add_client(spec, &ctx.membership.members())
         .map_err(|e| ExecError::server(e.to_string()))?;
     // Reach the client now rather than at the next reach-out round.
-    introduce_now(ctx, ctx.cluster.addresses_of(&spec.host, spec.port)).await;
+    introduce_soon(ctx, ctx.cluster.addresses_of(&spec.host, spec.port));
     Ok(Reply::message(match outcome {
         AddOutcome::Added => format!("client {} added", describe(spec)),
         AddOutcome::AlreadyThere => format!("client {} is already in the cluster", describe(spec)),

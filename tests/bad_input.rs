@@ -1435,7 +1435,7 @@ fn oversized_bodies_are_refused_and_bodies_up_to_the_limit_are_read() {
     let started = Instant::now();
     let answer = http_exchange_with(addr, Duration::from_secs(30), |stream| {
         stream.write_all(
-            b"POST /api HTTP/1.1\r\nHost: bocluster\r\nContent-Length: 100000000000\r\n\
+            b"POST /api HTTP/1.1\r\nHost: bocluster\r\nContent-Type: application/json\r\nContent-Length: 100000000000\r\n\
               Connection: close\r\n\r\n",
         )?;
         let chunk = vec![b' '; 64 * 1024];
@@ -1457,7 +1457,7 @@ fn oversized_bodies_are_refused_and_bodies_up_to_the_limit_are_read() {
     // Chunked: 2 MiB in 4 KiB chunks is refused as it arrives; a small one is read.
     let answer = http_exchange_with(addr, Duration::from_secs(30), |stream| {
         stream.write_all(
-            b"POST /api HTTP/1.1\r\nHost: bocluster\r\nTransfer-Encoding: chunked\r\n\
+            b"POST /api HTTP/1.1\r\nHost: bocluster\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
               Connection: close\r\n\r\n",
         )?;
         let chunk = [b'x'; 4096];
@@ -1473,7 +1473,7 @@ fn oversized_bodies_are_refused_and_bodies_up_to_the_limit_are_read() {
         .unwrap_or_else(|| panic!("2 MiB chunked: {answer:?}"));
     assert_error_reply("2 MiB chunked", &reply, 413, -1);
     let body = stmt_body("SHOW DATABASES");
-    let mut chunked = b"POST /api HTTP/1.1\r\nHost: bocluster\r\nTransfer-Encoding: chunked\r\n\
+    let mut chunked = b"POST /api HTTP/1.1\r\nHost: bocluster\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
                         Connection: close\r\n\r\n"
         .to_vec();
     for piece in body.chunks(3) {
@@ -1840,7 +1840,7 @@ fn garbage_on_the_http_port_is_answered_with_errors_or_closed() {
     // or closed, not waited for forever... once the client has said it is done.
     let answer = http_exchange_with(addr, limit, |stream| {
         stream
-            .write_all(b"POST /api HTTP/1.1\r\nHost: b\r\nContent-Length: 1000\r\n\r\n{\"stmt\"")?;
+            .write_all(b"POST /api HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"stmt\"")?;
         stream.shutdown(Shutdown::Write)
     });
     refused("a body shorter than its Content-Length", &answer);
@@ -1854,7 +1854,7 @@ fn garbage_on_the_http_port_is_answered_with_errors_or_closed() {
             let body = stmt_body("SHOW DATABASES");
             pipelined.extend(
                 format!(
-                    "POST /api HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n",
+                    "POST /api HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 )
                 .as_bytes(),
@@ -1894,7 +1894,7 @@ fn connections_that_never_finish_a_request_are_closed_by_the_node() {
         ("half a request head", b"POST /api HTTP/1.1\r\nHost: bocl"),
         (
             "half a body",
-            b"POST /api HTTP/1.1\r\nHost: b\r\nContent-Length: 100\r\n\r\n{\"stmt\": ",
+            b"POST /api HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"stmt\": ",
         ),
     ];
     let started = Instant::now();

@@ -1,11 +1,11 @@
 //! The master side, in the background: apply registrations as gossip brings them, answer
 //! clients' introductions, and dial added clients that are not live yet.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -16,10 +16,6 @@ use crate::wire::{Introduction, Request, Response};
 
 /// How long one introduction to a client may take before it counts as unanswered.
 const INTRODUCTION_LIMIT: Duration = Duration::from_secs(3);
-
-/// How long ADD CLIENT waits for the client's answer to its introduction: a round trip and a
-/// QUIC handshake on any network a master and its clients share.
-pub const ADD_CLIENT_WAIT: Duration = Duration::from_millis(250);
 
 /// How often unreachable or dead entries are dialled, and DNS names re-resolved.
 pub const REACH_OUT_EVERY: Duration = Duration::from_secs(2);
@@ -145,19 +141,27 @@ pub async fn introduce_to(ctx: &NodeContext, addr: SocketAddr) {
     }
 }
 
-/// Starts a gossip exchange and an introduction with the client at `addrs` (an ADD CLIENT),
-/// waiting at most [`ADD_CLIENT_WAIT`] for its answer, so that a reachable client is already
-/// `alive` when the statement returns. One that answers later is found by [`reach_out`].
-pub async fn introduce_now(ctx: &NodeContext, addrs: Vec<SocketAddr>) {
-    for addr in &addrs {
-        ctx.membership.join_through(*addr);
+/// ADD CLIENT's introductions in flight at most: each may take [`INTRODUCTION_LIMIT`], and a
+/// loop of ADD CLIENT must not pile them up (a skipped one is left to [`reach_out`]).
+const ADD_CLIENT_INTRODUCTIONS: usize = 32;
+
+/// Starts a gossip exchange and, in the background, an introduction with the client at
+/// `addrs` (an ADD CLIENT): a reachable client is `alive` a round trip later, and the
+/// statement's answer waits for neither. One that answers later is found by [`reach_out`].
+pub fn introduce_soon(ctx: &Arc<NodeContext>, addrs: Vec<SocketAddr>) {
+    static IN_FLIGHT: Semaphore = Semaphore::const_new(ADD_CLIENT_INTRODUCTIONS);
+    for addr in addrs {
+        ctx.membership.join_through(addr);
+        let Ok(permit) = IN_FLIGHT.try_acquire() else {
+            debug!(%addr, "too many introductions in flight; the next reach-out round dials it");
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            introduce_to(&ctx, addr).await;
+            drop(permit);
+        });
     }
-    let _ = tokio::time::timeout(ADD_CLIENT_WAIT, async {
-        for addr in addrs {
-            introduce_to(ctx, addr).await;
-        }
-    })
-    .await;
 }
 
 /// Resolves the entries' DNS names and dials entries whose client is not live.
@@ -166,9 +170,45 @@ pub async fn reach_out(ctx: Arc<NodeContext>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursor = 0usize;
     let introductions = Introductions::new(INTRODUCTIONS_IN_FLIGHT);
+    let mut backoff = Backoff::default();
     loop {
         ticker.tick().await;
-        reach_out_once(&ctx, &mut cursor, &introductions).await;
+        reach_out_once(&ctx, &mut cursor, &introductions, &mut backoff).await;
+    }
+}
+
+/// The longest wait between two dials of an entry that does not answer.
+pub const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(16);
+
+/// When each unreached target is dialled next: [`REACH_OUT_EVERY`] after the first dial, then
+/// twice as long after each one, up to [`MAX_DIAL_BACKOFF`]. An entry at an address where
+/// nobody answers (a mistake, or an ADD CLIENT aimed at someone else) costs a packet every
+/// 16 s, not every 2 s for ever; a target that turns live is forgotten, and so starts again
+/// at once if it goes away later.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    next: HashMap<SocketAddr, (Instant, Duration)>,
+}
+
+impl Backoff {
+    /// The `targets` due at `now`; forgets targets no longer unreached.
+    pub fn due(&mut self, targets: &[SocketAddr], now: Instant) -> Vec<SocketAddr> {
+        let current: HashSet<&SocketAddr> = targets.iter().collect();
+        self.next.retain(|addr, _| current.contains(addr));
+        targets
+            .iter()
+            .filter(|addr| self.next.get(addr).is_none_or(|(at, _)| now >= *at))
+            .copied()
+            .collect()
+    }
+
+    /// Records that `addr` was dialled at `now`.
+    pub fn dialled(&mut self, addr: SocketAddr, now: Instant) {
+        let wait = match self.next.get(&addr) {
+            Some((_, last)) => (*last * 2).min(MAX_DIAL_BACKOFF),
+            None => REACH_OUT_EVERY,
+        };
+        self.next.insert(addr, (now + wait, wait));
     }
 }
 
@@ -178,23 +218,33 @@ pub async fn reach_out_once(
     ctx: &Arc<NodeContext>,
     cursor: &mut usize,
     introductions: &Introductions,
+    backoff: &mut Backoff,
 ) {
     for name in ctx.cluster.dns_names() {
         resolve_into(ctx, &name).await;
     }
-    dial_unreached(ctx, cursor, introductions);
+    dial_unreached(ctx, cursor, introductions, backoff);
 }
 
 /// Starts a gossip exchange and an introduction with (a batch of) the entries whose client is
 /// not live, with the DNS answers already known. An answered introduction lists the client
 /// alive at once (a master that restarted has its clients back within a round trip).
-fn dial_unreached(ctx: &Arc<NodeContext>, cursor: &mut usize, introductions: &Introductions) {
-    let targets = ctx.cluster.endpoints_to_reach(&ctx.membership.members());
+fn dial_unreached(
+    ctx: &Arc<NodeContext>,
+    cursor: &mut usize,
+    introductions: &Introductions,
+    backoff: &mut Backoff,
+) {
+    let now = Instant::now();
+    let targets = backoff.due(&ctx.cluster.endpoints_to_reach(&ctx.membership.members()), now);
     dial_batch(
         &targets,
         cursor,
         introductions,
-        |addr| ctx.membership.join_through(addr),
+        |addr| {
+            backoff.dialled(addr, now);
+            ctx.membership.join_through(addr)
+        },
         |addr| {
             let ctx = ctx.clone();
             async move { introduce_to(&ctx, addr).await }
@@ -240,7 +290,7 @@ enum Started {
 }
 
 /// The reach-out rounds' introductions in flight: at most a cap of them, and at most one per
-/// target. ADD CLIENT's [`introduce_now`] does not go through it: it answers at once.
+/// target. ADD CLIENT's [`introduce_soon`] does not go through it: it starts at once.
 #[derive(Debug)]
 pub struct Introductions {
     cap: usize,
@@ -431,6 +481,37 @@ mod tests {
             introductions.in_flight() == 0
         })
         .await;
+    }
+
+    #[test]
+    fn unanswered_targets_are_dialled_less_and_less_often() {
+        let targets = targets(2);
+        let (a, b) = (targets[0], targets[1]);
+        let mut backoff = Backoff::default();
+        let start = Instant::now();
+        let mut dials = Vec::new();
+        // A round every 2 s for 2 minutes; only `a` stays unreached after the first minute.
+        for round in 0..60u32 {
+            let now = start + REACH_OUT_EVERY * round;
+            let unreached = if round < 30 { vec![a, b] } else { vec![a] };
+            for addr in backoff.due(&unreached, now) {
+                backoff.dialled(addr, now);
+                dials.push((round, addr));
+            }
+        }
+        let rounds_of = |who| -> Vec<u32> {
+            dials
+                .iter()
+                .filter(|(_, addr)| *addr == who)
+                .map(|(r, _)| *r)
+                .collect()
+        };
+        // 2 s, 4 s, 8 s, 16 s, then every 16 s.
+        assert_eq!(rounds_of(a), [0, 1, 3, 7, 15, 23, 31, 39, 47, 55]);
+        assert_eq!(rounds_of(b), [0, 1, 3, 7, 15, 23]);
+        // b turned live and was forgotten: unreached again, it is dialled at once.
+        let now = start + REACH_OUT_EVERY * 61;
+        assert_eq!(backoff.due(&[b], now), [b]);
     }
 
     #[tokio::test]

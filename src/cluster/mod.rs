@@ -8,6 +8,7 @@
 //! `cluster.json` (see `journal`).
 
 pub mod contacts;
+pub mod dialable;
 pub mod journal;
 pub mod master;
 pub mod registration;
@@ -203,7 +204,9 @@ impl ClusterView {
     }
 
     /// Remembers what `name` resolved to, for matching gossip endpoints.
-    pub fn set_resolved(&self, name: &str, ips: Vec<IpAddr>) {
+    /// Addresses a master must never dial are left out (see [`dialable`]).
+    pub fn set_resolved(&self, name: &str, mut ips: Vec<IpAddr>) {
+        ips.retain(|ip| dialable::undialable_reason(*ip).is_none());
         lock(&self.resolved).insert(name.to_string(), ips);
     }
 
@@ -254,6 +257,8 @@ impl ClusterView {
         let mut targets: Vec<SocketAddr> = unreached
             .iter()
             .flat_map(|(host, port)| self.addresses_of(host, *port))
+            // Entries written before ADD CLIENT refused such addresses are never dialled.
+            .filter(|addr| dialable::undialable_reason(addr.ip()).is_none())
             .collect();
         targets.sort();
         targets.dedup();

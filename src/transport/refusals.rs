@@ -1,32 +1,35 @@
-//! Rate-limited reporting of refused peers: once per peer per minute, never a flood.
+//! Rate-limited reporting of refused peers: once per peer address (IP, whatever the port)
+//! per minute, never a flood.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How often the same peer's refusal is logged.
+/// How often refusals from the same IP are logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Entries kept before old ones are pruned (bounds memory under a scan of many addresses).
 const MAX_TRACKED: usize = 4096;
 
 #[derive(Default)]
 pub struct RefusalLog {
-    last_logged: Mutex<HashMap<SocketAddr, Instant>>,
+    /// By IP only: one host with many source ports is one peer.
+    last_logged: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 impl RefusalLog {
-    /// True when a refusal from `peer` should be logged now.
+    /// True when a refusal from `peer` should be logged now: the first from its IP in a minute.
     pub fn should_log(&self, peer: SocketAddr) -> bool {
         let now = Instant::now();
         let mut last = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
         if last.len() >= MAX_TRACKED {
             last.retain(|_, at| now.duration_since(*at) < LOG_EVERY);
         }
-        match last.get(&peer) {
+        let ip = peer.ip();
+        match last.get(&ip) {
             Some(at) if now.duration_since(*at) < LOG_EVERY => false,
             _ => {
-                last.insert(peer, now);
+                last.insert(ip, now);
                 true
             }
         }
@@ -50,12 +53,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logs_once_per_peer_per_minute() {
+    fn logs_once_per_ip_per_minute_whatever_the_port() {
         let log = RefusalLog::default();
         let a: SocketAddr = "127.0.0.2:9091".parse().unwrap();
         let b: SocketAddr = "127.0.0.3:9091".parse().unwrap();
         assert!(log.should_log(a));
         assert!(!log.should_log(a));
         assert!(log.should_log(b));
+        // Many source ports of one address: still one line a minute.
+        for port in 1..500 {
+            assert!(
+                !log.should_log(SocketAddr::new(a.ip(), port)),
+                "port {port}"
+            );
+        }
     }
 }
