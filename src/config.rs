@@ -86,14 +86,14 @@ pub struct NodeArgs {
     /// Membership timings made for a network: lan or wan (cellular edge links) [default: lan]
     #[arg(long, env = "BO_PROFILE", value_name = "lan|wan")]
     pub profile: Option<String>,
-    /// How often each node probes one peer [default: 800ms (lan), 2s (wan)]
+    /// How often each node probes one peer [default: 1s (lan), 2s (wan)]
     #[arg(long, env = "BO_PROBE_INTERVAL", value_name = "DURATION")]
     pub probe_interval: Option<String>,
-    /// How long a probe waits for its direct answer [default: 300ms (lan), 900ms (wan)]
+    /// How long a probe waits for its direct answer [default: 400ms (lan), 900ms (wan)]
     #[arg(long, env = "BO_PROBE_TIMEOUT", value_name = "DURATION")]
     pub probe_timeout: Option<String>,
     /// How long a suspected node has to refute before it is dead, up to 10 nodes (x log10 N
-    /// beyond) [default: 1200ms (lan), 5s (wan)]
+    /// beyond) [default: 3s (lan), 5s (wan)]
     #[arg(long, env = "BO_SUSPECT_TIMEOUT", value_name = "DURATION")]
     pub suspect_timeout: Option<String>,
     /// How often records are compared with one random peer [default: 10s (lan), 30s (wan)]

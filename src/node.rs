@@ -46,6 +46,11 @@ pub enum NodeError {
     Transport(#[from] TransportError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("BO_NODE_ID: node id {node_id} is already alive at {endpoint} (it answered there); give this node another BO_NODE_ID, or stop the other one first")]
+    DuplicateNodeId {
+        node_id: String,
+        endpoint: SocketAddr,
+    },
     #[error("BO_HTTP: address {addr} is already in use (TCP); is another node running there?")]
     HttpInUse { addr: SocketAddr },
     #[error("BO_HTTP: cannot bind TCP {addr}: {source}")]
@@ -151,6 +156,14 @@ impl RunningNode {
                 Err(e) => warn!(seed = %name, error = %e, "cannot resolve a seed yet; will retry"),
             }
         }
+        if let Some(endpoint) =
+            live_twin(&transport, &seeds, &identity, config.endpoint, &host).await
+        {
+            return Err(NodeError::DuplicateNodeId {
+                node_id: identity.node_id.clone(),
+                endpoint,
+            });
+        }
         let mut sorted_databases = databases;
         sorted_databases.sort();
         let settings = MembershipSettings {
@@ -230,6 +243,55 @@ impl RunningNode {
         self.ctx.transport.close().await;
         info!("node stopped");
     }
+}
+
+/// How long each step of the start-time node id check may take.
+const TWIN_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Another process alive under this node's id, elsewhere: asks the seeds whether they list
+/// the id alive at another endpoint, and if one does, whether something answers there as
+/// that id (a node that was killed and restarted at a new address is listed alive at its old
+/// one until it is detected dead, but nothing answers there).
+async fn live_twin(
+    transport: &PeerLink,
+    seeds: &[SocketAddr],
+    identity: &NodeIdentity,
+    own_endpoint: SocketAddr,
+    host: &str,
+) -> Option<SocketAddr> {
+    use crate::wire::{Introduction, Request, Response};
+    let lookup = Request::Lookup {
+        node_id: identity.node_id.clone(),
+    };
+    for seed in seeds.iter().take(3) {
+        let Ok(Response::Lookup(Some((endpoint, _generation)))) =
+            transport.request(*seed, &lookup, TWIN_CHECK_LIMIT).await
+        else {
+            continue;
+        };
+        if endpoint == own_endpoint {
+            continue;
+        }
+        let hello = Request::Hello {
+            node: Introduction {
+                node_id: identity.node_id.clone(),
+                generation: identity.generation,
+                endpoint: own_endpoint,
+                host: host.to_string(),
+                databases: Vec::new(),
+            },
+            register: false,
+        };
+        if let Ok(Response::Hello { node }) =
+            transport.request(endpoint, &hello, TWIN_CHECK_LIMIT).await
+        {
+            if node.node_id == identity.node_id {
+                return Some(endpoint);
+            }
+        }
+        return None;
+    }
+    None
 }
 
 /// How often seed names are resolved again (a seed container may come back elsewhere).

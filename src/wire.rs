@@ -40,16 +40,26 @@ pub enum Request {
     Versions,
     /// The records the receiver holds for these nodes.
     Records { nodes: Vec<String> },
+    /// "Do you know a live node with this id, and where?" (asked by a node at start, so two
+    /// processes never run under one node id).
+    Lookup { node_id: String },
 }
 
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Hello { node: Introduction },
+    Hello {
+        node: Introduction,
+    },
     Join(JoinView),
     Versions(Vec<RecordVersion>),
     Records(Vec<RecordUpdate>),
-    Error { message: String },
+    /// The answer to [`Request::Lookup`]: the endpoint and generation of that node, if the
+    /// receiver lists it alive.
+    Lookup(Option<(SocketAddr, u64)>),
+    Error {
+        message: String,
+    },
 }
 
 #[cfg(test)]

@@ -191,3 +191,87 @@ fn a_node_with_another_cluster_key_never_appears() {
         "refusals must not flood the log ({refusals} lines)"
     );
 }
+
+#[test]
+fn a_second_process_with_a_live_node_id_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 170;
+    let seed = seeds(block);
+    let first = start(spec(dir.path(), block, 1, &[]));
+    let real = start(spec(
+        dir.path(),
+        block,
+        2,
+        &[("BO_NODE_ID", "twin"), ("BO_SEEDS", &seed)],
+    ));
+    expect_status(&first, "twin", "alive");
+    let mut impostor = LocalNode::start(
+        exe(),
+        spec(
+            dir.path(),
+            block,
+            3,
+            &[("BO_NODE_ID", "twin"), ("BO_SEEDS", &seed)],
+        ),
+    )
+    .unwrap();
+    let code = impostor.wait_exit(Duration::from_secs(20));
+    let log = impostor.log();
+    assert_eq!(code, Some(2), "the impostor must exit 2; log:\n{log}");
+    assert!(
+        log.contains("twin") && log.contains("127.0.170.2:9091"),
+        "the refusal names the id and the other endpoint: {log}"
+    );
+    // The real node is untouched: alive, at its own endpoint, on every peer.
+    for observer in [&first, &real] {
+        expect_status(observer, "twin", "alive");
+        assert_eq!(
+            node_column(observer, "twin", "endpoint").as_deref(),
+            Some("127.0.170.2:9091")
+        );
+    }
+}
+
+#[test]
+fn a_client_with_3000_long_database_names_is_seen_with_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 171;
+    let master = start(spec(dir.path(), block, 1, &[]));
+    let client_spec = spec(
+        dir.path(),
+        block,
+        2,
+        &[
+            ("BO_MASTER", "127.0.171.1"),
+            ("BO_ENDPOINT", "127.0.171.2:9091"),
+        ],
+    );
+    // 3,000 databases of 64-character names, made the way the catalog keeps them.
+    let names: Vec<String> = (0..3000).map(|i| format!("db_{i:0>61}")).collect();
+    let databases = client_spec.data_dir.join("databases");
+    for name in &names {
+        std::fs::create_dir_all(databases.join(name)).unwrap();
+    }
+    let client = start(client_spec);
+    let all_seen = wait_for(Duration::from_secs(60), || {
+        let listed = node_column(&master, &client.spec.node_id, "databases")?;
+        (listed.split(',').count() == names.len()).then_some(())
+    });
+    assert!(
+        all_seen.is_some(),
+        "the master lists {:?} databases of the client",
+        node_column(&master, &client.spec.node_id, "databases").map(|d| d.split(',').count())
+    );
+    let entries = wait_for(Duration::from_secs(60), || {
+        let rows = master.query("SHOW CLUSTER").ok()?;
+        let alive = rows
+            .iter()
+            .filter(|r| r.get("status").and_then(|s| s.as_str()) == Some("alive"))
+            .count();
+        (alive == names.len()).then_some(())
+    });
+    assert!(
+        entries.is_some(),
+        "not every registered database is alive in SHOW CLUSTER"
+    );
+}

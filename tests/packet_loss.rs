@@ -47,9 +47,9 @@ fn gossip_works_with_ten_percent_packet_loss() {
     // The default probe timings (the LAN profile), as users run them.
     let defaults = [
         ("BO_SEEDS", seed.as_str()),
-        ("BO_PROBE_INTERVAL", "800ms"),
-        ("BO_PROBE_TIMEOUT", "300ms"),
-        ("BO_SUSPECT_TIMEOUT", "1200ms"),
+        ("BO_PROBE_INTERVAL", "1s"),
+        ("BO_PROBE_TIMEOUT", "400ms"),
+        ("BO_SUSPECT_TIMEOUT", "3s"),
     ];
     let nodes: Vec<LocalNode> = (1..=4)
         .map(|h| start(spec(dir.path(), block, h, &defaults)))

@@ -81,6 +81,15 @@ async fn answer_membership(ctx: &NodeContext, request: Request) -> Response {
         }
         Request::Versions => Response::Versions(ctx.membership.versions().await),
         Request::Records { nodes } => Response::Records(ctx.membership.records(nodes).await),
+        Request::Lookup { node_id } => Response::Lookup(
+            ctx.membership
+                .members()
+                .iter()
+                .find(|m| {
+                    m.node_id == node_id && m.status == crate::membership::MemberStatus::Alive
+                })
+                .map(|m| (m.endpoint, m.generation)),
+        ),
         Request::Hello { .. } => stopping(),
     }
 }

@@ -154,6 +154,9 @@ struct Tombstone {
     since: Duration,
 }
 
+/// How often a node knocks on one dead member's door (see `knock_on_a_dead_member`).
+const KNOCK_EVERY: Duration = Duration::from_secs(2);
+
 /// How long a record pull may be outstanding before it is asked again.
 const PULL_RETRY: Duration = Duration::from_secs(5);
 
@@ -176,6 +179,7 @@ pub struct Engine {
     deferred: HashSet<(String, u16)>,
     rng: SmallRng,
     next_anti_entropy: Duration,
+    next_knock: Duration,
     /// Record pulls in flight, by address, and when they were asked.
     pulls_in_flight: HashMap<SocketAddr, Duration>,
     /// The fleet size foca's configuration was last made for.
@@ -212,6 +216,7 @@ impl Engine {
             store,
             own: record,
             next_anti_entropy: now + timings.anti_entropy_interval,
+            next_knock: now + KNOCK_EVERY,
             timings,
             timers: BinaryHeap::new(),
             seq: 0,
@@ -279,8 +284,9 @@ impl Engine {
 
     /// When [`Engine::advance`] next has something to do.
     pub fn next_deadline(&self) -> Duration {
+        let periodic = self.next_anti_entropy.min(self.next_knock);
         let timer = self.timers.peek().map(|Reverse(s)| s.at);
-        timer.map_or(self.next_anti_entropy, |t| t.min(self.next_anti_entropy))
+        timer.map_or(periodic, |t| t.min(periodic))
     }
 
     fn runtime(&mut self) -> (&mut Swim, Collect<'_>) {
@@ -315,6 +321,10 @@ impl Engine {
             self.health
                 .timer_fired_late(lateness, self.timings.probe_timeout / 2);
             self.fire(due.timer);
+        }
+        if self.now >= self.next_knock {
+            self.next_knock = self.now + KNOCK_EVERY;
+            self.knock_on_a_dead_member();
         }
         if self.now >= self.next_anti_entropy {
             self.next_anti_entropy = self.now + self.timings.anti_entropy_interval;
@@ -536,6 +546,25 @@ impl Engine {
         }
     }
 
+    /// Knocks on one dead member's door (a foca announce): after a partition heals, this is
+    /// how the two sides find each other again. The one knocked answers, or tells us we are
+    /// down to it, and both sides renew what they hold as down.
+    fn knock_on_a_dead_member(&mut self) {
+        let dead: Vec<MemberId> = self
+            .tombstones
+            .values()
+            .filter(|t| !t.left)
+            .map(|t| t.id.clone())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        let pick = self.rng.random_range(0..dead.len());
+        let target = dead[pick].clone();
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.announce(target, &mut rt);
+    }
+
     fn anti_entropy_round(&mut self) {
         // Records of nodes membership has forgotten are forgotten too.
         let known: HashSet<String> = self
@@ -553,20 +582,6 @@ impl Engine {
             .retain(|node| node == own || known.contains(node) || tombstones.contains_key(node));
         self.left
             .retain(|node, _| known.contains(node) || tombstones.contains_key(node));
-        // Knock on one dead member's door: after a partition heals, this is how the two sides
-        // find each other again (foca has forgotten the down identities by then).
-        let dead: Vec<MemberId> = self
-            .tombstones
-            .values()
-            .filter(|t| !t.left && !known.contains(&t.id.node_id))
-            .map(|t| t.id.clone())
-            .collect();
-        if !dead.is_empty() {
-            let pick = self.rng.random_range(0..dead.len());
-            let target = dead[pick].clone();
-            let (swim, mut rt) = self.runtime();
-            let _ = swim.announce(target, &mut rt);
-        }
         let active = self.swim.num_members();
         if active == 0 {
             return;
@@ -599,12 +614,18 @@ impl Engine {
         let members: Vec<FocaMember<MemberId>> = view
             .members
             .into_iter()
-            .chain(std::iter::once(view.seed.clone()))
-            .filter(|m| m.node_id != own)
+            .filter(|m| m.node_id != own && m.node_id != view.seed.node_id)
             .map(FocaMember::alive)
             .collect();
         let (swim, mut rt) = self.runtime();
+        // What the seed knows, the cluster knows: taken in quietly. The seed itself may be
+        // news (a master that dialled an added client): spread it.
         let _ = swim.apply_many(members.into_iter(), false, &mut rt);
+        let _ = swim.apply_many(
+            std::iter::once(FocaMember::alive(view.seed.clone())),
+            true,
+            &mut rt,
+        );
         let _ = swim.announce(view.seed, &mut rt);
         self.after_call();
     }

@@ -33,9 +33,9 @@ impl Profile {
         match self {
             Profile::Lan => Timings {
                 profile: self,
-                probe_interval: Duration::from_millis(800),
-                probe_timeout: Duration::from_millis(300),
-                suspect_timeout: Duration::from_millis(1200),
+                probe_interval: Duration::from_millis(1000),
+                probe_timeout: Duration::from_millis(400),
+                suspect_timeout: Duration::from_millis(3000),
                 anti_entropy_interval: Duration::from_secs(10),
                 dead_node_grace: Duration::from_secs(3600),
             },

@@ -590,4 +590,54 @@ mod tests {
             announce.len()
         );
     }
+
+    #[test]
+    fn halves_split_by_a_partition_agree_again_soon_after_it_heals() {
+        let mut fleet = fleet(6, 10);
+        for i in 3..6 {
+            fleet.nodes[i].group = 1;
+        }
+        fleet.run_until(fleet.now() + Duration::from_secs(20));
+        assert!(fleet
+            .view(0, "n4")
+            .is_some_and(|m| m.status == MemberStatus::Dead));
+        for node in &mut fleet.nodes {
+            node.group = 0;
+        }
+        let healed = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            (0..6).all(|i| f.all_see(&format!("n{i}"), MemberStatus::Alive))
+        });
+        assert!(healed.is_some(), "not healed within 30 s");
+    }
+
+    #[test]
+    fn ten_percent_loss_and_100ms_latency_report_no_live_node_dead() {
+        let mut fleet = fleet(5, 11);
+        fleet.loss = 0.10;
+        fleet.latency = Duration::from_millis(100);
+        let start = fleet.now();
+        while fleet.now() < start + Duration::from_secs(300) {
+            let next = fleet.now() + Duration::from_millis(500);
+            fleet.run_until(next);
+            for i in 0..5 {
+                assert!(
+                    fleet.all_see(&format!("n{i}"), MemberStatus::Alive),
+                    "n{i} reported dead at {:?}",
+                    fleet.now() - start
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_that_joins_by_dialling_a_newcomer_spreads_it_to_everyone() {
+        // ADD CLIENT: the master joins through the client, not the other way round.
+        let mut fleet = fleet(4, 12);
+        let newcomer = fleet.start_node(1, None);
+        fleet.join(0, newcomer);
+        let took = fleet.run_until_true(STEP, Duration::from_secs(10), |f| {
+            f.all_see(&format!("n{newcomer}"), MemberStatus::Alive)
+        });
+        assert!(took.is_some(), "the others never heard of the newcomer");
+    }
 }
