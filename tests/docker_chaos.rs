@@ -111,7 +111,8 @@ fn assert_final(master: &Node, expected: &[Entry], nodes: &[&Node]) {
     wait_views(&[master], &ids, "final SHOW NODES on the master");
     wait_views(nodes, &[&master.id], "final SHOW NODES");
     let rows = master.show_cluster().expect("final SHOW CLUSTER");
-    check_cluster(&rows, expected, all_alive).unwrap_or_else(|e| panic!("final SHOW CLUSTER: {e}"));
+    check_cluster(&rows, expected, all_alive)
+        .unwrap_or_else(|e| panic!("final SHOW CLUSTER: {e}\nmaster log:\n{}", master.logs()));
     eprintln!("final SHOW CLUSTER on the master ({} rows):", rows.len());
     for r in &rows {
         eprintln!(
@@ -334,8 +335,10 @@ fn partition_master_from_clients_for_20s() {
     });
     clients_side.unwrap_or_else(|| {
         panic!(
-            "c1 does not see the partition: {:?}",
-            clients[0].show_nodes()
+            "c1 does not see the partition: {:?}\nc1 log:\n{}\nc3 log:\n{}",
+            clients[0].show_nodes(),
+            clients[0].logs(),
+            clients[2].logs()
         )
     });
     eprintln!(

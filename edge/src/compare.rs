@@ -1001,9 +1001,10 @@ mod tests {
         let detect = get("detect_first_ms");
         assert_eq!(detect.ratio, Some(0.25));
         assert_eq!(detect.met, Some(true));
-        // 600 ms / 250 ms = 2.4 rounds, 1100 / 200 = 5.5; 2 log2 16 = 8.
+        // 600 ms in bocluster's probe intervals, 1100 / 200 = 5.5; 2 log2 16 = 8.
         let rounds = get("change_rounds");
-        assert_eq!(rounds.bocluster.unwrap().median, 2.4);
+        let interval_ms = System::Bocluster.gossip_interval().as_secs_f64() * 1000.0;
+        assert_eq!(rounds.bocluster.unwrap().median, 600.0 / interval_ms);
         assert_eq!(rounds.serf.unwrap().median, 5.5);
         assert_eq!(rounds.met, Some(true));
         // Equal bandwidth meets "no more than Serf's"; no Serf data, no ratio.

@@ -546,16 +546,13 @@ impl Engine {
         }
     }
 
-    /// Knocks on one dead member's door (a foca announce): after a partition heals, this is
+    /// Knocks on one gone member's door (a foca announce): after a partition heals, this is
     /// how the two sides find each other again. The one knocked answers, or tells us we are
     /// down to it, and both sides renew what they hold as down.
     fn knock_on_a_dead_member(&mut self) {
-        let dead: Vec<MemberId> = self
-            .tombstones
-            .values()
-            .filter(|t| !t.left)
-            .map(|t| t.id.clone())
-            .collect();
+        // Left members too: a node that stopped and started again at the same address, with
+        // no seed of its own (the first node of a fleet), is found this way.
+        let dead: Vec<MemberId> = self.tombstones.values().map(|t| t.id.clone()).collect();
         if dead.is_empty() {
             return;
         }
@@ -649,7 +646,15 @@ impl Engine {
             self.handle_records(now, None, vec![record]);
         }
         let (swim, mut rt) = self.runtime();
-        let _ = swim.apply_many(std::iter::once(FocaMember::alive(id)), true, &mut rt);
+        let _ = swim.apply_many(
+            std::iter::once(FocaMember::alive(id.clone())),
+            true,
+            &mut rt,
+        );
+        // And ask it for its members in turn (foca answers an announce with a feed): a node
+        // that was joined *through* (an added client, dialled by its master) knows everyone a
+        // round trip later, not only the one that dialled it.
+        let _ = swim.announce(id, &mut rt);
         self.after_call();
     }
 
