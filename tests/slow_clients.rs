@@ -124,6 +124,15 @@ fn open_trickle(addr: SocketAddr) -> Option<TcpStream> {
     Some(stream)
 }
 
+/// Clears the flag when dropped, so the client threads stop also when the test fails.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Issue 11, section 1: 20 connections send a body a byte every millisecond for 20 s. The
 /// node's resident memory grows by less than 50 MB, stays there after they close, and
 /// `/health` answers throughout.
@@ -139,6 +148,7 @@ fn trickled_bodies_do_not_buy_memory() {
         .map(|_| open_trickle(addr).expect("open a trickling connection"))
         .collect();
     let running = Arc::new(AtomicBool::new(true));
+    let _stop = StopOnDrop(running.clone());
     let writer = {
         let running = running.clone();
         std::thread::spawn(move || {
@@ -216,6 +226,7 @@ fn a_flood_of_slow_uploads_does_not_lock_out_the_api() {
     let baseline = rss(pid);
 
     let running = Arc::new(AtomicBool::new(true));
+    let _stop = StopOnDrop(running.clone());
     let flooder = {
         let running = running.clone();
         std::thread::spawn(move || {
@@ -263,7 +274,6 @@ fn a_flood_of_slow_uploads_does_not_lock_out_the_api() {
             ("SHOW DATABASES", statement, &mut slowest_statement),
         ] {
             let (code, took) = answer.unwrap_or_else(|e| {
-                running.store(false, Ordering::Relaxed);
                 panic!(
                     "{what} at {:?}: {e}; log:\n{}",
                     started.elapsed(),
