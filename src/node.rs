@@ -15,7 +15,6 @@ use crate::cluster::registration::{keep_registered, MasterIds};
 use crate::cluster::{master, ClusterError, ClusterView};
 use crate::config::NodeConfig;
 use crate::context::NodeContext;
-use crate::durable::create_dir_durable;
 use crate::data_dir_lock::{DataDirError, DataDirLock};
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::membership::{Membership, MembershipSettings, Record};
