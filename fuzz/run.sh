@@ -26,7 +26,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-targets=(parse_statement wire_messages)
+targets=(parse_statement wire_messages sealed_datagrams)
 
 engine="${FUZZ_ENGINE:-}"
 if [ -z "$engine" ]; then

@@ -554,9 +554,12 @@ fn client_config(crypto: quinn::crypto::rustls::QuicClientConfig) -> quinn::Clie
 }
 
 /// A certificate chain of another cluster that *looks* like ours: a CA with the same subject
-/// ("bocluster cluster CA") but another key, and a node certificate for "bocluster.node"
-/// signed by it. Only the node's check of the signature can tell.
-fn lookalike_cluster_cert() -> (
+/// as the CA of `cluster_key` ("bocluster cluster CA <fingerprint>") but another key, and a
+/// node certificate for "bocluster.node" signed by it. Only the node's check of the signature
+/// can tell.
+fn lookalike_cluster_cert(
+    cluster_key: &str,
+) -> (
     Vec<rustls::pki_types::CertificateDer<'static>>,
     rustls::pki_types::PrivateKeyDer<'static>,
 ) {
@@ -564,9 +567,11 @@ fn lookalike_cluster_cert() -> (
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "bocluster cluster CA");
+    let keys = ClusterKeys::parse(cluster_key).unwrap();
+    ca_params.distinguished_name.push(
+        DnType::CommonName,
+        format!("bocluster cluster CA {}", keys.first().fingerprint()),
+    );
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
@@ -842,7 +847,7 @@ fn quic_peers_with_another_clusters_certificate_are_refused() {
             // the client certificate is what refuses it.
             (
                 "a look-alike certificate of another CA",
-                lenient_client_config(Some(lookalike_cluster_cert())),
+                lenient_client_config(Some(lookalike_cluster_cert(&key))),
             ),
         ],
     );

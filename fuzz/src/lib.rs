@@ -7,6 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod sealed;
+
+pub use sealed::check_sealed;
+
 use bocluster::sql::{parse_statement, ClientSpec, Statement};
 use bocluster::membership::engine::Engine;
 use bocluster::membership::{packet, MemberId, Record, Timings};
@@ -214,7 +218,11 @@ mod tests {
                 let path = format!("{}/seeds/wire_messages/{name}", env!("CARGO_MANIFEST_DIR"));
                 std::fs::write(&path, &bytes).unwrap();
             }
-            assert_eq!(seed(name), bytes, "{name} is stale: rerun with FUZZ_WRITE_SEEDS=1");
+            assert_eq!(
+                seed(name),
+                bytes,
+                "{name} is stale: rerun with FUZZ_WRITE_SEEDS=1"
+            );
         }
     }
 

@@ -2,7 +2,8 @@
 //! build libFuzzer): a bounded, deterministic mutation loop over the seed inputs, on plain
 //! stable cargo, calling the same checks as the libFuzzer targets.
 //!
-//! `fuzz_loop TARGET SECONDS [SEED_DIR...]` with TARGET `parse_statement` or `wire_messages`.
+//! `fuzz_loop TARGET SECONDS [SEED_DIR...]` with TARGET `parse_statement`, `wire_messages`
+//! or `sealed_datagrams`.
 //! Runs every seed file, then mutated inputs from a fixed PRNG seed (`FUZZ_LOOP_SEED`
 //! overrides it) until SECONDS pass. A failing check is written to
 //! `artifacts/TARGET/crash-<hash>` (relative to the current directory) and the exit code is 1.
@@ -173,12 +174,15 @@ fn save_crash(target: &str, input: &[u8]) -> PathBuf {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(target), Some(seconds)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: fuzz_loop parse_statement|wire_messages SECONDS [SEED_DIR...]");
+        eprintln!(
+            "usage: fuzz_loop parse_statement|wire_messages|sealed_datagrams SECONDS [SEED_DIR...]"
+        );
         return ExitCode::from(2);
     };
     let check: fn(&[u8]) = match target.as_str() {
         "parse_statement" => bocluster_fuzz::check_statement,
         "wire_messages" => bocluster_fuzz::check_wire,
+        "sealed_datagrams" => bocluster_fuzz::check_sealed,
         other => {
             eprintln!("fuzz_loop: unknown target {other:?}");
             return ExitCode::from(2);
