@@ -1,9 +1,9 @@
 //! bocluster: database nodes that form master-defined clusters over gossip.
 //!
 //! Layers, in the order data flows:
-//! `config -> tls -> transport (UDP: QUIC + sealed datagrams) -> membership (SWIM: foca) ->
-//! context -> cluster -> exec -> api / cli`, with `catalog` (local databases) beside them.
-//! `node` wires them together.
+//! `config -> cluster_key -> tls / seal -> transport (UDP: QUIC + sealed datagrams) ->
+//! membership (SWIM: foca) -> context -> cluster -> exec -> api / cli`, with `catalog` (local
+//! databases) beside them. `node` wires them together.
 
 pub mod api;
 pub mod auth;

@@ -5,7 +5,7 @@
 //! FIRST key's CA. Peers accept certificates that chain to the CA of ANY listed key, in both
 //! directions: nodes with no key in common never finish a handshake, and a rolling restart
 //! that adds a key, promotes it and drops the old one keeps every pair of nodes talking at
-//! each step (see README, "Rotating the cluster key"). Nothing has to be distributed but the
+//! each step (see the README's "The cluster key"). Nothing has to be distributed but the
 //! keys themselves.
 //!
 //! Without a key, nodes use a well-known built-in key: traffic is still encrypted, but anyone

@@ -1,6 +1,8 @@
 //! Cluster keys between real node processes: `bocluster keygen`, and a key rotation by rolling
 //! restarts (add the new key, promote it, drop the old one) during which every node keeps
-//! seeing every other `alive`.
+//! seeing every other `alive`, and none ever refuses another's sealed datagrams or TLS
+//! handshake (a node that opened datagrams with its first key only, or trusted only its first
+//! key's CA, fails here).
 //!
 //! Address block used here: 127.0.157.x.
 
@@ -93,7 +95,8 @@ fn rolling_restarts_add_promote_and_drop_a_key_and_no_node_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let k1 = keygen();
     let k2 = keygen();
-    let seed = format!("127.0.{BLOCK}.1:9091");
+    // Every node seeds from all three, so the one restarted (the seed too) finds the others.
+    let seed = format!("127.0.{BLOCK}.1:9091,127.0.{BLOCK}.2:9091,127.0.{BLOCK}.3:9091");
     let mut nodes: Vec<LocalNode> = (1..=3)
         .map(|host| {
             start(spec(
@@ -132,6 +135,27 @@ fn rolling_restarts_add_promote_and_drop_a_key_and_no_node_is_lost() {
                 started.elapsed().as_millis()
             );
         }
+    }
+
+    // Nothing between the three was ever refused: no datagram that failed to open, no TLS
+    // handshake that failed (a refusal is logged as a warning naming the peer's address).
+    for node in &nodes {
+        let log = node.log();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("WARN"))
+            .filter(|line| {
+                nodes
+                    .iter()
+                    .any(|n| line.contains(&n.quic_addr().to_string()))
+            })
+            .collect();
+        assert!(
+            refusals.is_empty(),
+            "{} warned about a member during the rotation:\n{}",
+            node.spec.node_id,
+            refusals.join("\n")
+        );
     }
 
     // K1 is really gone: a node that holds only K1 is refused by the cluster, and logged.
