@@ -36,7 +36,7 @@ use tracing::{debug, warn};
 
 use crate::context::NodeContext;
 use crate::exec::execute_text;
-use crate::reply::{retcode, ExecError};
+use crate::reply::{ApiAnswer, ExecError};
 
 /// Largest accepted request body; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -235,17 +235,14 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
     Router::new()
         .route("/api", post(post_statement))
         .route("/health", get(health))
+        .with_state(ctx.clone())
+        .merge(crate::web::routes(ctx))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(ctx)
 }
 
 /// The statement in a request body, or why there is none.
 fn statement_of(body: &[u8]) -> Result<String, ExecError> {
-    let bad = |errmsg: String| ExecError {
-        http_status: 400,
-        retcode: retcode::BAD_REQUEST,
-        errmsg,
-    };
+    let bad = ExecError::BadRequest;
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
     match value.get("stmt") {
@@ -278,30 +275,33 @@ async fn post_statement(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return error_response(body_error(&rejection)),
-    };
-    let stmt = match statement_of(&body) {
-        Ok(stmt) => stmt,
-        Err(e) => return error_response(e),
-    };
-    match execute_text(&ctx, &stmt).await {
-        Ok(reply) => {
-            let mut body = json!({
-                "retcode": 0,
-                "columns": reply.columns,
-                "results": reply.results,
-            });
-            if let Some(message) = reply.message {
-                body["message"] = json!(message);
-            }
-            (StatusCode::OK, Json(body)).into_response()
+        Err(rejection) => {
+            let (status, e) = body_error(&rejection);
+            return answer(status, ApiAnswer::of(Err(e)));
         }
-        Err(e) => error_response(e),
+    };
+    let result = match statement_of(&body) {
+        Ok(stmt) => execute_text(&ctx, &stmt).await,
+        Err(e) => Err(e),
+    };
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => status_of(e),
+    };
+    answer(status, ApiAnswer::of(result))
+}
+
+/// The HTTP status of a failed statement: 400 for the caller's mistakes, 500 for the node's.
+pub fn status_of(e: &ExecError) -> StatusCode {
+    if e.is_user_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
     }
 }
 
-/// The answer to a body that could not be read.
-fn body_error(rejection: &BytesRejection) -> ExecError {
+/// The answer to a body that could not be read: its status and error.
+pub fn body_error(rejection: &BytesRejection) -> (StatusCode, ExecError) {
     let mut status = rejection.status();
     let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
         format!("request body is larger than {MAX_BODY_BYTES} bytes")
@@ -317,11 +317,7 @@ fn body_error(rejection: &BytesRejection) -> ExecError {
     } else {
         format!("cannot read the request body: {rejection}")
     };
-    ExecError {
-        http_status: status.as_u16(),
-        retcode: retcode::BAD_REQUEST,
-        errmsg,
-    }
+    (status, ExecError::BadRequest(errmsg))
 }
 
 /// The error of type `E` that made reading the body fail, if one did: [`TimeoutError`] when it
@@ -337,13 +333,9 @@ fn find_source<E: std::error::Error + 'static>(rejection: &BytesRejection) -> Op
     None
 }
 
-fn error_response(e: ExecError) -> Response {
-    let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (
-        status,
-        Json(json!({"retcode": e.retcode, "errmsg": e.errmsg})),
-    )
-        .into_response();
+/// An answer with its status (any serializable body: `/api`'s and `/cmd`'s shapes).
+pub fn answer(status: StatusCode, body: impl serde::Serialize) -> Response {
+    let mut response = (status, Json(body)).into_response();
     // The rest of a late body may still come: the connection cannot carry another request.
     if status == StatusCode::REQUEST_TIMEOUT {
         response
@@ -377,7 +369,10 @@ mod tests {
                 post(|body: Result<Bytes, BytesRejection>| async move {
                     match body {
                         Ok(body) => body.len().to_string().into_response(),
-                        Err(rejection) => error_response(body_error(&rejection)),
+                        Err(rejection) => {
+                            let (status, e) = body_error(&rejection);
+                            answer(status, ApiAnswer::of(Err(e)))
+                        }
                     }
                 }),
             );

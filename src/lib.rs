@@ -2,22 +2,27 @@
 //!
 //! Layers, in the order data flows:
 //! `config -> tls -> transport (UDP: QUIC + sealed datagrams) -> membership (SWIM: foca) ->
-//! context -> cluster -> exec -> api / cli`, with `catalog` (local databases) beside them.
-//! `node` wires them together.
+//! context -> cluster -> exec -> api / web / mysql / cli`, with `catalog` (local databases)
+//! beside them, and `metrics` and `events` fed by the layers and read by `web`. `node` wires
+//! them together.
 
 pub mod api;
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod cluster_key;
 pub mod config;
 pub mod context;
 pub mod db_name;
 pub mod durable;
+pub mod events;
 pub mod exec;
 pub mod fleet;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
+pub mod mysql;
 pub mod node;
 pub mod reply;
 pub mod resolve;
@@ -25,4 +30,5 @@ pub mod seal;
 pub mod sql;
 pub mod tls;
 pub mod transport;
+pub mod web;
 pub mod wire;
