@@ -110,7 +110,7 @@ fn cluster(c: &mut Criterion) {
     c.bench_function("metrics_scrape_10k_entries", |b| {
         b.iter(|| {
             let rows = view.rows(black_box(&members));
-            metrics.encode(&members, &rows)
+            metrics.encode(&members, &rows, &Default::default())
         })
     });
 }

@@ -1,9 +1,10 @@
 //! The node's Prometheus metrics (`GET /metrics`), as typed families with a small API.
 //!
 //! Counters are fed where things happen: statements by the executor, registrations by the
-//! master, membership traffic and refusals by the engine (see [`Metrics::membership_sent`] and
-//! the calls after it). Members by status and cluster entries by status are not kept up to
-//! date here: they are counted from the snapshots at scrape time, so they can never drift.
+//! master, seal refusals and TLS failures by the transport ([`Metrics::datagram_refused`],
+//! [`Metrics::tls_handshake_failed`]). Members by status, cluster entries by status and the
+//! membership engine's own counters (packets by kind, bytes, refusals) are not kept here: they
+//! are read from the snapshots and the engine's stats at scrape time, so they never drift.
 
 use std::time::Duration;
 
@@ -16,17 +17,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::{ClusterRow, EntryStatus};
-use crate::membership::{Member, MemberStatus};
+use crate::membership::{EngineStats, Member, MemberStatus};
 
 /// The content type of [`Metrics::encode`]'s text (OpenMetrics, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Which way a membership packet went.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Direction {
-    In,
-    Out,
-}
 
 /// Why a datagram on the membership socket was dropped before it was decoded.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -56,15 +50,6 @@ pub enum RegistrationOutcome {
     Unchanged,
     /// It could not be written to disk.
     Failed,
-}
-
-impl Direction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Direction::In => "in",
-            Direction::Out => "out",
-        }
-    }
 }
 
 impl RefusalReason {
@@ -99,7 +84,12 @@ impl RegistrationOutcome {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PacketLabels {
     direction: &'static str,
-    kind: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,8 +122,6 @@ struct StatusLabels {
 /// Every metric of one node. Cheap to call from any task: counters are atomics.
 pub struct Metrics {
     registry: Registry,
-    membership_packets: Family<PacketLabels, Counter>,
-    membership_bytes: Family<PacketLabels, Counter>,
     datagrams_refused: Family<RefusalLabels, Counter>,
     tls_handshake_failures: Counter,
     registrations: Family<RegistrationLabels, Counter>,
@@ -151,22 +139,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("bocluster");
-        let membership_packets = Family::<PacketLabels, Counter>::default();
-        registry.register(
-            "membership_packets",
-            "Membership packets sent (out) and received (in), by kind",
-            membership_packets.clone(),
-        );
-        let membership_bytes = Family::<PacketLabels, Counter>::default();
-        registry.register(
-            "membership_bytes",
-            "Bytes of membership packets sent (out) and received (in), by kind",
-            membership_bytes.clone(),
-        );
         let datagrams_refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "datagrams_refused",
-            "Datagrams dropped before decoding, by reason",
+            "Membership datagrams dropped before decoding (by the seal), by reason",
             datagrams_refused.clone(),
         );
         let tls_handshake_failures = Counter::default();
@@ -202,8 +178,6 @@ impl Metrics {
         );
         Metrics {
             registry,
-            membership_packets,
-            membership_bytes,
             datagrams_refused,
             tls_handshake_failures,
             registrations,
@@ -213,28 +187,7 @@ impl Metrics {
         }
     }
 
-    /// The engine sent one membership packet of `kind` (e.g. "ping", "ack", "broadcast").
-    pub fn membership_sent(&self, kind: &str, bytes: usize) {
-        self.membership_packet(Direction::Out, kind, bytes);
-    }
-
-    /// The engine received one membership packet of `kind`.
-    pub fn membership_received(&self, kind: &str, bytes: usize) {
-        self.membership_packet(Direction::In, kind, bytes);
-    }
-
-    fn membership_packet(&self, direction: Direction, kind: &str, bytes: usize) {
-        let labels = PacketLabels {
-            direction: direction.as_str(),
-            kind: kind.to_string(),
-        };
-        self.membership_packets.get_or_create(&labels).inc();
-        self.membership_bytes
-            .get_or_create(&labels)
-            .inc_by(bytes as u64);
-    }
-
-    /// The engine dropped a datagram before decoding it.
+    /// The transport dropped a membership datagram before decoding it.
     pub fn datagram_refused(&self, reason: RefusalReason) {
         self.datagrams_refused
             .get_or_create(&RefusalLabels {
@@ -276,8 +229,59 @@ impl Metrics {
     /// Every metric as OpenMetrics text, with members and cluster entries counted by status
     /// from the given snapshots (every status is listed, zero included, so a dashboard's
     /// series never vanish).
-    pub fn encode(&self, members: &[Member], entries: &[ClusterRow]) -> String {
+    pub fn encode(
+        &self,
+        members: &[Member],
+        entries: &[ClusterRow],
+        engine: &EngineStats,
+    ) -> String {
         let mut scrape = Registry::with_prefix("bocluster");
+        let packets = Family::<PacketLabels, Counter>::default();
+        for (direction, kind, n) in [
+            ("out", "swim", engine.swim_out),
+            ("in", "swim", engine.swim_in),
+            ("out", "leaving", engine.leaving_out),
+            ("in", "leaving", engine.leaving_in),
+            ("out", "digest", engine.digest_out),
+            ("in", "digest", engine.digest_in),
+        ] {
+            packets
+                .get_or_create(&PacketLabels { direction, kind })
+                .inc_by(n);
+        }
+        scrape.register(
+            "membership_packets",
+            "Membership datagrams sent (out) and received (in), by kind: swim (probes, acks and what rides on them), leaving, digest (anti-entropy)",
+            packets,
+        );
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        bytes
+            .get_or_create(&DirectionLabels { direction: "out" })
+            .inc_by(engine.bytes_out);
+        bytes
+            .get_or_create(&DirectionLabels { direction: "in" })
+            .inc_by(engine.bytes_in);
+        scrape.register(
+            "membership_bytes",
+            "Plaintext bytes of membership datagrams sent (out) and received (in); the seal adds its overhead on top",
+            bytes,
+        );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        refused
+            .get_or_create(&RefusalLabels {
+                reason: "undecodable",
+            })
+            .inc_by(engine.refused);
+        refused
+            .get_or_create(&RefusalLabels {
+                reason: "amplification",
+            })
+            .inc_by(engine.amplification_dropped);
+        scrape.register(
+            "membership_refused",
+            "Membership datagrams the engine refused: undecodable (or refused by foca), or answers dropped as bigger than what an unknown source sent (amplification)",
+            refused,
+        );
         let by_member_status = Family::<StatusLabels, Gauge>::default();
         for status in [MemberStatus::Alive, MemberStatus::Dead, MemberStatus::Left] {
             let n = members.iter().filter(|m| m.status == status).count();
@@ -329,17 +333,20 @@ mod tests {
     fn counters_and_snapshot_gauges_appear_in_the_text() {
         let metrics = Metrics::new();
         metrics.statement("show_nodes", "ok", Duration::from_micros(80));
-        metrics.membership_sent("ping", 120);
-        metrics.membership_sent("ping", 80);
         metrics.datagram_refused(RefusalReason::WrongKey);
         metrics.tls_handshake_failed();
-        let text = metrics.encode(&[], &[]);
+        let engine = EngineStats {
+            swim_out: 3,
+            bytes_out: 200,
+            ..EngineStats::default()
+        };
+        let text = metrics.encode(&[], &[], &engine);
         assert!(
             text.contains(r#"bocluster_statements_total{kind="show_nodes",outcome="ok"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"bocluster_membership_bytes_total{direction="out",kind="ping"} 200"#),
+            text.contains(r#"bocluster_membership_bytes_total{direction="out"} 200"#),
             "{text}"
         );
         assert!(
@@ -348,6 +355,10 @@ mod tests {
         );
         assert!(
             text.contains("bocluster_tls_handshake_failures_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bocluster_membership_packets_total{direction="out",kind="swim"} 3"#),
             "{text}"
         );
         assert!(

@@ -32,6 +32,6 @@ pub fn routes(ctx: Arc<NodeContext>) -> Router {
 async fn get_metrics(State(ctx): State<Arc<NodeContext>>) -> Response {
     let members = ctx.membership.members();
     let rows = ctx.cluster.rows(&members);
-    let text = ctx.metrics.encode(&members, &rows);
+    let text = ctx.metrics.encode(&members, &rows, &ctx.membership.stats());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
