@@ -103,10 +103,13 @@ impl Cdp {
             .and_then(|rest| rest.split('/').next())
             .expect("ws url");
         let stream = TcpStream::connect(address).expect("connect to DevTools");
-        stream
+        // A blocking handshake (a loaded machine may take a while to answer it), then short
+        // reads so that waiting for an answer can also collect events.
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let (ws, _) = tungstenite::client(url, stream).expect("DevTools handshake");
+        ws.get_ref()
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
-        let (ws, _) = tungstenite::client(url, stream).expect("DevTools handshake");
         Cdp {
             ws,
             next_id: 1,
