@@ -1,5 +1,6 @@
 //! The master's view at scale: building SHOW CLUSTER with 10,000 entries, applying a
-//! registration, and persisting a change at 10, 1,000, 10,000 and 100,000 entries (runs in
+//! registration, persisting a change at 10, 1,000, 10,000 and 100,000 entries, and a
+//! `GET /metrics` scrape (entries and members counted by status from the snapshots) (runs in
 //! `cargo bench`; compiled in CI).
 
 use std::hint::black_box;
@@ -86,6 +87,21 @@ fn cluster(c: &mut Criterion) {
     });
 
     persist_one_change(c, "persist_one_change_at_10k_entries", &state);
+
+    // What `GET /metrics` does per scrape: SHOW CLUSTER's rows from the snapshot, then every
+    // family encoded, the status gauges counted from the rows and the members.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = serde_json::to_vec(&state).expect("serialize");
+    std::fs::write(dir.path().join("cluster.json"), file).expect("write");
+    let view = ClusterView::open(dir.path()).expect("open");
+    let metrics = bocluster::metrics::Metrics::new();
+    metrics.statement("show_cluster", "ok", std::time::Duration::from_micros(300));
+    c.bench_function("metrics_scrape_10k_entries", |b| {
+        b.iter(|| {
+            let rows = view.rows(black_box(&members));
+            metrics.encode(&members, &rows, &Default::default())
+        })
+    });
 }
 
 /// A state of `n` entries (ADD CLIENT of `n` distinct hosts).

@@ -17,6 +17,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -39,7 +41,7 @@ use tracing::{debug, warn};
 use crate::auth::require_token;
 use crate::context::NodeContext;
 use crate::exec::execute_text;
-use crate::reply::{retcode, ExecError};
+use crate::reply::{ApiAnswer, ExecError};
 
 /// Largest accepted request body; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -424,27 +426,28 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(statements)
-        .with_state(ctx)
+        .with_state(ctx.clone())
+        .merge(crate::web::routes(ctx))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// Refuses what a browser could send on behalf of another site: a body that is not
 /// `application/json` (a page can send `text/plain` without asking the node first) and an
 /// `Origin` other than the node's own (`http://` and the `Host` the request names).
-pub fn check_browser_rules(headers: &HeaderMap) -> Result<(), ExecError> {
+pub fn check_browser_rules(headers: &HeaderMap) -> Result<(), (StatusCode, ExecError)> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let own = headers
             .get(header::HOST)
             .and_then(|host| host.to_str().ok())
             .map(|host| format!("http://{host}"));
         if own.as_deref().map(str::as_bytes) != Some(origin.as_bytes()) {
-            return Err(ExecError {
-                http_status: 403,
-                retcode: retcode::BAD_REQUEST,
-                errmsg: format!(
+            return Err((
+                StatusCode::FORBIDDEN,
+                ExecError::BadRequest(format!(
                     "requests from a web page of another site are refused (Origin {:?} is not this node's own page)",
                     String::from_utf8_lossy(origin.as_bytes())
-                ),
-            });
+                )),
+            ));
         }
     }
     let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
@@ -459,13 +462,12 @@ pub fn check_browser_rules(headers: &HeaderMap) -> Result<(), ExecError> {
             Some(v) => format!("Content-Type {:?}", String::from_utf8_lossy(v)),
             None => "no Content-Type".to_string(),
         };
-        return Err(ExecError {
-            http_status: 415,
-            retcode: retcode::BAD_REQUEST,
-            errmsg: format!(
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ExecError::BadRequest(format!(
                 "the request body must be JSON sent with \"Content-Type: application/json\", found {found}"
-            ),
-        });
+            )),
+        ));
     }
     Ok(())
 }
@@ -508,11 +510,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
 
 /// The statement in a request body, or why there is none.
 fn statement_of(body: &[u8]) -> Result<String, ExecError> {
-    let bad = |errmsg: String| ExecError {
-        http_status: 400,
-        retcode: retcode::BAD_REQUEST,
-        errmsg,
-    };
+    let bad = ExecError::BadRequest;
     let top: TopLevel = serde_json::from_slice(body)
         .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
     let shape = || {
@@ -622,35 +620,29 @@ async fn post_statement(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = check_browser_rules(&headers) {
-        return error_response(e);
+    if let Err((status, e)) = check_browser_rules(&headers) {
+        return answer(status, ApiAnswer::of(Err(e)));
     }
     let body = match read_body(&headers, body, MAX_BODY_BYTES).await {
         Ok(body) => body,
-        Err(e) => return error_response(body_error(&e)),
-    };
-    let stmt = match statement_of(&body) {
-        Ok(stmt) => stmt,
-        Err(e) => return error_response(e),
-    };
-    match execute_text(&ctx, &stmt).await {
-        Ok(reply) => {
-            let mut body = json!({
-                "retcode": 0,
-                "columns": reply.columns,
-                "results": reply.results,
-            });
-            if let Some(message) = reply.message {
-                body["message"] = json!(message);
-            }
-            (StatusCode::OK, Json(body)).into_response()
+        Err(e) => {
+            let (status, e) = read_error(&e);
+            return answer(status, ApiAnswer::of(Err(e)));
         }
-        Err(e) => error_response(e),
-    }
+    };
+    let result = match statement_of(&body) {
+        Ok(stmt) => execute_text(&ctx, &stmt).await,
+        Err(e) => Err(e),
+    };
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => status_of(e),
+    };
+    answer(status, ApiAnswer::of(result))
 }
 
 /// The answer to a body that could not be read.
-fn body_error(error: &BodyError) -> ExecError {
+fn read_error(error: &BodyError) -> (StatusCode, ExecError) {
     let (status, errmsg) = match error {
         BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
         BodyError::Read(_) => {
@@ -669,16 +661,44 @@ fn body_error(error: &BodyError) -> ExecError {
             }
         }
     };
-    ExecError {
-        http_status: status.as_u16(),
-        retcode: retcode::BAD_REQUEST,
-        errmsg,
+    (status, ExecError::BadRequest(errmsg))
+}
+
+/// The HTTP status of a failed statement: 400 for the caller's mistakes, 500 for the node's.
+pub fn status_of(e: &ExecError) -> StatusCode {
+    if e.is_user_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
     }
+}
+
+/// The answer to a body an extractor could not read (the `/cmd` handler's): its status and
+/// error.
+pub fn body_error(rejection: &BytesRejection) -> (StatusCode, ExecError) {
+    let mut status = rejection.status();
+    let errmsg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body is larger than {MAX_BODY_BYTES} bytes")
+    } else if let Some(deadline) = find_source::<BodyDeadline>(rejection) {
+        status = StatusCode::REQUEST_TIMEOUT;
+        deadline.to_string()
+    } else if find_source::<TimeoutError>(rejection).is_some() {
+        status = StatusCode::REQUEST_TIMEOUT;
+        format!(
+            "the request body stopped arriving (nothing for {} s)",
+            BODY_READ_TIMEOUT.as_secs()
+        )
+    } else {
+        format!("cannot read the request body: {rejection}")
+    };
+    (status, ExecError::BadRequest(errmsg))
 }
 
 /// The error of type `E` that made reading the body fail, if one did: [`TimeoutError`] when it
 /// stopped arriving ([`BODY_READ_TIMEOUT`]), [`BodyDeadline`] when it took too long in all.
-fn find_source<E: std::error::Error + 'static>(error: &BodyError) -> Option<&E> {
+fn find_source<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
         if let Some(found) = error.downcast_ref::<E>() {
@@ -689,13 +709,9 @@ fn find_source<E: std::error::Error + 'static>(error: &BodyError) -> Option<&E> 
     None
 }
 
-fn error_response(e: ExecError) -> Response {
-    let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (
-        status,
-        Json(json!({"retcode": e.retcode, "errmsg": e.errmsg})),
-    )
-        .into_response();
+/// An answer with its status (any serializable body: `/api`'s and `/cmd`'s shapes).
+pub fn answer(status: StatusCode, body: impl serde::Serialize) -> Response {
+    let mut response = (status, Json(body)).into_response();
     // The rest of a late body may still come: the connection cannot carry another request.
     if status == StatusCode::REQUEST_TIMEOUT {
         response
@@ -753,7 +769,10 @@ mod tests {
                 post(|headers: HeaderMap, body: Body| async move {
                     match read_body(&headers, body, MAX_BODY_BYTES).await {
                         Ok(body) => body.len().to_string().into_response(),
-                        Err(e) => error_response(body_error(&e)),
+                        Err(e) => {
+                            let (status, e) = read_error(&e);
+                            answer(status, ApiAnswer::of(Err(e)))
+                        }
                     }
                 }),
             );
@@ -795,17 +814,13 @@ mod tests {
     fn a_key_given_twice_is_refused() {
         let err =
             statement_of(br#"{"stmt": "SHOW NODES", "stmt": "DROP DATABASE a"}"#).unwrap_err();
-        assert_eq!(err.http_status, 400);
-        assert!(
-            err.errmsg.contains("\"stmt\" more than once"),
-            "{}",
-            err.errmsg
-        );
+        assert!(err.is_user_error());
+        assert!(err.to_string().contains("\"stmt\" more than once"), "{err}");
         let err = statement_of(br#"{"x": 1, "stmt": "SHOW NODES", "x": 2}"#).unwrap_err();
         assert!(
-            err.errmsg.contains("\"x\" more than once"),
+            err.to_string().contains("\"x\" more than once"),
             "{}",
-            err.errmsg
+            err.to_string()
         );
         assert_eq!(
             statement_of(br#"{"stmt": "SHOW NODES", "other": {"a": 1}}"#).unwrap(),
@@ -813,10 +828,18 @@ mod tests {
         );
         for not_object in [&b"[1, 2]"[..], b"\"SHOW NODES\"", b"null", b"3"] {
             let err = statement_of(not_object).unwrap_err();
-            assert!(err.errmsg.contains("JSON object"), "{}", err.errmsg);
+            assert!(
+                err.to_string().contains("JSON object"),
+                "{}",
+                err.to_string()
+            );
         }
         let err = statement_of(br#"{"stmt": 5}"#).unwrap_err();
-        assert!(err.errmsg.contains("found a number"), "{}", err.errmsg);
+        assert!(
+            err.to_string().contains("found a number"),
+            "{}",
+            err.to_string()
+        );
     }
 
     const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";

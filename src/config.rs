@@ -108,6 +108,32 @@ pub struct NodeArgs {
     /// Removed (see BO_SUSPECT_TIMEOUT)
     #[arg(long, env = "BO_PHI_THRESHOLD", hide = true)]
     pub phi_threshold: Option<String>,
+    /// MySQL protocol bind address, or `off` [default: the listen host, port 3306]
+    #[arg(long, env = "BO_MYSQL", value_name = "IP:PORT|off")]
+    pub mysql: Option<String>,
+    /// Log line format: `text` or `json` (one JSON object per line) [default: text]
+    #[arg(long, env = "BO_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Program run once per cluster event, event in BO_EVENT_* variables and JSON on stdin
+    #[arg(long, env = "BO_EVENT_HANDLER", value_name = "PATH")]
+    pub event_handler: Option<String>,
+    /// How long one run of the event handler may take before it is killed [default: 10s]
+    #[arg(long, env = "BO_EVENT_HANDLER_TIMEOUT", value_name = "DURATION")]
+    pub event_handler_timeout: Option<String>,
+}
+
+/// Port of the MySQL protocol listener.
+pub const DEFAULT_MYSQL_PORT: u16 = 3306;
+/// How long one run of `BO_EVENT_HANDLER` may take.
+pub const DEFAULT_EVENT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured at a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// A setting that failed validation, named the way a user set it.
@@ -139,6 +165,11 @@ pub struct NodeConfig {
     pub log: String,
     /// Membership timings (profile defaults, overridden by the BO_* timing settings).
     pub timings: Timings,
+    /// Where the MySQL protocol is served; `None` when `BO_MYSQL=off`.
+    pub mysql: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub event_handler: Option<PathBuf>,
+    pub event_handler_timeout: Duration,
 }
 
 fn invalid(
@@ -287,6 +318,63 @@ impl NodeConfig {
             }
         }
         let timings = parse_timings(args)?;
+        let mysql = match args.mysql.as_deref().map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            Some(v) => Some(parse_socket_addr(v).map_err(|r| {
+                invalid("BO_MYSQL", "mysql", v, format!("{r}, or off to disable it"))
+            })?),
+            None => Some(SocketAddr::new(listen.ip(), DEFAULT_MYSQL_PORT)),
+        };
+        let log_format = match args.log_format.as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => {
+                return Err(invalid(
+                    "BO_LOG_FORMAT",
+                    "log-format",
+                    v,
+                    "expected text or json",
+                ))
+            }
+        };
+        let event_handler = match &args.event_handler {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => {
+                let path = PathBuf::from(v);
+                let executable = std::fs::metadata(&path)
+                    .map_err(|e| invalid("BO_EVENT_HANDLER", "event-handler", v, e.to_string()))?;
+                if !executable.is_file()
+                    || std::os::unix::fs::PermissionsExt::mode(&executable.permissions()) & 0o111
+                        == 0
+                {
+                    return Err(invalid(
+                        "BO_EVENT_HANDLER",
+                        "event-handler",
+                        v,
+                        "must be an executable file",
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        let event_handler_timeout = match &args.event_handler_timeout {
+            Some(v) => {
+                let d = parse_duration(v).map_err(|r| {
+                    invalid("BO_EVENT_HANDLER_TIMEOUT", "event-handler-timeout", v, r)
+                })?;
+                if d.is_zero() {
+                    return Err(invalid(
+                        "BO_EVENT_HANDLER_TIMEOUT",
+                        "event-handler-timeout",
+                        v,
+                        "must be longer than zero",
+                    ));
+                }
+                d
+            }
+            None => DEFAULT_EVENT_HANDLER_TIMEOUT,
+        };
         Ok(NodeConfig {
             listen,
             endpoint,
@@ -300,6 +388,10 @@ impl NodeConfig {
             api_token,
             log,
             timings,
+            mysql,
+            log_format,
+            event_handler,
+            event_handler_timeout,
         })
     }
 }
@@ -546,6 +638,31 @@ mod tests {
 
     fn args() -> NodeArgs {
         NodeArgs::default()
+    }
+
+    #[test]
+    fn mysql_log_format_and_event_handler_settings() {
+        let cfg = NodeConfig::from_args(&NodeArgs {
+            listen: Some("127.0.0.7:9091".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(cfg.mysql, Some("127.0.0.7:3306".parse().unwrap()));
+        assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.event_handler, None);
+        assert_eq!(cfg.event_handler_timeout, DEFAULT_EVENT_HANDLER_TIMEOUT);
+        let cfg = NodeConfig::from_args(&NodeArgs {
+            mysql: Some("OFF".into()),
+            log_format: Some("json".into()),
+            event_handler: Some("/bin/sh".into()),
+            event_handler_timeout: Some("2s".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(cfg.mysql, None);
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.event_handler, Some(PathBuf::from("/bin/sh")));
+        assert_eq!(cfg.event_handler_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -798,6 +915,42 @@ mod tests {
                     ..args()
                 },
                 "BO_MASTER",
+            ),
+            (
+                NodeArgs {
+                    mysql: Some("3306".into()),
+                    ..args()
+                },
+                "BO_MYSQL",
+            ),
+            (
+                NodeArgs {
+                    log_format: Some("xml".into()),
+                    ..args()
+                },
+                "BO_LOG_FORMAT",
+            ),
+            (
+                NodeArgs {
+                    event_handler: Some("/nonexistent/handler.sh".into()),
+                    ..args()
+                },
+                "BO_EVENT_HANDLER",
+            ),
+            (
+                NodeArgs {
+                    // A directory, not an executable file.
+                    event_handler: Some("/".into()),
+                    ..args()
+                },
+                "BO_EVENT_HANDLER",
+            ),
+            (
+                NodeArgs {
+                    event_handler_timeout: Some("0s".into()),
+                    ..args()
+                },
+                "BO_EVENT_HANDLER_TIMEOUT",
             ),
         ];
         for (bad, var) in cases {

@@ -26,6 +26,10 @@ pub struct NodeContext {
     pub membership: Membership,
     pub transport: PeerLink,
     pub http_addr: SocketAddr,
+    /// Counters and histograms for `GET /metrics`; the engine's own are read from its stats.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Membership and cluster-entry events (`GET /events`, `BO_EVENT_HANDLER`).
+    pub events: crate::events::Events,
 }
 
 impl NodeContext {

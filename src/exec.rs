@@ -11,7 +11,7 @@ use crate::cluster::dialable::{check_dialable, check_resolved};
 use crate::cluster::master::introduce_soon;
 use crate::cluster::{AddOutcome, SHOW_CLUSTER_COLUMNS};
 use crate::context::NodeContext;
-use crate::reply::{retcode, ExecError, Reply};
+use crate::reply::{ExecError, Reply};
 use crate::resolve::resolve_host;
 use crate::sql::{parse_statement, ClientHost, ClientSpec, Statement};
 
@@ -30,10 +30,52 @@ fn parse_permits() -> &'static Semaphore {
     })
 }
 
-/// Parses and executes one statement.
+/// Parses and executes one statement, and counts it (kind, outcome, time) in the metrics.
 pub async fn execute_text(ctx: &Arc<NodeContext>, text: &str) -> Result<Reply, ExecError> {
-    let statement = parse_text(text).await?;
-    execute(ctx, statement).await
+    let started = std::time::Instant::now();
+    let (kind, result) = match parse_text(text).await {
+        Ok(statement) => {
+            let kind = statement_kind(&statement);
+            (kind, execute(ctx, statement).await)
+        }
+        Err(e) => ("unparsed", Err(e)),
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    ctx.metrics.statement(kind, outcome, started.elapsed());
+    result
+}
+
+/// Kinds of statements, as the metrics and the shell's `\h` name them.
+pub const STATEMENT_KINDS: [(&str, &str); 7] = [
+    ("create_database", "CREATE DATABASE name"),
+    ("drop_database", "DROP DATABASE name"),
+    ("show_databases", "SHOW DATABASES"),
+    ("show_nodes", "SHOW NODES"),
+    ("show_cluster", "SHOW CLUSTER"),
+    (
+        "add_client",
+        "ADD CLIENT ip=\"10.0.0.5\" [port=9091] db=\"name\"  (or host=\"name\")",
+    ),
+    (
+        "drop_client",
+        "DROP CLIENT ip=\"10.0.0.5\" [port=9091] db=\"name\"",
+    ),
+];
+
+/// The metrics' name of a statement's kind (one of [`STATEMENT_KINDS`]).
+pub fn statement_kind(statement: &Statement) -> &'static str {
+    match statement {
+        Statement::CreateDatabase { .. } => "create_database",
+        Statement::DropDatabase { .. } => "drop_database",
+        Statement::ShowDatabases => "show_databases",
+        Statement::ShowNodes => "show_nodes",
+        Statement::ShowCluster => "show_cluster",
+        Statement::AddClient(_) => "add_client",
+        Statement::DropClient(_) => "drop_client",
+    }
 }
 
 /// Parses one statement, off the async workers if it is long (see [`INLINE_PARSE_MAX_BYTES`]).
@@ -50,11 +92,7 @@ pub async fn parse_text(text: &str) -> Result<Statement, ExecError> {
             .await
             .map_err(|e| ExecError::server(format!("parsing the statement failed: {e}")))?
     };
-    parsed.map_err(|e| ExecError {
-        http_status: 400,
-        retcode: retcode::PARSE_ERROR,
-        errmsg: e.to_string(),
-    })
+    Ok(parsed?)
 }
 
 pub async fn execute(ctx: &Arc<NodeContext>, statement: Statement) -> Result<Reply, ExecError> {
@@ -65,11 +103,9 @@ pub async fn execute(ctx: &Arc<NodeContext>, statement: Statement) -> Result<Rep
             let mut names: Vec<String> = ctx.catalog.list().iter().map(|n| n.to_string()).collect();
             names.push(name.to_string());
             if let Err(e) = ctx.membership.check_databases(names).await {
-                return Err(ExecError {
-                    http_status: 400,
-                    retcode: retcode::STATEMENT_ERROR,
-                    errmsg: format!("cannot create database {name}: {e}"),
-                });
+                return Err(ExecError::statement(format!(
+                    "cannot create database {name}: {e}"
+                )));
             }
             ctx.catalog.create(&name).map_err(catalog_error)?;
             ctx.advertise_databases().await;
@@ -125,6 +161,7 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
         .cluster
         .add_client(spec, &ctx.membership.members())
         .map_err(|e| ExecError::server(e.to_string()))?;
+    ctx.events.cluster_changed();
     // Reach the client now rather than at the next reach-out round.
     introduce_soon(ctx, ctx.cluster.addresses_of(&spec.host, spec.port));
     Ok(Reply::message(match outcome {
@@ -138,6 +175,7 @@ fn drop_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecError>
         .cluster
         .drop_client(spec, &ctx.membership.members())
         .map_err(|e| ExecError::server(e.to_string()))?;
+    ctx.events.cluster_changed();
     match removed {
         Some(_) => Ok(Reply::message(format!("client {} dropped", describe(spec)))),
         None => Err(ExecError::statement(format!(

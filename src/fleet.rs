@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::cli::sql::{post_statement_with, ApiOutcome};
+use crate::client::{post_statement_with, ApiOutcome};
 use crate::config::{DEFAULT_HTTP_PORT, DEFAULT_QUIC_PORT};
 
 /// How to start one node.

@@ -2,13 +2,15 @@
 //!
 //! Layers, in the order data flows:
 //! `config -> cluster_key -> tls / seal -> transport (UDP: QUIC + sealed datagrams) ->
-//! membership (SWIM: foca) -> context -> cluster -> exec -> api / cli`, with `catalog` (local
-//! databases) beside them. `node` wires them together.
+//! membership (SWIM: foca) -> context -> cluster -> exec -> api / web / mysql / cli`, with
+//! `catalog` (local databases) beside them, and `metrics` and `events` fed by the layers and
+//! read by `web`. `node` wires them together.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod cluster_key;
 pub mod config;
@@ -16,10 +18,13 @@ pub mod context;
 pub mod data_dir_lock;
 pub mod db_name;
 pub mod durable;
+pub mod events;
 pub mod exec;
 pub mod fleet;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
+pub mod mysql;
 pub mod node;
 pub mod reply;
 pub mod resolve;
@@ -27,4 +32,5 @@ pub mod seal;
 pub mod sql;
 pub mod tls;
 pub mod transport;
+pub mod web;
 pub mod wire;

@@ -54,6 +54,8 @@ pub enum NodeError {
     HttpInUse { addr: SocketAddr },
     #[error("BO_HTTP: cannot bind TCP {addr}: {source}")]
     HttpBind { addr: SocketAddr, source: io::Error },
+    #[error("BO_MYSQL: cannot serve MySQL: {0}")]
+    Mysql(#[from] crate::mysql::MysqlError),
 }
 
 impl NodeError {
@@ -78,6 +80,7 @@ pub enum PeerNetwork {
 pub struct RunningNode {
     pub ctx: Arc<NodeContext>,
     http: TcpListener,
+    mysql: Option<TcpListener>,
     background: Vec<JoinHandle<()>>,
     /// Held until the node has stopped: one process per data dir.
     _data_dir_lock: DataDirLock,
@@ -128,6 +131,10 @@ impl RunningNode {
         })?;
         let http_addr = http.local_addr().unwrap_or(config.http);
         crate::auth::warn_if_open(config.api_token.as_ref(), http_addr);
+        let mysql = match config.mysql {
+            Some(addr) => Some(crate::mysql::bind(addr).await?),
+            None => None,
+        };
 
         let databases: Vec<String> = catalog.list().iter().map(|n| n.to_string()).collect();
         let host = hostname::get()
@@ -191,6 +198,7 @@ impl RunningNode {
             profile = config.timings.profile.as_str(),
             "node started"
         );
+        let events = crate::events::Events::new(&identity.node_id);
         let ctx = Arc::new(NodeContext {
             config,
             identity,
@@ -200,12 +208,15 @@ impl RunningNode {
             membership,
             transport,
             http_addr,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            events,
         });
         let mut background = vec![
             tokio::spawn(master::serve_requests(ctx.clone(), requests)),
             tokio::spawn(master::apply_registrations(ctx.clone())),
             tokio::spawn(master::reach_out(ctx.clone())),
         ];
+        background.extend(crate::events::spawn(ctx.clone()));
         if !named_seeds.is_empty() {
             background.push(tokio::spawn(refresh_named_seeds(ctx.clone(), named_seeds)));
         }
@@ -219,13 +230,20 @@ impl RunningNode {
         Ok(RunningNode {
             ctx,
             http,
+            mysql,
             background,
             _data_dir_lock: data_dir_lock,
         })
     }
 
     /// Serves the API until `shutdown` completes, then leaves the cluster gracefully.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        if let Some(listener) = self.mysql.take() {
+            self.background.push(tokio::spawn(crate::mysql::serve(
+                self.ctx.clone(),
+                listener,
+            )));
+        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = crate::api::router(self.ctx.clone());
         let server = tokio::spawn(crate::api::serve(self.http, app, async {

@@ -265,6 +265,8 @@ fn one_size(
                 node_id: Some(format!("s{i}")),
                 seeds: (i > 0).then(|| seed.clone()),
                 log: Some("off".into()),
+                // In-process nodes answer statements only through the executor.
+                mysql: Some("off".into()),
                 probe_interval: interval_for(args.gossip_interval.as_deref(), n),
                 suspect_timeout: args.suspect_timeout.clone(),
                 ..NodeArgs::default()

@@ -121,8 +121,23 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
             master.log()
         ));
     }
+    // SHOW NODES is what the master's membership knows, which converges on its own time:
+    // print it once every node is seen alive there, not a partial list.
+    let all_seen = wait_for(Duration::from_secs(30), || {
+        let rows = master.query("SHOW NODES").ok()?;
+        let alive = rows.iter().filter(|r| r["status"] == "alive").count();
+        (alive == nodes.len()).then_some(())
+    });
+    if all_seen.is_none() {
+        return Err(format!(
+            "the master did not see all {} nodes within 30 s; master log:\n{}",
+            nodes.len(),
+            master.log()
+        ));
+    }
     println!(
-        "\nall {expected_rows} entries alive on the master after {:.2?}\n",
+        "\nall {expected_rows} entries alive on the master, all {} nodes seen, after {:.2?}\n",
+        nodes.len(),
         started.elapsed()
     );
     println!("master> SHOW CLUSTER");
@@ -130,8 +145,14 @@ fn run_demo(args: &DemoArgs) -> Result<(), String> {
     println!("\nmaster> SHOW NODES   (what gossip knows; only the cluster above is the master's)");
     print!("{}", format_answer(&master.sql("SHOW NODES")?.1));
 
+    println!(
+        "\nWatch it live: open http://{MASTER}:9090/ in a browser (the master's view, SHOW NODES"
+    );
+    println!("and the events as they happen; stop a client and see it turn dead).");
     println!("\nTry it (in another terminal):");
     println!("  bocluster sql --host {MASTER}:9090 \"SHOW CLUSTER\"");
+    println!("  bocluster sql --host {MASTER}:9090             (an interactive shell)");
+    println!("  mariadb -h {MASTER} -P 3306 -e \"SHOW CLUSTER\"   (any MySQL client)");
     println!(
         "  bocluster sql --host {} \"CREATE DATABASE late\"   (a registered client: it appears on the master)",
         nodes[2].http_addr()

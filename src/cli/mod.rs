@@ -4,5 +4,6 @@ pub mod demo;
 pub mod health;
 pub mod keygen;
 pub mod node;
+pub mod shell;
 pub mod sql;
 pub mod table;

@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{NodeArgs, NodeConfig};
+use crate::config::{LogFormat, NodeArgs, NodeConfig};
 use crate::node::{shutdown_signal, RunningNode};
 
 /// Runs a node; returns the process exit code (2: bad configuration or a port in use).
@@ -15,12 +15,17 @@ pub fn run(args: NodeArgs) -> u8 {
         }
     };
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        // One JSON object per line (BO_LOG_FORMAT=json), for log collectors.
+        LogFormat::Json => logs.json().init(),
         // Colours only for a person at a terminal, not in files or `docker logs`.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::context::NodeContext;
+use crate::metrics::{RegistrationOutcome, RegistrationVia};
 use crate::transport::IncomingRequest;
 use crate::wire::{Introduction, Request, Response};
 
@@ -31,11 +32,21 @@ pub async fn apply_registrations(ctx: Arc<NodeContext>) {
     let mut members = ctx.membership.watch_members();
     loop {
         let snapshot = members.borrow_and_update().clone();
-        if let Err(e) = ctx
+        match ctx
             .cluster
             .apply_registrations(&ctx.identity.node_id, &snapshot)
         {
-            warn!(error = %e, "cannot record a registration; will retry on the next change");
+            Ok(true) => {
+                ctx.metrics
+                    .registration(RegistrationVia::Gossip, RegistrationOutcome::Changed);
+                ctx.events.cluster_changed();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                ctx.metrics
+                    .registration(RegistrationVia::Gossip, RegistrationOutcome::Failed);
+                warn!(error = %e, "cannot record a registration; will retry on the next change");
+            }
         }
         if members.changed().await.is_err() {
             return;
@@ -98,11 +109,24 @@ async fn answer_membership(ctx: &NodeContext, request: Request) -> Response {
 /// registration (durable before the answer, so an answered hello is never lost).
 fn answer_hello(ctx: &NodeContext, node: Introduction, register: bool) -> Response {
     if register {
-        if let Err(e) = ctx.cluster.register_introduction(&node) {
-            warn!(client = %node.node_id, error = %e, "cannot record a registration");
-            return Response::Error {
-                message: format!("the master cannot record the registration: {e}"),
-            };
+        match ctx.cluster.register_introduction(&node) {
+            Ok(changed) => {
+                let outcome = if changed {
+                    ctx.events.cluster_changed();
+                    RegistrationOutcome::Changed
+                } else {
+                    RegistrationOutcome::Unchanged
+                };
+                ctx.metrics.registration(RegistrationVia::Hello, outcome);
+            }
+            Err(e) => {
+                ctx.metrics
+                    .registration(RegistrationVia::Hello, RegistrationOutcome::Failed);
+                warn!(client = %node.node_id, error = %e, "cannot record a registration");
+                return Response::Error {
+                    message: format!("the master cannot record the registration: {e}"),
+                };
+            }
         }
     }
     ctx.cluster.record_contact(node);
@@ -245,7 +269,10 @@ fn dial_unreached(
     backoff: &mut Backoff,
 ) {
     let now = Instant::now();
-    let targets = backoff.due(&ctx.cluster.endpoints_to_reach(&ctx.membership.members()), now);
+    let targets = backoff.due(
+        &ctx.cluster.endpoints_to_reach(&ctx.membership.members()),
+        now,
+    );
     dial_batch(
         &targets,
         cursor,
