@@ -51,15 +51,16 @@ pub enum Response {
     Hello {
         node: Introduction,
     },
+    /// Kept second: the encoding of every earlier variant stays what older nodes send.
+    Error {
+        message: String,
+    },
     Join(JoinView),
     Versions(Vec<RecordVersion>),
     Records(Vec<RecordUpdate>),
     /// The answer to [`Request::Lookup`]: the endpoint and generation of that node, if the
     /// receiver lists it alive.
     Lookup(Option<(SocketAddr, u64)>),
-    Error {
-        message: String,
-    },
 }
 
 #[cfg(test)]
