@@ -868,8 +868,10 @@ fn ten_percent_loss_and_100ms_delay_on_every_node_for_60s() {
         let report = delay.stop().unwrap_or_else(|e| panic!("{e}"));
         eprintln!("MEASURED loss: delay on {report}");
         report.check().unwrap_or_else(|e| panic!("{e}"));
+        // SWIM sends a few datagrams a second per node (chitchat sent dozens): tens of
+        // packets a minute show the delay was applied.
         assert!(
-            report.delayed > 200,
+            report.delayed > 50,
             "{}: only {} packets delayed in 60 s",
             report.label,
             report.delayed

@@ -20,7 +20,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::health::LocalHealth;
 use super::id::MemberId;
-use super::packet::{self, Digest, Leaving, Packet, PacketError};
+use super::packet::{self, Digest, Leaving, Packet, PacketError, Suspected};
 use super::record::{
     lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
     MAX_RECORD_BYTES,
@@ -77,6 +77,8 @@ pub struct EngineStats {
     pub leaving_in: u64,
     pub digest_out: u64,
     pub digest_in: u64,
+    pub suspected_out: u64,
+    pub suspected_in: u64,
     /// Plaintext bytes out and in (the seal adds its overhead on top).
     pub bytes_out: u64,
     pub bytes_in: u64,
@@ -394,6 +396,11 @@ impl Engine {
                 self.compare_digest(digest);
                 Ok(())
             }
+            Ok(Packet::Suspected(suspected)) => {
+                self.stats.suspected_in += 1;
+                self.refute(suspected);
+                Ok(())
+            }
             Err(e) => {
                 self.stats.refused += 1;
                 Err(e)
@@ -430,6 +437,39 @@ impl Engine {
     fn is_member_endpoint(&self, addr: SocketAddr) -> bool {
         self.swim.iter_members().any(|m| m.id().endpoint == addr)
             || self.tombstones.values().any(|t| t.id.endpoint == addr)
+    }
+
+    /// A member suspects us: refute now (foca raises our incarnation and gossips it), and
+    /// answer the suspecter itself, so its suspicion ends with our next datagram.
+    fn refute(&mut self, suspected: Suspected) {
+        if suspected.suspect != *self.id() || self.leaving {
+            return;
+        }
+        let me = FocaMember::new(self.id().clone(), suspected.incarnation, State::Suspect);
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.apply_many(std::iter::once(me), true, &mut rt);
+        let _ = swim.announce(suspected.by, &mut rt);
+    }
+
+    /// Our probe of `member` failed and foca suspects it: tell it directly (twice: the
+    /// network that lost the probe may lose one of these too).
+    fn tell_suspect(&mut self, member: &MemberId) {
+        let incarnation = self
+            .swim
+            .iter_membership_state()
+            .find(|m| m.id() == member)
+            .map(|m| m.incarnation());
+        let Some(incarnation) = incarnation else {
+            return;
+        };
+        let bytes = packet::encode_suspected(&Suspected {
+            by: self.id().clone(),
+            suspect: member.clone(),
+            incarnation,
+        });
+        for _ in 0..2 {
+            self.send_packet(member.endpoint, bytes.clone(), PacketKind::Suspected);
+        }
     }
 
     /// A member said it is leaving: list it `left` now, and tell foca it is down.
@@ -796,6 +836,7 @@ impl Engine {
         match kind {
             PacketKind::Leaving => self.stats.leaving_out += 1,
             PacketKind::Digest => self.stats.digest_out += 1,
+            PacketKind::Suspected => self.stats.suspected_out += 1,
         }
         self.out.datagrams.push((to, bytes));
     }
@@ -848,7 +889,10 @@ impl Engine {
                         self.health.probe_answered();
                     }
                 }
-                OwnedNotification::ProbeFailed(_, _) => self.health.probe_failed(),
+                OwnedNotification::ProbeFailed(_, member) => {
+                    self.health.probe_failed();
+                    self.tell_suspect(&member);
+                }
             }
         }
         let active = self.swim.num_members() + 1;
@@ -937,6 +981,7 @@ impl Engine {
 enum PacketKind {
     Leaving,
     Digest,
+    Suspected,
 }
 
 fn member_row(

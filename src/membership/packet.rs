@@ -5,6 +5,9 @@
 //!   every peer lists it `left` at once instead of `dead` after a timeout.
 //! - `Digest`: anti-entropy: a digest of the records the sender holds; a receiver that holds
 //!   something else pulls the difference over QUIC.
+//! - `Suspected`: "I could not reach you, and now suspect you", sent straight to the suspect
+//!   (Lifeguard's buddy system, which foca lacks): it refutes at once instead of waiting to
+//!   hear of the suspicion through gossip, which a small fleet may spend on others first.
 
 use std::net::SocketAddr;
 
@@ -13,6 +16,7 @@ use serde::{Deserialize, Serialize};
 const KIND_SWIM: u8 = 1;
 const KIND_LEAVING: u8 = 2;
 const KIND_DIGEST: u8 = 3;
+const KIND_SUSPECTED: u8 = 4;
 
 /// A decoded membership datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +24,16 @@ pub enum Packet<'a> {
     Swim(&'a [u8]),
     Leaving(Leaving),
     Digest(Digest),
+    Suspected(Suspected),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspected {
+    /// Who suspects (so the suspect can answer it directly).
+    pub by: super::id::MemberId,
+    /// The suspect, as the sender knows it, and the incarnation it suspects.
+    pub suspect: super::id::MemberId,
+    pub incarnation: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +69,7 @@ impl Packet<'_> {
             Packet::Swim(_) => "swim",
             Packet::Leaving(_) => "leaving",
             Packet::Digest(_) => "digest",
+            Packet::Suspected(_) => "suspected",
         }
     }
 }
@@ -75,6 +90,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, PacketError> {
         )),
         KIND_DIGEST => Ok(Packet::Digest(
             postcard::from_bytes(body).map_err(malformed("digest"))?,
+        )),
+        KIND_SUSPECTED => Ok(Packet::Suspected(
+            postcard::from_bytes(body).map_err(malformed("suspected"))?,
         )),
         other => Err(PacketError::UnknownKind(other)),
     }
@@ -99,6 +117,10 @@ pub fn encode_leaving(leaving: &Leaving) -> Vec<u8> {
 
 pub fn encode_digest(digest: &Digest) -> Vec<u8> {
     encode_with(KIND_DIGEST, digest)
+}
+
+pub fn encode_suspected(suspected: &Suspected) -> Vec<u8> {
+    encode_with(KIND_SUSPECTED, suspected)
 }
 
 fn encode_with(kind: u8, body: &impl Serialize) -> Vec<u8> {

@@ -640,4 +640,35 @@ mod tests {
         });
         assert!(took.is_some(), "the others never heard of the newcomer");
     }
+
+    #[test]
+    fn a_node_that_left_is_not_reported_joined_when_another_node_joins() {
+        let mut fleet = fleet(4, 13);
+        fleet.leave(2);
+        fleet.run_until(fleet.now() + Duration::from_secs(2));
+        let before = fleet.nodes[0].engine.members();
+        fleet.start_node(1, Some(0));
+        fleet.run_until(fleet.now() + Duration::from_secs(5));
+        let after = fleet.nodes[0].engine.members();
+        let changes = super::super::diff_members(&before, &after);
+        assert!(
+            changes.iter().any(
+                |c| matches!(c, super::super::MembershipChange::Joined(m) if m.node_id == "n4")
+            ),
+            "the newcomer joins: {changes:?}"
+        );
+        assert!(
+            !changes.iter().any(
+                |c| matches!(c, super::super::MembershipChange::Joined(m) if m.node_id == "n2")
+            ),
+            "the node that left is not reported joined: {changes:?}"
+        );
+        // The nodes that saw it leave still list it `left` (the newcomer never knew it).
+        for observer in [0, 1, 3] {
+            assert_eq!(
+                fleet.view(observer, "n2").map(|m| m.status),
+                Some(MemberStatus::Left)
+            );
+        }
+    }
 }
