@@ -156,6 +156,9 @@ struct Tombstone {
     since: Duration,
 }
 
+/// How long an address we join through counts as a known source.
+const EXPECT_FOR: Duration = Duration::from_secs(10);
+
 /// How often a node knocks on one dead member's door (see `knock_on_a_dead_member`).
 const KNOCK_EVERY: Duration = Duration::from_secs(2);
 
@@ -176,6 +179,9 @@ pub struct Engine {
     left: HashMap<String, u64>,
     /// Members that went down, by node id (see [`Tombstone`]).
     tombstones: HashMap<String, Tombstone>,
+    /// Addresses we are joining through (over QUIC, so they proved who they are), until
+    /// when: their first datagrams are answered in full, before the join's answer is in.
+    expected: HashMap<SocketAddr, Duration>,
     health: LocalHealth,
     /// Suspicions already given extra time once: (node id, incarnation).
     deferred: HashSet<(String, u16)>,
@@ -227,6 +233,7 @@ impl Engine {
             notes: Vec::new(),
             left: HashMap::new(),
             tombstones: HashMap::new(),
+            expected: HashMap::new(),
             health: LocalHealth::default(),
             deferred: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
@@ -435,7 +442,10 @@ impl Engine {
 
     /// Whether `addr` is where a member we know (live, or gone only lately) is reached.
     fn is_member_endpoint(&self, addr: SocketAddr) -> bool {
-        self.swim.iter_members().any(|m| m.id().endpoint == addr)
+        self.expected
+            .get(&addr)
+            .is_some_and(|until| self.now < *until)
+            || self.swim.iter_members().any(|m| m.id().endpoint == addr)
             || self.tombstones.values().any(|t| t.id.endpoint == addr)
     }
 
@@ -641,6 +651,15 @@ impl Engine {
         let store = lock(&self.store);
         let members = self.swim.iter_members().map(|m| m.id().node_id.as_str());
         store.digest(std::iter::once(own).chain(members))
+    }
+
+    /// We are joining through `addr` (a QUIC request is on its way): what it sends us before
+    /// its answer arrives is from a known source.
+    pub fn expect(&mut self, now: Duration, addr: SocketAddr) {
+        self.set_now(now);
+        let now = self.now;
+        self.expected.retain(|_, until| now < *until);
+        self.expected.insert(addr, now + EXPECT_FOR);
     }
 
     /// Joins through a member that answered our join request with its view.

@@ -428,6 +428,8 @@ impl Driver {
             return;
         }
         self.joins.insert(addr, Instant::now());
+        let now = self.now();
+        self.engine.expect(now, addr);
         let link = self.link.clone();
         let me = self.engine.id().clone();
         let record = self

@@ -151,6 +151,8 @@ impl SimFleet {
             return;
         }
         let now = self.now;
+        let seed_addr = self.nodes[seed].addr;
+        self.nodes[index].engine.expect(now, seed_addr);
         let me = self.nodes[index].engine.id().clone();
         let record = self.nodes[index]
             .engine
