@@ -77,6 +77,8 @@ pub struct MembershipSettings {
 /// The member snapshot is rebuilt at most this often: a small delay for SHOW NODES, and a
 /// bound on the work while a large fleet forms.
 const MIN_PUBLISH_SPACING: Duration = Duration::from_millis(50);
+/// The engine's counters (for `/metrics`) are published at most this often.
+const STATS_SPACING: Duration = Duration::from_secs(1);
 /// While this node knows no one, it asks its seeds again this often.
 const REJOIN_EVERY: Duration = Duration::from_secs(2);
 /// A join through one address is not asked again sooner than this.
@@ -160,6 +162,7 @@ impl Membership {
             joins: std::collections::HashMap::new(),
             last_publish: origin,
             publish_pending: false,
+            last_stats: origin,
         };
         let task = tokio::spawn(driver.run());
         Membership {
@@ -297,6 +300,7 @@ struct Driver {
     joins: std::collections::HashMap<SocketAddr, Instant>,
     last_publish: Instant,
     publish_pending: bool,
+    last_stats: Instant,
 }
 
 impl Driver {
@@ -357,6 +361,11 @@ impl Driver {
             }
             if self.publish_pending && Instant::now() >= self.last_publish + MIN_PUBLISH_SPACING {
                 self.publish();
+            }
+            // The counters move with every datagram: refreshed about once a second.
+            if self.last_stats.elapsed() >= STATS_SPACING {
+                self.last_stats = Instant::now();
+                self.stats_tx.send_replace(self.engine.stats().clone());
             }
         }
     }
