@@ -229,11 +229,24 @@ impl SimFleet {
         self.now = self.now.max(until);
     }
 
-    /// Sends what node `index` wants sent, and answers its pulls.
+    /// Sends what node `index` wants sent, and answers its pulls (an answered pull may ask
+    /// for more: the records after the versions).
     fn flush(&mut self, index: usize) {
         let output = self.nodes[index].engine.take_output();
+        self.send(index, output.datagrams);
+        let mut pulls: std::collections::VecDeque<Pull> = output.pulls.into();
+        while let Some(pull) = pulls.pop_front() {
+            self.answer_pull(index, pull);
+            let more = self.nodes[index].engine.take_output();
+            self.send(index, more.datagrams);
+            pulls.extend(more.pulls);
+        }
+    }
+
+    /// Puts node `index`'s datagrams on the network, unless lost or cut.
+    fn send(&mut self, index: usize, datagrams: Vec<(SocketAddr, Vec<u8>)>) {
         let from = self.nodes[index].addr;
-        for (to, bytes) in output.datagrams {
+        for (to, bytes) in datagrams {
             self.datagrams_sent += 1;
             self.bytes_sent += bytes.len() as u64;
             let Some(&dest) = self.by_addr.get(&to) else {
@@ -252,72 +265,35 @@ impl SimFleet {
                 bytes,
             }));
         }
-        for pull in output.pulls {
-            let now = self.now;
-            match pull {
-                Pull::Versions { from: target } => match self.by_addr.get(&target).copied() {
-                    Some(t) if self.reachable(index, t) => {
-                        let versions = self.nodes[t].engine.versions();
-                        self.nodes[index]
-                            .engine
-                            .handle_versions(now, target, &versions);
-                    }
-                    _ => self.nodes[index].engine.pull_failed(target),
-                },
-                Pull::Records {
-                    from: target,
-                    nodes,
-                } => match self.by_addr.get(&target).copied() {
-                    Some(t) if self.reachable(index, t) => {
-                        let records = self.nodes[t].engine.records_for(&nodes);
-                        self.nodes[index]
-                            .engine
-                            .handle_records(now, Some(target), records);
-                    }
-                    _ => self.nodes[index].engine.pull_failed(target),
-                },
-            }
-            // Answering a pull may ask for more (the records after the versions).
-            let more = self.nodes[index].engine.take_output();
-            if !more.pulls.is_empty() || !more.datagrams.is_empty() {
-                self.requeue(index, more);
-            }
-        }
     }
 
-    fn requeue(&mut self, index: usize, output: super::engine::Output) {
-        // Put it back and flush again: a pull answered at once can lead to one more pull.
-        let from = self.nodes[index].addr;
-        for (to, bytes) in output.datagrams {
-            self.seq += 1;
-            self.in_flight.push(Reverse(InFlight {
-                at: self.now + self.latency,
-                seq: self.seq,
-                to,
-                from,
-                bytes,
-            }));
-        }
-        for pull in output.pulls {
-            let now = self.now;
-            if let Pull::Records {
-                from: target,
-                nodes,
-            } = pull
-            {
-                if let Some(t) = self
-                    .by_addr
-                    .get(&target)
-                    .copied()
-                    .filter(|&t| self.reachable(index, t))
-                {
-                    let records = self.nodes[t].engine.records_for(&nodes);
-                    self.nodes[index]
-                        .engine
-                        .handle_records(now, Some(target), records);
-                } else {
-                    self.nodes[index].engine.pull_failed(target);
-                }
+    /// Answers one of node `index`'s QUIC pulls at once, from the engine asked (if reachable).
+    fn answer_pull(&mut self, index: usize, pull: Pull) {
+        let now = self.now;
+        let target = match &pull {
+            Pull::Versions { from } | Pull::Records { from, .. } => *from,
+        };
+        let Some(t) = self
+            .by_addr
+            .get(&target)
+            .copied()
+            .filter(|&t| self.reachable(index, t))
+        else {
+            self.nodes[index].engine.pull_failed(target);
+            return;
+        };
+        match pull {
+            Pull::Versions { .. } => {
+                let versions = self.nodes[t].engine.versions();
+                self.nodes[index]
+                    .engine
+                    .handle_versions(now, target, &versions);
+            }
+            Pull::Records { nodes, .. } => {
+                let records = self.nodes[t].engine.records_for(&nodes);
+                self.nodes[index]
+                    .engine
+                    .handle_records(now, Some(target), records);
             }
         }
     }
