@@ -91,8 +91,8 @@ impl Timings {
     /// How long foca remembers a down identity: long enough for the news to have spread
     /// (its broadcasts are spent long before), short enough for a partition to heal soon.
     pub fn forget_down_after(&self, members: usize) -> Duration {
-        (self.suspect_timeout_for(members) * 10)
-            .max(Duration::from_secs(30))
+        (self.suspect_timeout_for(members) * 3)
+            .max(Duration::from_secs(10))
             .min(self.dead_node_grace)
     }
 
