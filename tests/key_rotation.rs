@@ -30,24 +30,6 @@ fn keygen() -> String {
     key
 }
 
-/// Node ids and statuses of an observer's SHOW NODES.
-fn statuses(observer: &LocalNode) -> Vec<(String, String)> {
-    observer
-        .query("SHOW NODES")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|row| {
-            let get = |k: &str| {
-                row.get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            (get("node_id"), get("status"))
-        })
-        .collect()
-}
-
 /// Waits until every node lists every node of `nodes` as `alive`; panics with the views and
 /// the logs otherwise.
 fn expect_all_alive(nodes: &[LocalNode], when: &str) {

@@ -11,23 +11,6 @@ fn seeds(block: u8) -> String {
     format!("127.0.{block}.1:9091")
 }
 
-fn statuses(observer: &LocalNode) -> Vec<(String, String)> {
-    observer
-        .query("SHOW NODES")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|row| {
-            let get = |k: &str| {
-                row.get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            (get("node_id"), get("status"))
-        })
-        .collect()
-}
-
 #[test]
 fn three_nodes_converge_and_show_every_column() {
     let dir = tempfile::tempdir().unwrap();

@@ -132,12 +132,7 @@ fn check_membership(data: &[u8]) {
     let _ = engine.take_output();
     let from: SocketAddr = ([127, 0, 0, 2], 9091).into();
     let _ = engine.handle_datagram(Duration::from_millis(1), from, data);
-    let answered: usize = engine
-        .take_output()
-        .datagrams
-        .iter()
-        .map(|(_, d)| d.len())
-        .sum();
+    let answered = engine.take_output().datagram_bytes();
     assert!(
         answered <= data.len(),
         "answered {answered} bytes to an unknown source that sent {}",

@@ -51,6 +51,13 @@ pub struct Output {
     pub pulls: Vec<Pull>,
 }
 
+impl Output {
+    /// Plaintext bytes of the datagrams to send.
+    pub fn datagram_bytes(&self) -> usize {
+        self.datagrams.iter().map(|(_, d)| d.len()).sum()
+    }
+}
+
 /// What a joining node gets from the member it joins through.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JoinView {

@@ -556,12 +556,7 @@ mod tests {
         target
             .handle_datagram(now, SocketAddr::from(([10, 200, 0, 1], 9091)), &announce)
             .unwrap();
-        let answered: usize = target
-            .take_output()
-            .datagrams
-            .iter()
-            .map(|(_, d)| d.len())
-            .sum();
+        let answered = target.take_output().datagram_bytes();
         assert!(
             answered <= announce.len(),
             "answered {answered} to {} bytes",

@@ -166,3 +166,21 @@ pub fn enter_private_netns() -> Result<(), String> {
         .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
     run_cmd("ip", &["link", "set", "lo", "up"])
 }
+
+/// Node ids and statuses of an observer's SHOW NODES.
+pub fn statuses(observer: &LocalNode) -> Vec<(String, String)> {
+    observer
+        .query("SHOW NODES")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|row| {
+            let get = |k: &str| {
+                row.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (get("node_id"), get("status"))
+        })
+        .collect()
+}
