@@ -169,6 +169,12 @@ const EXPECT_FOR: Duration = Duration::from_secs(10);
 /// How often a node knocks on one dead member's door (see `knock_on_a_dead_member`).
 const KNOCK_EVERY: Duration = Duration::from_secs(2);
 
+/// After this node's member list last grew, for this many probe periods it asks one random
+/// member per period for its members (a foca announce, answered with a feed): while a fleet
+/// forms, joins crowd the piggyback space and an epidemic misses a few pairs, which the probes
+/// alone would find only after many periods. A steady fleet sends none of these.
+const CATCH_UP_PERIODS: u32 = 5;
+
 /// How long a record pull may be outstanding before it is asked again.
 const PULL_RETRY: Duration = Duration::from_secs(5);
 
@@ -195,6 +201,9 @@ pub struct Engine {
     rng: SmallRng,
     next_anti_entropy: Duration,
     next_knock: Duration,
+    /// Until when this node asks for members after its list grew (see [`CATCH_UP_PERIODS`]).
+    catch_up_until: Duration,
+    next_catch_up: Duration,
     /// Record pulls in flight, by address, and when they were asked.
     pulls_in_flight: HashMap<SocketAddr, Duration>,
     /// The fleet size foca's configuration was last made for.
@@ -232,6 +241,8 @@ impl Engine {
             own: record,
             next_anti_entropy: now + timings.anti_entropy_interval,
             next_knock: now + KNOCK_EVERY,
+            catch_up_until: Duration::ZERO,
+            next_catch_up: Duration::ZERO,
             timings,
             timers: BinaryHeap::new(),
             seq: 0,
@@ -341,6 +352,10 @@ impl Engine {
         if self.now >= self.next_knock {
             self.next_knock = self.now + KNOCK_EVERY;
             self.knock_on_a_dead_member();
+        }
+        if self.now < self.catch_up_until && self.now >= self.next_catch_up {
+            self.next_catch_up = self.now + self.timings.probe_interval;
+            self.catch_up();
         }
         if self.now >= self.next_anti_entropy {
             self.next_anti_entropy = self.now + self.timings.anti_entropy_interval;
@@ -615,6 +630,20 @@ impl Engine {
         }
         let pick = self.rng.random_range(0..dead.len());
         let target = dead[pick].clone();
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.announce(target, &mut rt);
+    }
+
+    /// Asks one random active member for its members (see [`CATCH_UP_PERIODS`]).
+    fn catch_up(&mut self) {
+        let active = self.swim.num_members();
+        if active == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..active);
+        let Some(target) = self.swim.iter_members().nth(pick).map(|m| m.id().clone()) else {
+            return;
+        };
         let (swim, mut rt) = self.runtime();
         let _ = swim.announce(target, &mut rt);
     }
@@ -922,6 +951,9 @@ impl Engine {
             }
         }
         let active = self.swim.num_members() + 1;
+        if active > self.configured_for {
+            self.catch_up_until = self.now + self.timings.probe_interval * CATCH_UP_PERIODS;
+        }
         if active != self.configured_for {
             self.configured_for = active;
             if let Err(e) = self.swim.set_config(self.timings.foca_config(active)) {
