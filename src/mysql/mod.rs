@@ -116,14 +116,13 @@ async fn serve_connection(ctx: Arc<NodeContext>, stream: TcpStream, id: u32) -> 
         login::Login::Accepted { response, seq } => (response, seq),
         login::Login::Refused { username } => {
             warn!(
-                user = %username,
+                user = ?username,
                 "MySQL login refused: the password must be the node's API token (BO_API_TOKEN)"
             );
             return Ok(());
         }
     };
     let mut shim = Session {
-        limit: limit.clone(),
         ctx,
         id,
         database: None,
@@ -151,10 +150,8 @@ struct Session {
     /// The database of `USE` (or of the handshake); our statements name their own, so it is
     /// only what `SELECT DATABASE()` answers.
     database: Option<String>,
-    /// This connection's handshake salt.
+    /// This connection's handshake salt (the one [`login::login`] used).
     salt: [u8; auth::SALT_LEN],
-    /// How long the client may stay silent: [`LOGIN_TIMEOUT`], then [`IDLE_TIMEOUT`].
-    limit: deadline::Limit,
 }
 
 /// The version clients see: a MySQL 5.7 protocol level (what drivers check), then ours.
@@ -241,8 +238,6 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Session {
         query: &'a str,
         results: QueryResultWriter<'a, W>,
     ) -> io::Result<()> {
-        // Logged in (also when the client sent no user name, so no password was asked).
-        self.limit.set(IDLE_TIMEOUT);
         let local = session::answer_locally(query, self.database.as_deref(), self.id);
         let outcome = match local {
             Some(Local::Use(database)) => match self.use_database(&database) {
