@@ -1,10 +1,13 @@
 //! Who may use a node's HTTP API: the bearer token of `BO_API_TOKEN`.
 //!
 //! When the token is set, every request through [`require_token`] must carry
-//! `Authorization: Bearer <token>`; anything else is answered 401. The comparison takes the
-//! same time whatever the presented value (both sides are hashed, then compared with
-//! `subtle`), and the token is never printed: [`ApiToken`]'s `Debug` hides it. Routers of
-//! other endpoints apply the same check with [`require_token`]; `GET /health` stays open.
+//! `Authorization: Bearer <token>`; anything else is answered 401. `GET /events` also takes
+//! `?token=<token>` ([`require_token_or_query`]): a browser's `EventSource` cannot set
+//! headers. The comparison takes the same time whatever the presented value (both sides are
+//! hashed, then compared with `subtle`), and the token is never printed: [`ApiToken`]'s
+//! `Debug` hides it. `/api`, `/cmd`, `/events` and `/metrics` are behind it; `GET /health`
+//! stays open, and so does the page's shell (`GET /`, `/page.js`), which holds no cluster
+//! data. The MySQL port takes the token as the password ([`ApiToken::mysql_hash`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,6 +26,8 @@ use crate::reply::retcode;
 #[derive(Clone)]
 pub struct ApiToken {
     digest: [u8; 32],
+    /// `SHA1(SHA1(token))`: all `mysql_native_password` needs to check a login.
+    mysql: [u8; crate::mysql::auth::SALT_LEN],
 }
 
 /// Why a `BO_API_TOKEN` value is unusable.
@@ -45,7 +50,13 @@ impl ApiToken {
         }
         Ok(ApiToken {
             digest: sha256(value.as_bytes()),
+            mysql: crate::mysql::auth::stored_hash(value.as_bytes()),
         })
+    }
+
+    /// What the MySQL port keeps to check that a client's password is the token.
+    pub fn mysql_hash(&self) -> &[u8; crate::mysql::auth::SALT_LEN] {
+        &self.mysql
     }
 
     /// Whether `presented` is the token, in time that does not depend on where they differ
@@ -81,7 +92,7 @@ pub fn warn_if_open(token: Option<&ApiToken>, http: SocketAddr) {
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("this node requires an API token: send the header \"Authorization: Bearer <token>\" with the token set in BO_API_TOKEN (bocluster sql --token)")]
+    #[error("this node requires an API token: send the header \"Authorization: Bearer <token>\" with the token set in BO_API_TOKEN (bocluster sql --token; GET /events also takes ?token=<token>)")]
     Missing,
     #[error("the Authorization header must be \"Bearer <token>\"")]
     Malformed,
@@ -107,6 +118,29 @@ pub fn authorize(headers: &HeaderMap, token: Option<&ApiToken>) -> Result<(), Au
     }
 }
 
+/// [`authorize`], or else the `token` parameter of the query string (`uri_query` is the part
+/// after `?`). A header, when present, decides alone.
+pub fn authorize_with_query(
+    headers: &HeaderMap,
+    uri_query: Option<&str>,
+    token: Option<&ApiToken>,
+) -> Result<(), AuthError> {
+    let Some(expected) = token else { return Ok(()) };
+    if headers.contains_key(header::AUTHORIZATION) {
+        return authorize(headers, token);
+    }
+    let presented = uri_query.and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "token")
+            .map(|(_, value)| value.into_owned())
+    });
+    match presented {
+        None => Err(AuthError::Missing),
+        Some(value) if expected.matches(value.as_bytes()) => Ok(()),
+        Some(_) => Err(AuthError::Wrong),
+    }
+}
+
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let mut response = (
@@ -128,6 +162,24 @@ pub fn require_token<S: Clone + Send + Sync + 'static>(
 ) -> Router<S> {
     router.layer(middleware::from_fn(move |request: Request, next: Next| {
         let verdict = authorize(request.headers(), token.as_ref());
+        async move {
+            match verdict {
+                Ok(()) => next.run(request).await,
+                Err(e) => e.into_response(),
+            }
+        }
+    }))
+}
+
+/// [`require_token`] that also accepts `?token=<token>` (for `GET /events`, whose browser
+/// client cannot send headers).
+pub fn require_token_or_query<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    token: Option<ApiToken>,
+) -> Router<S> {
+    router.layer(middleware::from_fn(move |request: Request, next: Next| {
+        let verdict =
+            authorize_with_query(request.headers(), request.uri().query(), token.as_ref());
         async move {
             match verdict {
                 Ok(()) => next.run(request).await,
@@ -162,6 +214,35 @@ mod tests {
         assert_eq!(check(Some("Bearer ")), Err(AuthError::Wrong));
         // No token configured: open.
         assert_eq!(authorize(&headers(None), None), Ok(()));
+    }
+
+    #[test]
+    fn the_query_token_is_checked_when_no_header_is_sent() {
+        let token = ApiToken::new("s3cret&t%ken").unwrap();
+        let check =
+            |h: Option<&str>, q: Option<&str>| authorize_with_query(&headers(h), q, Some(&token));
+        assert_eq!(check(None, Some("token=s3cret%26t%25ken")), Ok(()));
+        assert_eq!(check(None, Some("x=1&token=s3cret%26t%25ken")), Ok(()));
+        assert_eq!(check(None, Some("token=s3cret")), Err(AuthError::Wrong));
+        assert_eq!(check(None, Some("token=")), Err(AuthError::Wrong));
+        assert_eq!(check(None, Some("other=1")), Err(AuthError::Missing));
+        assert_eq!(check(None, None), Err(AuthError::Missing));
+        // A header decides alone, even beside a right query token.
+        assert_eq!(
+            check(Some("Bearer nope"), Some("token=s3cret%26t%25ken")),
+            Err(AuthError::Wrong)
+        );
+        assert_eq!(check(Some("Bearer s3cret&t%ken"), None), Ok(()));
+        assert_eq!(authorize_with_query(&headers(None), None, None), Ok(()));
+    }
+
+    #[test]
+    fn the_mysql_hash_is_that_of_the_token() {
+        let token = ApiToken::new("s3cret-token").unwrap();
+        assert_eq!(
+            token.mysql_hash(),
+            &crate::mysql::auth::stored_hash(b"s3cret-token")
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The live cluster page in a real browser: Debian's `chromium`, headless, driven over the
-//! Chrome DevTools protocol, against a live 3-node cluster. The page loads with no console
-//! errors, shows every node, shows a client killed with SIGKILL as `dead` without a reload
+//! Chrome DevTools protocol, against a live 3-node cluster whose master has an API token.
+//! The page asks for the token in its form (a wrong one is asked again), keeps it for the
+//! session (a reload does not ask), loads with no console errors (but the 401s that made it
+//! ask), shows every node, shows a client killed with SIGKILL as `dead` without a reload
 //! (it refreshes itself from `/events`), and a screenshot is saved to
 //! `target/test-artifacts/live-page.png`. Skips with a notice when chromium is missing
 //! (`.ci/run` installs it). Loopback block 127.0.153.x.
@@ -20,6 +22,9 @@ use tungstenite::{Message, WebSocket};
 use common::*;
 
 const BLOCK: u8 = 153;
+
+/// The master's API token, typed into the page's form.
+const TOKEN: &str = "page-t0ken&x";
 
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -161,15 +166,19 @@ impl Cdp {
         result["result"]["value"].clone()
     }
 
-    /// Console errors, uncaught exceptions and error log entries seen so far.
+    /// Console errors, uncaught exceptions and error log entries seen so far, but the
+    /// browser's network log of a 401 (how the page learns that it needs the token).
     fn errors(&self) -> Vec<Value> {
         self.events
             .iter()
             .filter(|e| {
                 let method = e["method"].as_str().unwrap_or_default();
+                let entry = &e["params"]["entry"];
+                let refused = entry["source"] == "network"
+                    && entry["text"].as_str().is_some_and(|t| t.contains("401"));
                 method == "Runtime.exceptionThrown"
                     || (method == "Runtime.consoleAPICalled" && e["params"]["type"] == "error")
-                    || (method == "Log.entryAdded" && e["params"]["entry"]["level"] == "error")
+                    || (method == "Log.entryAdded" && entry["level"] == "error" && !refused)
             })
             .cloned()
             .collect()
@@ -195,7 +204,7 @@ fn the_live_page_shows_every_node_and_a_killed_client_turning_dead() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let master = start(spec(dir.path(), BLOCK, 1, &[]));
+    let master = start(spec(dir.path(), BLOCK, 1, &[("BO_API_TOKEN", TOKEN)]));
     let mut added = start(spec(dir.path(), BLOCK, 2, &[("BO_DATABASES", "log1,log2")]));
     let _registered = start(spec(
         dir.path(),
@@ -250,12 +259,38 @@ fn the_live_page_shows_every_node_and_a_killed_client_turning_dead() {
     let url = format!("http://{}/", master.http_addr());
     cdp.call("Page.navigate", json!({"url": url}));
 
-    // Every node, alive, with the master's three entries in its graph.
+    // The node answers 401: the page shows its token form, and asks again after a wrong one.
     let expected = json!({"n153-1": "alive", "n153-2": "alive", "n153-3": "alive"});
-    let shown = wait_for(DEADLINE, || {
-        let nodes = cdp.eval(NODES_SHOWN);
-        (nodes == expected).then_some(nodes)
-    });
+    for (typed, note) in [("wrong", ""), (TOKEN, "That token was refused; try again.")] {
+        let asked = wait_for(DEADLINE, || {
+            let form = cdp.eval("[document.getElementById('token-form').hidden, document.getElementById('token-note').textContent]");
+            (form == json!([false, note])).then_some(())
+        });
+        assert!(
+            asked.is_some(),
+            "the page did not ask for the token (note {note:?}): {}; errors: {:?}",
+            cdp.eval("document.body.innerText"),
+            cdp.errors()
+        );
+        assert_eq!(
+            cdp.eval(NODES_SHOWN),
+            json!({}),
+            "nodes shown without the token"
+        );
+        let typed = serde_json::to_string(typed).expect("json string");
+        cdp.eval(&format!(
+            "document.getElementById('token-input').value = {typed}; document.getElementById('token-form').requestSubmit(); 1"
+        ));
+    }
+    let shown_with = |cdp: &mut Cdp| {
+        wait_for(DEADLINE, || {
+            let nodes = cdp.eval(NODES_SHOWN);
+            let live = cdp.eval("document.getElementById('conn').textContent") == "live";
+            (nodes == expected && live).then_some(nodes)
+        })
+    };
+    let shown = shown_with(&mut cdp);
+    // Every node, alive, with the master's three entries in its graph.
     assert!(
         shown.is_some(),
         "the page never showed every node alive: {}; errors: {:?}",
@@ -269,6 +304,26 @@ fn the_live_page_shows_every_node_and_a_killed_client_turning_dead() {
     assert_eq!(
         cdp.eval("document.getElementById('conn').textContent"),
         "live"
+    );
+
+    assert_eq!(
+        cdp.eval("sessionStorage.getItem('bocluster-token')"),
+        TOKEN,
+        "the token is kept for the session"
+    );
+    // A reload does not ask again: the token was kept (the form stays hidden).
+    // (A mark on the old page's window tells the new page from it.)
+    cdp.eval("window.beforeReload = true; 1");
+    cdp.call("Page.reload", json!({}));
+    let reloaded = wait_for(DEADLINE, || {
+        let ready = cdp.eval("window.beforeReload === undefined && document.getElementById('conn').textContent === 'live'");
+        (ready == json!(true)).then_some(())
+    });
+    assert!(reloaded.is_some(), "the reloaded page never went live");
+    assert!(shown_with(&mut cdp).is_some(), "{}", cdp.eval(NODES_SHOWN));
+    assert_eq!(
+        cdp.eval("document.getElementById('token-form').hidden"),
+        true
     );
 
     // SIGKILL a client: the page turns it dead by itself, from the event stream.

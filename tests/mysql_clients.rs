@@ -244,3 +244,122 @@ fn mysql_connector_starts_cleanly_though_it_names_an_empty_database() {
         "node_id,endpoint,status,generation,databases,masters,version\n1\n"
     );
 }
+
+const TOKEN: &str = "mysql-t0ken&more";
+
+/// Connects with `driver` (pymysql or mysql.connector, the latter asking for
+/// caching_sha2_password as MySQL 8's libraries do) and the password; prints the SHOW NODES
+/// row count, or the error code and message.
+const TOKEN_SCRIPT: &str = r#"
+import sys
+driver, host, password = sys.argv[1], sys.argv[2], sys.argv[3]
+if driver == "pymysql":
+    import pymysql as m
+    connect = lambda: m.connect(host=host, port=3306, user="anyone", password=password, connect_timeout=10)
+    error = m.MySQLError
+    code = lambda e: (e.args[0], e.args[1])
+else:
+    import mysql.connector as m
+    connect = lambda: m.connect(host=host, port=3306, user="anyone", password=password, connection_timeout=10, auth_plugin="caching_sha2_password")
+    error = m.Error
+    code = lambda e: (e.errno, e.sqlstate + " " + e.msg)
+try:
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("SHOW NODES")
+    print("rows", len(cur.fetchall()))
+    conn.close()
+except error as e:
+    print("error", *code(e))
+"#;
+
+/// With `BO_API_TOKEN` set the password must be the token: mariadb, PyMySQL and
+/// mysql.connector (switched from caching_sha2_password) log in with it and get 1045 without.
+#[test]
+fn the_api_token_is_the_mysql_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(spec(dir.path(), BLOCK, 7, &[("BO_API_TOKEN", TOKEN)]));
+    let host = node.spec.ip.to_string();
+    if have("mariadb", &["--version"]) {
+        let login_to = |password: Option<&str>, database: Option<&str>| {
+            let mut command = Command::new("mariadb");
+            command.args([
+                "-h",
+                &host,
+                "-P",
+                "3306",
+                "-u",
+                "any",
+                "--connect-timeout=10",
+            ]);
+            if let Some(password) = password {
+                command.arg(format!("-p{password}"));
+            }
+            if let Some(database) = database {
+                command.args(["-D", database]);
+            }
+            command
+                .args(["-e", "SHOW NODES"])
+                .output()
+                .expect("run mariadb")
+        };
+        let login = |password: Option<&str>| login_to(password, None);
+        let out = login(Some(TOKEN));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        // The database named on connect is checked once the password passed.
+        let unknown = login_to(Some(TOKEN), Some("not_here"));
+        assert!(
+            text(&unknown.stderr).contains("ERROR 1049"),
+            "{}",
+            text(&unknown.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains(&node.spec.node_id),
+            "{}",
+            text(&out.stdout)
+        );
+        for (password, using) in [(None, "NO"), (Some("wrong"), "YES")] {
+            let out = login(password);
+            assert!(
+                !out.status.success(),
+                "{password:?} let in: {}",
+                text(&out.stdout)
+            );
+            let stderr = text(&out.stderr);
+            assert!(stderr.contains("ERROR 1045 (28000)"), "{stderr}");
+            assert!(
+                stderr.contains(&format!("using password: {using}")),
+                "{stderr}"
+            );
+            assert!(stderr.contains("BO_API_TOKEN"), "{stderr}");
+        }
+    } else {
+        eprintln!("NOTICE: mariadb client not installed; skipping its part (apt-get install mariadb-client)");
+    }
+    for (driver, module) in [("pymysql", "pymysql"), ("connector", "mysql.connector")] {
+        if !have("python3", &["-c", &format!("import {module}")]) {
+            eprintln!("NOTICE: python3 with {module} not installed; skipping its part");
+            continue;
+        }
+        let run = |password: &str| {
+            let out = Command::new("python3")
+                .args(["-c", TOKEN_SCRIPT, driver, &host, password])
+                .output()
+                .expect("run python3");
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout)
+        };
+        assert_eq!(run(TOKEN), "rows 1\n", "{driver}");
+        for password in ["", "wrong"] {
+            let out = run(password);
+            assert!(
+                out.starts_with("error 1045 "),
+                "{driver} {password:?}: {out}"
+            );
+            assert!(out.contains("Access denied"), "{driver}: {out}");
+        }
+    }
+    let log = node.log();
+    assert!(!log.contains(TOKEN), "the token appears in the log:\n{log}");
+    assert!(log.contains("MySQL login refused"), "{log}");
+}

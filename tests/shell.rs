@@ -80,17 +80,31 @@ fn literal(text: &str) -> String {
 }
 
 impl Drop for Tmux {
+    /// Kills the server and waits until it is gone: a new session started while it is still
+    /// exiting would connect to it and fail with "server exited unexpectedly".
     fn drop(&mut self) {
         self.tmux(&["kill-server"]);
+        wait_for(DEADLINE, || {
+            let out = self.tmux(&["list-sessions"]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            (!out.status.success()
+                && (stderr.contains("no server running") || stderr.contains("error connecting")))
+            .then_some(())
+        });
     }
 }
 
-fn open_shell(socket: &str, host: &str, history: &std::path::Path) -> Tmux {
+/// A shell on `host`; `how` passes the token (`--token X` or `BO_API_TOKEN=X` before it).
+fn open_shell(socket: &str, host: &str, history: &std::path::Path, how: Token) -> Tmux {
     let tmux = Tmux {
         socket: socket.to_string(),
     };
+    let (env, flag) = match how {
+        Token::Flag => (String::new(), format!(" --token {TOKEN}")),
+        Token::Env => (format!("BO_API_TOKEN={TOKEN} "), String::new()),
+    };
     let command = format!(
-        "BO_HISTORY={} {} sql --host {host}; sleep 30",
+        "{env}BO_HISTORY={} {} sql --host {host}{flag}; sleep 30",
         history.display(),
         exe().display()
     );
@@ -107,11 +121,20 @@ fn open_shell(socket: &str, host: &str, history: &std::path::Path) -> Tmux {
     ]);
     assert!(
         out.status.success(),
-        "{}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     tmux.expect("bocluster>", 1);
     tmux
+}
+
+/// The node's API token: the shell must send it.
+const TOKEN: &str = "shell-t0ken";
+
+#[derive(Clone, Copy)]
+enum Token {
+    Flag,
+    Env,
 }
 
 #[test]
@@ -125,11 +148,16 @@ fn the_shell_edits_lines_keeps_history_and_points_at_errors() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = start(spec(dir.path(), BLOCK, 1, &[("BO_DATABASES", "log1,log2")]));
+    let node = start(spec(
+        dir.path(),
+        BLOCK,
+        1,
+        &[("BO_DATABASES", "log1,log2"), ("BO_API_TOKEN", TOKEN)],
+    ));
     let host = node.http_addr().to_string();
     let history = dir.path().join("history");
     let socket = format!("bocluster-shell-test-{}", std::process::id());
-    let tmux = open_shell(&socket, &host, &history);
+    let tmux = open_shell(&socket, &host, &history, Token::Flag);
 
     // A statement over two lines: the second prompt says it goes on.
     tmux.line("SHOW");
@@ -175,11 +203,14 @@ fn the_shell_edits_lines_keeps_history_and_points_at_errors() {
     assert!(kept.contains("CREATE DATABASE again;"), "{kept}");
     drop(tmux);
 
-    // A new shell starts with that history; Ctrl-D quits it.
-    let tmux = open_shell(&socket, &host, &history);
+    // A new shell (the token from BO_API_TOKEN this time) starts with that history; Ctrl-D
+    // quits it.
+    let tmux = open_shell(&socket, &host, &history, Token::Env);
     tmux.send(&["Up"]);
     tmux.expect("bocluster> CREATE DATABASE again;", 1);
     tmux.send(&["C-u"]);
+    tmux.line("SHOW DATABASES;");
+    tmux.expect("(4 rows, ", 1);
     tmux.send(&["C-d"]);
     tmux.expect("bye", 1);
     assert!(tmux.running(), "the pane closed before the test read it");

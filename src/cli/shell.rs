@@ -11,7 +11,7 @@ use rustyline::DefaultEditor;
 use serde_json::Value;
 
 use crate::cli::sql::format_rows;
-use crate::client::{post_statement, ApiOutcome};
+use crate::client::{post_statement_with, ApiOutcome};
 use crate::exec::STATEMENT_KINDS;
 
 const PROMPT: &str = "bocluster> ";
@@ -53,8 +53,9 @@ pub fn help() -> String {
     out
 }
 
-/// Runs the shell against `host` until `\q` or Ctrl-D; the exit code.
-pub fn run(host: &str, timeout: Duration) -> u8 {
+/// Runs the shell against `host` until `\q` or Ctrl-D (sending `token`, the node's
+/// `BO_API_TOKEN`, with every statement); the exit code.
+pub fn run(host: &str, timeout: Duration, token: Option<&str>) -> u8 {
     let mut editor = match DefaultEditor::new() {
         Ok(editor) => editor,
         Err(e) => {
@@ -97,7 +98,7 @@ pub fn run(host: &str, timeout: Duration) -> u8 {
                             eprintln!("(cannot save the history to {}: {e})", path.display());
                         }
                     }
-                    print!("{}", run_statement(host, &statement, timeout));
+                    print!("{}", run_statement(host, &statement, timeout, token));
                 }
             }
             Err(ReadlineError::Interrupted) => buffer.clear(),
@@ -112,10 +113,16 @@ pub fn run(host: &str, timeout: Duration) -> u8 {
     0
 }
 
-/// Sends one statement and returns what the shell prints for its answer.
-pub fn run_statement(host: &str, statement: &str, timeout: Duration) -> String {
+/// Sends one statement (with `token`, when given) and returns what the shell prints for its
+/// answer.
+pub fn run_statement(
+    host: &str,
+    statement: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> String {
     let started = Instant::now();
-    let outcome = post_statement(host, statement, timeout);
+    let outcome = post_statement_with(host, statement, timeout, token);
     let took = started.elapsed();
     match outcome {
         ApiOutcome::Unreachable(message) => format!("error: {message}\n"),

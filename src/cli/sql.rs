@@ -36,7 +36,7 @@ pub struct SqlArgs {
 /// Runs the subcommand; exit code 0 ok, 1 error answer, 2 unreachable.
 pub fn run(args: SqlArgs) -> u8 {
     let Some(statement) = &args.statement else {
-        return super::shell::run(&args.host, args.timeout);
+        return super::shell::run(&args.host, args.timeout, args.token.as_deref());
     };
     match post_statement_with(&args.host, statement, args.timeout, args.token.as_deref()) {
         ApiOutcome::Unreachable(message) => {

@@ -7,6 +7,7 @@
 
 use ring::digest::{digest, Context, SHA1_FOR_LEGACY_USE_ONLY};
 use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
 
 /// Length of the salt and of the hashes.
 pub const SALT_LEN: usize = 20;
@@ -49,13 +50,8 @@ pub fn verify(stored: &[u8; SALT_LEN], salt: &[u8], answer: &[u8]) -> bool {
     for (i, byte) in stage1.iter_mut().enumerate() {
         *byte = answer[i] ^ mask.as_ref()[i];
     }
-    // Compared without an early exit, so the time does not say how much matched.
-    let candidate = sha1(&stage1);
-    candidate
-        .iter()
-        .zip(stored)
-        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-        == 0
+    // Compared in constant time, so the time does not say how much matched.
+    bool::from(sha1(&stage1).ct_eq(stored))
 }
 
 /// A fresh salt: printable bytes other than `$` (clients treat the salt as a C string).

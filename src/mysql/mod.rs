@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod deadline;
+pub mod login;
 pub mod session;
 
 use std::io;
@@ -22,7 +23,7 @@ use opensrv_mysql::{
     OkResponse, ParamParser, QueryResultWriter, StatementMetaWriter,
 };
 use serde_json::Value;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -94,19 +95,51 @@ pub async fn serve(ctx: Arc<NodeContext>, listener: TcpListener) {
     }
 }
 
+/// Logs the client in ([`login`]), then hands the connection to opensrv-mysql.
 async fn serve_connection(ctx: Arc<NodeContext>, stream: TcpStream, id: u32) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let limit = deadline::Limit::new(LOGIN_TIMEOUT);
-    let reader = deadline::DeadlineReader::new(reader, limit.clone());
-    let shim = Session {
-        limit,
-        password: None,
+    let mut reader = deadline::DeadlineReader::new(reader, limit.clone());
+    let salt = auth::random_salt();
+    let password = ctx.config.api_token.as_ref().map(|t| *t.mysql_hash());
+    let outcome = login::login(
+        &mut reader,
+        &mut writer,
+        &server_version(),
+        id,
+        &salt,
+        password.as_ref(),
+    )
+    .await?;
+    let (response, seq) = match outcome {
+        login::Login::Accepted { response, seq } => (response, seq),
+        login::Login::Refused { username } => {
+            warn!(
+                user = ?username,
+                "MySQL login refused: the password must be the node's API token (BO_API_TOKEN)"
+            );
+            return Ok(());
+        }
+    };
+    let mut shim = Session {
         ctx,
         id,
         database: None,
-        salt: auth::random_salt(),
+        salt,
     };
+    if let Some(database) = &response.database {
+        if let Err(message) = shim.use_database(database) {
+            let packet = login::error_packet(ErrorKind::ER_BAD_DB_ERROR, &message);
+            return login::write_packet(&mut writer, seq, &packet).await;
+        }
+    }
+    login::write_packet(&mut writer, seq, &login::ok_packet(response.capabilities)).await?;
+    limit.set(IDLE_TIMEOUT);
+    // opensrv-mysql greets and logs in again: it reads the hand-off and its greeting and OK
+    // are dropped, so the client sees one login.
+    let reader = std::io::Cursor::new(login::handoff(&response)).chain(reader);
+    let writer = login::SkipPackets::new(writer, 2);
     AsyncMysqlIntermediary::run_on(shim, reader, writer).await
 }
 
@@ -117,12 +150,8 @@ struct Session {
     /// The database of `USE` (or of the handshake); our statements name their own, so it is
     /// only what `SELECT DATABASE()` answers.
     database: Option<String>,
-    /// This connection's handshake salt.
+    /// This connection's handshake salt (the one [`login::login`] used).
     salt: [u8; auth::SALT_LEN],
-    /// The password's [`auth::stored_hash`], when one is required.
-    password: Option<[u8; auth::SALT_LEN]>,
-    /// How long the client may stay silent: [`LOGIN_TIMEOUT`], then [`IDLE_TIMEOUT`].
-    limit: deadline::Limit,
 }
 
 /// The version clients see: a MySQL 5.7 protocol level (what drivers check), then ours.
@@ -146,27 +175,15 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Session {
         self.salt
     }
 
+    /// The password was checked by [`login::login`] before opensrv-mysql saw the connection.
     async fn authenticate(
         &self,
         _auth_plugin: &str,
-        username: &[u8],
-        salt: &[u8],
-        answer: &[u8],
+        _username: &[u8],
+        _salt: &[u8],
+        _answer: &[u8],
     ) -> bool {
-        let ok = match &self.password {
-            None => true,
-            Some(stored) => auth::verify(stored, salt, answer),
-        };
-        if ok {
-            self.limit.set(IDLE_TIMEOUT);
-        }
-        if !ok {
-            warn!(
-                user = %String::from_utf8_lossy(username),
-                "MySQL login refused: the password must be the node's API token (BO_API_TOKEN)"
-            );
-        }
-        ok
+        true
     }
 
     async fn on_prepare<'a>(
@@ -221,8 +238,6 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Session {
         query: &'a str,
         results: QueryResultWriter<'a, W>,
     ) -> io::Result<()> {
-        // Logged in (also when the client sent no user name, so no password was asked).
-        self.limit.set(IDLE_TIMEOUT);
         let local = session::answer_locally(query, self.database.as_deref(), self.id);
         let outcome = match local {
             Some(Local::Use(database)) => match self.use_database(&database) {

@@ -4,6 +4,8 @@
 //! as `data`. A new reader first gets the events the node kept ([`HISTORY`]); a reader that
 //! reconnects with `Last-Event-ID` (browsers do it by themselves) gets only those after it.
 //! A reader too slow to keep up gets a `lagged` event with how many it missed, then goes on.
+//! With `BO_API_TOKEN` set the stream needs the token, as a header or as `?token=` (see
+//! [`crate::web::routes`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -6,23 +6,51 @@ const state = { self: "", nodes: null, cluster: null, events: [] };
 const MAX_EVENTS = 50;
 const SVG = "http://www.w3.org/2000/svg";
 
-// The API token, asked once and kept for this browser session (only when the node asks).
-function token() { return sessionStorage.getItem("bocluster-token") || ""; }
+// The API token, asked once (only when the node answers 401) and kept for this browser
+// session: sent as "Authorization: Bearer" to /api, as ?token= to /events (EventSource
+// cannot send headers).
+const TOKEN_KEY = "bocluster-token";
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 function authHeaders() {
   const t = token();
   return t ? { "Authorization": "Bearer " + t } : {};
 }
+
+// Shows the token form until a token is given; every caller waiting meanwhile gets it.
+let asking = null;
+function askToken(refused) {
+  if (asking) return asking;
+  asking = new Promise((resolve) => {
+    const form = document.getElementById("token-form");
+    const input = document.getElementById("token-input");
+    document.getElementById("token-note").textContent =
+      refused ? "That token was refused; try again." : "";
+    form.hidden = false;
+    input.value = "";
+    input.focus();
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const given = input.value.trim();
+      if (!given) return;
+      sessionStorage.setItem(TOKEN_KEY, given);
+      form.hidden = true;
+      asking = null;
+      resolve(given);
+    };
+  });
+  return asking;
+}
+
 async function call(url, options) {
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (;;) {
     const response = await fetch(url, Object.assign({}, options, {
       headers: Object.assign({}, (options || {}).headers, authHeaders()),
     }));
     if (response.status !== 401) return response;
-    const given = window.prompt("This node needs its API token (BO_API_TOKEN):");
-    if (given === null) return response;
-    sessionStorage.setItem("bocluster-token", given.trim());
+    const refused = token() !== "";
+    sessionStorage.removeItem(TOKEN_KEY);
+    await askToken(refused);
   }
-  throw new Error("the API token was refused");
 }
 
 async function query(stmt) {
@@ -145,7 +173,12 @@ function listen() {
   const t = token();
   const source = new EventSource("/events" + (t ? "?token=" + encodeURIComponent(t) : ""));
   source.onopen = () => { document.getElementById("conn").textContent = "live"; };
-  source.onerror = () => { document.getElementById("conn").textContent = "reconnecting…"; };
+  source.onerror = () => {
+    document.getElementById("conn").textContent = "reconnecting…";
+    // A refused stream (401) is not retried by the browser: open it again, with the token
+    // kept by then (the next /api call asks for it if it is wrong).
+    if (source.readyState === EventSource.CLOSED) setTimeout(listen, 2000);
+  };
   const names = ["member-join", "member-update", "member-failed", "member-leave",
     "entry-added", "entry-dropped", "entry-status", "entry-update", "lagged"];
   for (const name of names) {
