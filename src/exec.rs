@@ -157,6 +157,12 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
             Err(e) => debug!(name, error = %e, "cannot resolve a client name yet"),
         },
     }
+    // Membership's join with the client starts before the entry is written (the write waits
+    // for the disk): it changes no topology, and the client is `alive` as soon as the entry
+    // is in.
+    for addr in ctx.cluster.addresses_of(&spec.host, spec.port) {
+        ctx.membership.join_through(addr);
+    }
     let outcome = ctx
         .cluster
         .add_client(spec, &ctx.membership.members())

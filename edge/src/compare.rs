@@ -547,6 +547,9 @@ pub(crate) fn count_bytes(
     }
 }
 
+/// How long a formed fleet is left alone before its steady window (see `steady_window`).
+const SETTLE: Duration = Duration::from_secs(15);
+
 fn steady_window(
     fleet: &mut dyn Fleet,
     n: usize,
@@ -554,6 +557,11 @@ fn steady_window(
     counting: bool,
     say: &dyn Fn(&str),
 ) -> Result<Steady, String> {
+    // A fleet that has just formed is still spending the broadcasts of its joins (every
+    // member and record is piggybacked several times by every node, in both systems): the
+    // steady window starts once that tail has passed.
+    say(&format!("settling for {SETTLE:?} before the steady window"));
+    std::thread::sleep(SETTLE);
     let counters = count_bytes(fleet, n, counting, "bandwidth skipped", say);
     say(&format!(
         "steady window of {window:?}: polling every node every {STEADY_POLL:?}"

@@ -175,6 +175,9 @@ const KNOCK_EVERY: Duration = Duration::from_secs(2);
 /// alone would find only after many periods. A steady fleet sends none of these.
 const CATCH_UP_PERIODS: u32 = 5;
 
+/// A suspect we keep hearing from is given another suspicion timeout at most this many times.
+const MAX_HEARD_EXTENSIONS: u32 = 3;
+
 /// How long a record pull may be outstanding before it is asked again.
 const PULL_RETRY: Duration = Duration::from_secs(5);
 
@@ -196,8 +199,12 @@ pub struct Engine {
     /// when: their first datagrams are answered in full, before the join's answer is in.
     expected: HashMap<SocketAddr, Duration>,
     health: LocalHealth,
-    /// Suspicions already given extra time once: (node id, incarnation).
-    deferred: HashSet<(String, u16)>,
+    /// Suspicions given extra time, and how many times: (node id, incarnation).
+    deferred: HashMap<(String, u16), u32>,
+    /// See [`Engine::rebuild_member_endpoints`].
+    member_endpoints: HashSet<SocketAddr>,
+    /// When a datagram last came from each member endpoint (see `suspicion_extension`).
+    last_heard: HashMap<SocketAddr, Duration>,
     rng: SmallRng,
     next_anti_entropy: Duration,
     next_knock: Duration,
@@ -253,7 +260,9 @@ impl Engine {
             tombstones: HashMap::new(),
             expected: HashMap::new(),
             health: LocalHealth::default(),
-            deferred: HashSet::new(),
+            deferred: HashMap::new(),
+            last_heard: HashMap::new(),
+            member_endpoints: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
             pulls_in_flight: HashMap::new(),
             configured_for: 1,
@@ -373,17 +382,20 @@ impl Engine {
         } = &timer
         {
             let key = (member_id.node_id.clone(), *incarnation);
-            let patience = self.health.patience(self.timings.probe_interval);
-            if !patience.is_zero() && !self.deferred.contains(&key) {
-                // This node is slow itself: give the suspect the time it may have lost here.
-                self.deferred.insert(key);
+            let times = self.deferred.get(&key).copied().unwrap_or(0);
+            let wait = self.suspicion_extension(member_id, times);
+            if !wait.is_zero() {
+                self.deferred.insert(key, times + 1);
                 self.stats.suspicions_deferred += 1;
+                let member = member_id.clone();
                 self.seq += 1;
                 self.timers.push(Reverse(Scheduled {
-                    at: self.now + patience,
+                    at: self.now + wait,
                     seq: self.seq,
                     timer,
                 }));
+                // Tell it again: its refutation is what ends the suspicion everywhere.
+                self.tell_suspect(&member);
                 return;
             }
             self.deferred.remove(&key);
@@ -392,6 +404,32 @@ impl Engine {
         if let Err(e) = swim.handle_timer(timer, &mut rt) {
             tracing::debug!(error = %e, "membership timer");
         }
+    }
+
+    /// How much longer a suspicion of `member`, extended `times` already, waits before it
+    /// turns into `dead` here (zero: not at all).
+    ///
+    /// - This node is slow itself (local health): the suspect gets the time it may have lost
+    ///   here, once.
+    /// - We heard from the suspect itself within the suspicion: it is alive and only some
+    ///   path to it lossy, and its refutation is on its way (a crashed node sends nothing, so
+    ///   this never delays a real failure), up to [`MAX_HEARD_EXTENSIONS`] times.
+    fn suspicion_extension(&self, member: &MemberId, times: u32) -> Duration {
+        let patience = self.health.patience(self.timings.probe_interval);
+        if times == 0 && !patience.is_zero() {
+            return patience;
+        }
+        let window = self
+            .timings
+            .suspect_timeout_for(self.swim.num_members() + 1);
+        let heard_lately = self
+            .last_heard
+            .get(&member.endpoint)
+            .is_some_and(|at| self.now.saturating_sub(*at) <= window);
+        if heard_lately && times < MAX_HEARD_EXTENSIONS {
+            return window;
+        }
+        Duration::ZERO
     }
 
     /// Takes in one datagram's plaintext (already opened) from `from`.
@@ -405,6 +443,9 @@ impl Engine {
         self.stats.bytes_in += bytes.len() as u64;
         let known_source = self.is_member_endpoint(from);
         let already_queued = self.out.datagrams.len();
+        if known_source {
+            self.last_heard.insert(from, self.now);
+        }
         let result = match packet::decode(bytes) {
             Ok(Packet::Swim(data)) => {
                 self.stats.swim_in += 1;
@@ -467,8 +508,19 @@ impl Engine {
         self.expected
             .get(&addr)
             .is_some_and(|until| self.now < *until)
-            || self.swim.iter_members().any(|m| m.id().endpoint == addr)
-            || self.tombstones.values().any(|t| t.id.endpoint == addr)
+            || self.member_endpoints.contains(&addr)
+    }
+
+    /// Where every active member and every tombstone is reached: rebuilt when membership
+    /// changes, so that checking a datagram's source costs a lookup, not a walk over the
+    /// fleet.
+    fn rebuild_member_endpoints(&mut self) {
+        self.member_endpoints = self
+            .swim
+            .iter_members()
+            .map(|m| m.id().endpoint)
+            .chain(self.tombstones.values().map(|t| t.id.endpoint))
+            .collect();
     }
 
     /// A member suspects us: refute now (foca raises our incarnation and gossips it), and
@@ -659,12 +711,18 @@ impl Engine {
         let now = self.now;
         self.tombstones
             .retain(|_, t| now.saturating_sub(t.since) < grace);
+        self.rebuild_member_endpoints();
         let own = self.id().node_id.clone();
         let tombstones = &self.tombstones;
         lock(&self.store)
             .retain(|node| node == own || known.contains(node) || tombstones.contains_key(node));
         self.left
             .retain(|node, _| known.contains(node) || tombstones.contains_key(node));
+        let window = self
+            .timings
+            .suspect_timeout_for(self.swim.num_members() + 1);
+        self.last_heard
+            .retain(|_, at| now.saturating_sub(*at) <= window);
         let active = self.swim.num_members();
         if active == 0 {
             return;
@@ -898,6 +956,14 @@ impl Engine {
 
     /// Reacts to what foca said during the last call; counts what it sent.
     fn after_call(&mut self) {
+        let membership_changed = self.notes.iter().any(|note| {
+            matches!(
+                note,
+                OwnedNotification::MemberUp(_)
+                    | OwnedNotification::Rename(..)
+                    | OwnedNotification::MemberDown(_)
+            )
+        });
         for note in std::mem::take(&mut self.notes) {
             match note {
                 OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
@@ -949,6 +1015,9 @@ impl Engine {
                     self.tell_suspect(&member);
                 }
             }
+        }
+        if membership_changed {
+            self.rebuild_member_endpoints();
         }
         let active = self.swim.num_members() + 1;
         if active > self.configured_for {
