@@ -15,7 +15,9 @@ mod netns;
 mod plot;
 mod procfs;
 mod scale;
+mod reports;
 mod serf;
+mod sim;
 mod stats;
 mod systems;
 
@@ -55,6 +57,10 @@ enum Command {
     /// N real nodes in this one process (real QUIC on 127.1.x.y): convergence, memory, CPU,
     /// gossip bytes and change propagation as N grows
     Scale(scale::ScaleArgs),
+    /// N membership engines in this process on virtual time, over a simulated network,
+    /// through a fault schedule (same seed, same figures); `--check`/`--soak` run the
+    /// property checks on random schedules
+    Sim(sim::SimArgs),
     /// Draw the PNG charts again from JSON reports of `compare --out` and `scale --out`
     Plot(PlotArgs),
     /// Everything BENCHMARKS.md shows: `compare` then `scale`, reports, tables and charts
@@ -205,6 +211,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster::run(&bin, &args),
         Command::Compare(args) => compare::run(&bin, &args, counting),
         Command::Scale(args) => scale::run(&args, counting),
+        Command::Sim(args) => sim::run(&args),
         Command::Plot(args) => plot_again(&args),
         Command::Bench(args) => bench(&bin, &args, counting),
     };

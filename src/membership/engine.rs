@@ -609,7 +609,9 @@ impl Engine {
     fn knock_on_a_dead_member(&mut self) {
         // Left members too: a node that stopped and started again at the same address, with
         // no seed of its own (the first node of a fleet), is found this way.
-        let dead: Vec<MemberId> = self.tombstones.values().map(|t| t.id.clone()).collect();
+        let mut dead: Vec<MemberId> = self.tombstones.values().map(|t| t.id.clone()).collect();
+        // In a fixed order, so one seed picks the same member (the simulator replays runs).
+        dead.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         if dead.is_empty() {
             return;
         }

@@ -6,7 +6,7 @@
 //! and receivers pull the body over QUIC. Anti-entropy compares a [`digest`](RecordStore::digest)
 //! of (node, generation, version) and pulls what differs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -156,9 +156,10 @@ impl RecordStore {
         true
     }
 
-    /// Records whose body must be pulled, grouped by the address to pull from.
-    pub fn wanted(&self) -> HashMap<SocketAddr, BTreeSet<String>> {
-        let mut by_addr: HashMap<SocketAddr, BTreeSet<String>> = HashMap::new();
+    /// Records whose body must be pulled, grouped by the address to pull from (in address
+    /// order: the pulls go out in the same order on every run of one seed).
+    pub fn wanted(&self) -> BTreeMap<SocketAddr, BTreeSet<String>> {
+        let mut by_addr: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
         for (node, addr) in &self.wanted {
             by_addr.entry(*addr).or_default().insert(node.clone());
         }
