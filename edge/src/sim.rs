@@ -207,6 +207,24 @@ pub fn agreed(fleet: &SimFleet) -> bool {
     digests.all(|d| Some(d) == first)
 }
 
+/// One second of the run: who runs, who sees all, what was sent.
+fn sample(fleet: &SimFleet, from: Totals, to: Totals) -> SimSample {
+    let running = fleet.running().count();
+    let r = rates(from, to, running as f64);
+    let active: Vec<usize> = fleet
+        .running()
+        .map(|i| fleet.nodes[i].engine.active_members())
+        .collect();
+    SimSample {
+        t_s: fleet.now().as_secs_f64(),
+        running,
+        seeing_all: active.iter().filter(|&&a| a + 1 == running).count(),
+        least_seen: active.iter().min().map_or(0, |a| a + 1),
+        bytes_out_per_node: r.bytes_out,
+        datagrams_out_per_node: r.datagrams_out,
+    }
+}
+
 /// Prints where a long run is, every few seconds of wall time.
 struct Progress {
     started: Instant,
@@ -248,6 +266,7 @@ pub fn run_one(args: &SimArgs, scenario: &Scenario, show_progress: bool) -> SimR
     let step = (probe / 4).max(Duration::from_millis(50));
     let mut samples = Vec::new();
     let mut formed = None;
+    let mut last = totals(&fleet);
     while fleet.now() < end {
         if fleet.all_active() {
             formed = Some(fleet.now());
@@ -255,6 +274,11 @@ pub fn run_one(args: &SimArgs, scenario: &Scenario, show_progress: bool) -> SimR
         }
         let next = (fleet.now() + step).min(end);
         fleet.run_until(next);
+        if fleet.now() >= last.at + TICK {
+            let now_totals = totals(&fleet);
+            samples.push(sample(&fleet, last, now_totals));
+            last = now_totals;
+        }
         progress.tick(&fleet, end, "forming");
     }
     let rss_formed = procfs::rss_kib(std::process::id()).unwrap_or(0);
@@ -269,7 +293,7 @@ pub fn run_one(args: &SimArgs, scenario: &Scenario, show_progress: bool) -> SimR
     let mut steady_end = None;
     let mut faults_end = None;
     let mut settled = None;
-    let mut last = start_totals;
+    last = start_totals;
     let mut node_seconds = 0.0;
     let mut next_step = 0;
     let scan_rows = args.nodes <= ROWS_UP_TO;
@@ -297,18 +321,7 @@ pub fn run_one(args: &SimArgs, scenario: &Scenario, show_progress: bool) -> SimR
         let now_totals = totals(&fleet);
         let running = fleet.running().count();
         node_seconds += running as f64 * (now_totals.at - last.at).as_secs_f64();
-        let r = rates(last, now_totals, running as f64);
-        let seeing_all = fleet
-            .running()
-            .filter(|&i| fleet.nodes[i].engine.active_members() + 1 == running)
-            .count();
-        samples.push(SimSample {
-            t_s: fleet.now().as_secs_f64(),
-            running,
-            seeing_all,
-            bytes_out_per_node: r.bytes_out,
-            datagrams_out_per_node: r.datagrams_out,
-        });
+        samples.push(sample(&fleet, last, now_totals));
         last = now_totals;
         watch.look(
             &fleet,

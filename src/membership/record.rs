@@ -22,7 +22,7 @@ pub const MAX_RECORD_BYTES: usize = 512 * 1024;
 pub const INLINE_RECORD_BYTES: usize = 480;
 
 /// What a node advertises about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Record {
     /// Grows on every change; a restart starts again at 1 under its new generation.
     pub version: u64,
@@ -104,7 +104,7 @@ pub struct RecordVersion {
 /// Everyone's records, newest (generation, version) wins.
 #[derive(Debug, Default)]
 pub struct RecordStore {
-    known: HashMap<String, KnownRecord>,
+    known: HashMap<Arc<str>, KnownRecord>,
     /// Nodes whose newest version is known but not its body, and where to pull it.
     wanted: HashMap<String, SocketAddr>,
     /// Set when anything changed since the last [`RecordStore::take_changed`].
@@ -118,17 +118,17 @@ impl RecordStore {
 
     /// Takes in an update; true when it was news (newer than what we held).
     pub fn learn(&mut self, update: RecordUpdate) -> bool {
-        let newer = match self.known.get(&update.node_id) {
+        let newer = match self.known.get(update.node_id.as_str()) {
             Some(known) => (update.generation, update.version) > (known.generation, known.version),
             None => true,
         };
         if !newer {
             // The body of a version we only knew by number fills the gap.
-            if let (Some(body), Some(known)) = (update.body, self.known.get_mut(&update.node_id)) {
+            if let (Some(body), Some(known)) = (update.body, self.known.get_mut(update.node_id.as_str())) {
                 if known.body.is_none()
                     && (known.generation, known.version) == (update.generation, update.version)
                 {
-                    known.body = Some(Arc::new(body));
+                    known.body = Some(shared::body(body));
                     self.wanted.remove(&update.node_id);
                     self.changed = true;
                 }
@@ -145,11 +145,11 @@ impl RecordStore {
             }
         }
         self.known.insert(
-            update.node_id,
+            shared::name(update.node_id),
             KnownRecord {
                 generation: update.generation,
                 version: update.version,
-                body: update.body.map(Arc::new),
+                body: update.body.map(shared::body),
             },
         );
         self.changed = true;
@@ -175,7 +175,7 @@ impl RecordStore {
         nodes
             .iter()
             .filter_map(|node| {
-                let known = self.known.get(node)?;
+                let known = self.known.get(node.as_str())?;
                 let body = known.body.as_ref()?;
                 Some(RecordUpdate {
                     node_id: node.clone(),
@@ -194,7 +194,7 @@ impl RecordStore {
             .known
             .iter()
             .map(|(node, known)| RecordVersion {
-                node_id: node.clone(),
+                node_id: node.to_string(),
                 generation: known.generation,
                 version: known.version,
             })
@@ -207,7 +207,7 @@ impl RecordStore {
     pub fn newer_in(&self, theirs: &[RecordVersion]) -> Vec<String> {
         theirs
             .iter()
-            .filter(|v| match self.known.get(&v.node_id) {
+            .filter(|v| match self.known.get(v.node_id.as_str()) {
                 Some(known) => {
                     (v.generation, v.version) > (known.generation, known.version)
                         || ((v.generation, v.version) == (known.generation, known.version)
@@ -234,7 +234,7 @@ impl RecordStore {
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let before = self.known.len();
         self.known.retain(|node, _| keep(node));
-        self.wanted.retain(|node, _| self.known.contains_key(node));
+        self.wanted.retain(|node, _| self.known.contains_key(node.as_str()));
         if self.known.len() != before {
             self.changed = true;
         }
@@ -252,6 +252,87 @@ impl RecordStore {
     pub fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
     }
+}
+
+/// Sharing of what thousands of stores in one process hold alike (the simulator's fleet):
+/// one copy of each node id and of each record version, instead of one per store. Off unless
+/// a thread asks for it ([`share_on_this_thread`]): a node process holds one store.
+mod shared {
+    use std::cell::RefCell;
+    use std::collections::{HashMap, HashSet};
+    use std::hash::{Hash, Hasher};
+    use std::sync::{Arc, Weak};
+
+    use super::Record;
+
+    #[derive(Default)]
+    struct Shared {
+        names: HashSet<Arc<str>>,
+        /// Record hash -> the bodies alive with that hash.
+        bodies: HashMap<u64, Vec<Weak<Record>>>,
+        /// Bodies shared since the last sweep of the dead ones.
+        since_sweep: usize,
+    }
+
+    thread_local! {
+        static SHARED: RefCell<Option<Shared>> = const { RefCell::new(None) };
+    }
+
+    pub fn enable() {
+        SHARED.with(|s| {
+            s.borrow_mut().get_or_insert_with(Shared::default);
+        });
+    }
+
+    pub fn name(node_id: String) -> Arc<str> {
+        SHARED.with(|s| match s.borrow_mut().as_mut() {
+            None => Arc::from(node_id),
+            Some(shared) => {
+                if let Some(known) = shared.names.get(node_id.as_str()) {
+                    return known.clone();
+                }
+                let name: Arc<str> = Arc::from(node_id);
+                shared.names.insert(name.clone());
+                name
+            }
+        })
+    }
+
+    pub fn body(record: Record) -> Arc<Record> {
+        SHARED.with(|s| match s.borrow_mut().as_mut() {
+            None => Arc::new(record),
+            Some(shared) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                record.hash(&mut hasher);
+                let slot = shared.bodies.entry(hasher.finish()).or_default();
+                if let Some(same) = slot
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .find(|b| **b == record)
+                {
+                    return same;
+                }
+                let body = Arc::new(record);
+                slot.push(Arc::downgrade(&body));
+                shared.since_sweep += 1;
+                if shared.since_sweep > 4096 + shared.bodies.len() {
+                    shared.since_sweep = 0;
+                    shared.bodies.retain(|_, v| {
+                        v.retain(|w| w.strong_count() > 0);
+                        !v.is_empty()
+                    });
+                }
+                body
+            }
+        })
+    }
+}
+
+/// Makes every record store on this thread share node ids and record bodies with the others
+/// (for a simulated fleet of thousands of engines in one thread; a node process has no use
+/// for it).
+pub fn share_on_this_thread() {
+    shared::enable();
 }
 
 /// FNV-1a over the node id, then the generation and version: stable across builds and

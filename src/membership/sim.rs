@@ -177,6 +177,8 @@ pub fn sim_node_id(i: usize) -> String {
 
 impl SimFleet {
     pub fn new(timings: Timings, seed: u64) -> SimFleet {
+        // Thousands of stores in one thread hold the same node ids and records: one copy.
+        super::record::share_on_this_thread();
         SimFleet {
             nodes: Vec::new(),
             by_addr: HashMap::new(),

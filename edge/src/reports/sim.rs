@@ -38,6 +38,8 @@ pub struct SimSample {
     pub running: usize,
     /// Running nodes that hold every other running node active.
     pub seeing_all: usize,
+    /// The fewest members (itself included) any running node holds active.
+    pub least_seen: usize,
     pub bytes_out_per_node: f64,
     pub datagrams_out_per_node: f64,
 }
