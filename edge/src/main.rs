@@ -14,10 +14,11 @@ mod liveness;
 mod netns;
 mod plot;
 mod procfs;
-mod scale;
 mod reports;
+mod scale;
 mod serf;
 mod sim;
+mod sim_bench;
 mod stats;
 mod systems;
 

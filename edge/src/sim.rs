@@ -67,6 +67,12 @@ pub struct SimArgs {
     /// How many seeds --soak runs
     #[arg(long, default_value_t = 100)]
     pub seeds: u64,
+    /// Run the measurements of BENCHMARKS.md at --sizes instead (one fleet per size)
+    #[arg(long)]
+    pub bench: bool,
+    /// Fleet sizes for --bench
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub sizes: Vec<usize>,
 }
 
 fn parse_profile(value: &str) -> Result<Profile, String> {
@@ -85,6 +91,18 @@ const ROWS_UP_TO: usize = 500;
 pub fn run(args: &SimArgs) -> Result<(), String> {
     if args.check || args.soak {
         return soak(args);
+    }
+    if args.bench {
+        let report = crate::sim_bench::run(&args.sizes, args.seed, args);
+        let table = crate::sim_bench::render_table(&report);
+        print!("{table}");
+        if let Some(out) = &args.out {
+            let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+            write_file(out, &json)?;
+            write_file(&out.with_extension("md"), &table)?;
+            eprintln!("sim: wrote {} and its .md", out.display());
+        }
+        return Ok(());
     }
     let scenario = match &args.scenario {
         Some(path) => read_scenario(path, args.nodes)?,
@@ -504,15 +522,37 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        let a = args(&["--nodes", "12", "--duration", "90s", "--seed", "7", "--jitter", "3ms"]);
+        let a = args(&[
+            "--nodes",
+            "12",
+            "--duration",
+            "90s",
+            "--seed",
+            "7",
+            "--jitter",
+            "3ms",
+        ]);
         let first = run_one(&a, &scenario, false);
         let second = run_one(&a, &scenario, false);
         assert_eq!(first.figures, second.figures);
         assert_eq!(figures_text(&first.figures), figures_text(&second.figures));
         assert!(first.figures.formed_after_s.is_some());
-        assert!(first.figures.settled_after_s.is_some(), "{}", figures_text(&first.figures));
+        assert!(
+            first.figures.settled_after_s.is_some(),
+            "{}",
+            figures_text(&first.figures)
+        );
         let other = run_one(
-            &args(&["--nodes", "12", "--duration", "90s", "--seed", "8", "--jitter", "3ms"]),
+            &args(&[
+                "--nodes",
+                "12",
+                "--duration",
+                "90s",
+                "--seed",
+                "8",
+                "--jitter",
+                "3ms",
+            ]),
             &scenario,
             false,
         );
@@ -523,8 +563,11 @@ mod tests {
     fn a_scenario_file_with_a_node_out_of_range_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
-        std::fs::write(&path, r#"{"events": [{"at": "1s", "fault": "crash", "nodes": [40]}]}"#)
-            .unwrap();
+        std::fs::write(
+            &path,
+            r#"{"events": [{"at": "1s", "fault": "crash", "nodes": [40]}]}"#,
+        )
+        .unwrap();
         let e = read_scenario(&path, 10).unwrap_err();
         assert!(e.contains("event 0") && e.contains("node 40"), "{e}");
         std::fs::write(&path, "{\"events\": [\n{\"at\": 3}]}").unwrap();

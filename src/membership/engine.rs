@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foca::{
-    Foca, Identity, Member as FocaMember, Message, OwnedNotification, PostcardCodec, Runtime, State, Timer,
+    Foca, Identity, Member as FocaMember, Message, OwnedNotification, PostcardCodec, Runtime,
+    State, Timer,
 };
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};

@@ -143,7 +143,10 @@ mod tests {
         assert!(id(2, 1).win_addr_conflict(&id(1, 2)));
         assert!(!id(1, 2).win_addr_conflict(&id(2, 1)));
         assert_eq!(id(1, 1).addr(), id(2, 9).addr());
-        assert_ne!(id(1, 1).addr(), MemberId::new("b", 1, ([127, 0, 0, 1], 1).into()).addr());
+        assert_ne!(
+            id(1, 1).addr(),
+            MemberId::new("b", 1, ([127, 0, 0, 1], 1).into()).addr()
+        );
     }
 
     #[test]

@@ -124,7 +124,9 @@ impl RecordStore {
         };
         if !newer {
             // The body of a version we only knew by number fills the gap.
-            if let (Some(body), Some(known)) = (update.body, self.known.get_mut(update.node_id.as_str())) {
+            if let (Some(body), Some(known)) =
+                (update.body, self.known.get_mut(update.node_id.as_str()))
+            {
                 if known.body.is_none()
                     && (known.generation, known.version) == (update.generation, update.version)
                 {
@@ -234,7 +236,8 @@ impl RecordStore {
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let before = self.known.len();
         self.known.retain(|node, _| keep(node));
-        self.wanted.retain(|node, _| self.known.contains_key(node.as_str()));
+        self.wanted
+            .retain(|node, _| self.known.contains_key(node.as_str()));
         if self.known.len() != before {
             self.changed = true;
         }

@@ -86,3 +86,55 @@ pub struct SimReport {
     pub figures: SimFigures,
     pub cost: SimCost,
 }
+
+/// One false-positive window of `sim --bench`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FpWindow {
+    pub loss: f64,
+    pub slow_node: bool,
+    pub window_s: f64,
+    pub node_hours: f64,
+    /// Live, reachable, healthy nodes newly declared dead by a peer.
+    pub false_positives: u64,
+    pub rejoins: u64,
+    pub per_node_hour: f64,
+    /// How often the slow node found itself declared dead.
+    pub slow_node_declared_dead: Option<u64>,
+}
+
+/// `sim --bench` at one fleet size. Times in seconds of virtual time; `None`: not within the
+/// experiment's limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeFigures {
+    pub n: usize,
+    pub seed: u64,
+    pub cold_start_half_s: Option<f64>,
+    pub cold_start_90_s: Option<f64>,
+    pub cold_start_99_s: Option<f64>,
+    pub cold_start_all_s: Option<f64>,
+    /// The fewest members (itself included) a node held when the cold start ended.
+    pub cold_start_least_seen: usize,
+    /// After the cold start, until every node agrees on members and records.
+    pub records_agreed_s: Option<f64>,
+    pub steady: Rates,
+    pub record_spread_s: Option<f64>,
+    pub record_spread_periods: Option<f64>,
+    pub two_log2_n: f64,
+    pub crash_first_dead_s: Option<f64>,
+    pub crash_all_dead_s: Option<f64>,
+    pub leave_all_left_s: Option<f64>,
+    /// A 50/50 partition held 20 s, then healed: until all agree.
+    pub partition_heal_agreed_s: Option<f64>,
+    pub churn: Rates,
+    pub false_positives: Vec<FpWindow>,
+    pub wall_s: f64,
+    pub events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub profile: String,
+    pub latency_ms: f64,
+    pub seed: u64,
+    pub sizes: Vec<SizeFigures>,
+}

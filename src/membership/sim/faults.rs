@@ -54,9 +54,13 @@ pub enum Direction {
 #[serde(tag = "fault", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
     /// SIGKILL.
-    Crash { nodes: Targets },
+    Crash {
+        nodes: Targets,
+    },
     /// SIGTERM: a graceful leave.
-    Leave { nodes: Targets },
+    Leave {
+        nodes: Targets,
+    },
     /// SIGSTOP for `for`, then SIGCONT.
     Pause {
         nodes: Targets,
@@ -65,9 +69,13 @@ pub enum Fault {
     },
     /// Starts again under a new generation (after a crash or a leave; a running node is
     /// killed first).
-    Restart { nodes: Targets },
+    Restart {
+        nodes: Targets,
+    },
     /// Restarts under a new generation at a new address.
-    Move { nodes: Targets },
+    Move {
+        nodes: Targets,
+    },
     /// Splits the fleet: `groups` lists the nodes of each group after the first (everyone
     /// unlisted stays in group 0); or `split`, the share of nodes (the lowest indexes) cut
     /// off from the rest.
@@ -101,7 +109,9 @@ pub enum Fault {
         duration: Duration,
     },
     /// Each node changes its record (a database is created): a new version to spread.
-    Record { nodes: Targets },
+    Record {
+        nodes: Targets,
+    },
 }
 
 /// Why a scenario cannot run on this fleet.
@@ -560,7 +570,9 @@ mod human {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("`{text}` is not a duration ({e}): write e.g. \"30s\""))
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}): write e.g. \"30s\""
+            ))
         })
     }
 }
@@ -585,7 +597,11 @@ mod tests {
         assert!(scenario.validate(10).is_ok());
         assert!(matches!(
             scenario.validate(3),
-            Err(ScenarioError::NoSuchNode { event: 0, node: 3, .. })
+            Err(ScenarioError::NoSuchNode {
+                event: 0,
+                node: 3,
+                ..
+            })
         ));
         let bad = r#"{"events": [{"at": "soon", "fault": "crash", "nodes": [1]}]}"#;
         let e = Scenario::from_json(bad).unwrap_err().to_string();
@@ -594,7 +610,10 @@ mod tests {
         assert!(Scenario::from_json(unknown).is_err());
         let misspelt = r#"{"events": [{"at": "1s", "fault": "pause", "nodes": [1], "fro": "2s"}]}"#;
         assert!(Scenario::from_json(misspelt).is_err());
-        let rate = Scenario::from_json(r#"{"events": [{"at": "1s", "fault": "loss", "rate": 2.0, "for": "1s"}]}"#).unwrap();
+        let rate = Scenario::from_json(
+            r#"{"events": [{"at": "1s", "fault": "loss", "rate": 2.0, "for": "1s"}]}"#,
+        )
+        .unwrap();
         assert!(matches!(
             rate.validate(5),
             Err(ScenarioError::NotAShare { field: "rate", .. })

@@ -215,7 +215,10 @@ pub fn check_agreement(fleet: &SimFleet) -> Result<(), Violation> {
                             subject,
                             generation,
                             seen: row.map_or("absent".into(), |m| {
-                                format!("{} (generation {}, {})", m.status, m.generation, m.endpoint)
+                                format!(
+                                    "{} (generation {}, {})",
+                                    m.status, m.generation, m.endpoint
+                                )
                             }),
                         });
                     }
@@ -379,11 +382,9 @@ pub fn check(run: &CheckRun) -> Result<CheckOutcome, CheckFailure> {
         fleet.run_until(next);
     }
     let Some(settled_after) = settled else {
-        return Err(fail(
-            check_agreement(&fleet).err().unwrap_or(Violation::NeverFormed(
-                "agreement flickered at the bound".into(),
-            )),
-        ));
+        return Err(fail(check_agreement(&fleet).err().unwrap_or(
+            Violation::NeverFormed("agreement flickered at the bound".into()),
+        )));
     };
     // A bound on false positives: live nodes declared dead by a peer that could reach them.
     // Under the run's loss and without faults on them, SWIM with refutation makes these rare;
