@@ -15,6 +15,7 @@ mod netns;
 mod plot;
 mod procfs;
 mod reports;
+mod runs;
 mod scale;
 mod serf;
 mod sim;
@@ -251,7 +252,7 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
         max_rss_mib: 8192,
         gossip_interval: Some(args.scale_gossip_interval.clone()),
         suspect_timeout: None,
-        transport: scale::ScaleTransport::Memory,
+        transport: reports::scale::ScaleTransport::Memory,
         loss: 0.0,
         out: Some(args.dir.join("scale.json")),
         plots: Some(args.dir.clone()),
@@ -268,12 +269,12 @@ fn plot_again(args: &PlotArgs) -> Result<(), String> {
     };
     let mut files = Vec::new();
     if let Some(path) = &args.compare {
-        let report: compare::CompareReport =
+        let report: reports::compare::CompareReport =
             serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         files.extend(plot::plot_compare(&report, &args.dir)?);
     }
     if let Some(path) = &args.scale {
-        let report: scale::ScaleReport =
+        let report: reports::scale::ScaleReport =
             serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         files.extend(plot::plot_scale(&report, &args.dir)?);
     }
