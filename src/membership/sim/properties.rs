@@ -325,17 +325,21 @@ pub struct CheckOutcome {
 
 /// A failing run: what broke, and how to replay it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("seed {seed}: {violation}\n  replay: {replay}")]
+#[error("seed {seed}: {phase}: {violation}\n  replay: {replay}")]
 pub struct CheckFailure {
     pub seed: u64,
+    /// When it was found: at the bound after the last fault, or after the grace.
+    pub phase: &'static str,
     pub violation: Violation,
     pub replay: String,
 }
 
 /// Runs one random schedule on a fleet and checks every property.
 pub fn check(run: &CheckRun) -> Result<CheckOutcome, CheckFailure> {
-    let fail = |violation| CheckFailure {
+    let mut phase = "forming";
+    let fail = |phase, violation| CheckFailure {
         seed: run.seed,
+        phase,
         violation,
         replay: run.replay_command(),
     };
@@ -349,9 +353,10 @@ pub fn check(run: &CheckRun) -> Result<CheckOutcome, CheckFailure> {
     }
     let formed = fleet.run_until_true(WATCH_EVERY, Duration::from_secs(60), |f| f.all_active());
     if formed.is_none() {
-        return Err(fail(Violation::NeverFormed(format!(
-            "{n} nodes did not all see each other within 60 s"
-        ))));
+        return Err(fail(
+            phase,
+            Violation::NeverFormed(format!("{n} nodes did not all see each other within 60 s")),
+        ));
     }
     let scenario = random_schedule(n, run.window, run.seed);
     let origin = fleet.now();
@@ -369,6 +374,7 @@ pub fn check(run: &CheckRun) -> Result<CheckOutcome, CheckFailure> {
         applier.apply(&mut fleet, step);
     }
     fleet.run_until(ends);
+    phase = "at the bound after the last fault";
     let bound = settle_bound(&run.timings, n);
     let mut settled = None;
     let limit = ends + bound;
@@ -382,9 +388,14 @@ pub fn check(run: &CheckRun) -> Result<CheckOutcome, CheckFailure> {
         fleet.run_until(next);
     }
     let Some(settled_after) = settled else {
-        return Err(fail(check_agreement(&fleet).err().unwrap_or(
-            Violation::NeverFormed("agreement flickered at the bound".into()),
-        )));
+        return Err(fail(
+            phase,
+            check_agreement(&fleet)
+                .err()
+                .unwrap_or(Violation::NeverFormed(
+                    "agreement flickered at the bound".into(),
+                )),
+        ));
     };
     // A bound on false positives: live nodes declared dead by a peer that could reach them.
     // Under the run's loss and without faults on them, SWIM with refutation makes these rare;
@@ -392,19 +403,23 @@ pub fn check(run: &CheckRun) -> Result<CheckOutcome, CheckFailure> {
     // broken detector (or a sim that loses acks it should deliver) produces.
     let fp_bound = n as u64;
     if watch.count > fp_bound {
-        return Err(fail(Violation::FalsePositives {
-            count: watch.count,
-            bound: fp_bound,
-            first: watch.examples.first().cloned().unwrap_or_default(),
-        }));
+        return Err(fail(
+            phase,
+            Violation::FalsePositives {
+                count: watch.count,
+                bound: fp_bound,
+                first: watch.examples.first().cloned().unwrap_or_default(),
+            },
+        ));
     }
     // Past the grace (and foca's own forgetting), nothing of the gone is held.
     let forget = run.timings.dead_node_grace
         + run.timings.forget_down_after(n)
         + run.timings.anti_entropy_interval * 2;
     fleet.run_until(fleet.now() + forget);
-    check_agreement(&fleet).map_err(fail)?;
-    check_forgotten(&fleet).map_err(fail)?;
+    phase = "after the grace";
+    check_agreement(&fleet).map_err(|v| fail(phase, v))?;
+    check_forgotten(&fleet).map_err(|v| fail(phase, v))?;
     Ok(CheckOutcome {
         scenario,
         settled_after,
