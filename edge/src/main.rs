@@ -115,6 +115,9 @@ struct PlotArgs {
     /// A `scale --out` report
     #[arg(long, value_name = "FILE")]
     scale: Option<PathBuf>,
+    /// `sim --bench --out` reports (comma-separated; merged into one chart)
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    sim: Vec<PathBuf>,
     /// Where the PNG files go
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     dir: PathBuf,
@@ -261,8 +264,8 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
 }
 
 fn plot_again(args: &PlotArgs) -> Result<(), String> {
-    if args.compare.is_none() && args.scale.is_none() {
-        return Err("plot: give --compare FILE and/or --scale FILE".into());
+    if args.compare.is_none() && args.scale.is_none() && args.sim.is_empty() {
+        return Err("plot: give --compare FILE, --scale FILE and/or --sim FILE,...".into());
     }
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
@@ -277,6 +280,15 @@ fn plot_again(args: &PlotArgs) -> Result<(), String> {
         let report: reports::scale::ScaleReport =
             serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         files.extend(plot::plot_scale(&report, &args.dir)?);
+    }
+    if !args.sim.is_empty() {
+        let mut reports = Vec::new();
+        for path in &args.sim {
+            let report: reports::sim::BenchReport = serde_json::from_str(&read(path)?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            reports.push(report);
+        }
+        files.extend(plot::plot_sim(&reports, &args.dir)?);
     }
     for f in files {
         eprintln!("plot: wrote {}", f.display());

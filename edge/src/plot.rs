@@ -10,6 +10,7 @@ use plotters::prelude::*;
 
 use crate::reports::compare::CompareReport;
 use crate::reports::scale::{ScaleReport, ScaleResult, ScaleTransport};
+use crate::reports::sim::{BenchReport, SizeFigures};
 
 /// Where TrueType fonts usually are; the first `.ttf` found under them is used if none of the
 /// preferred files exists.
@@ -423,6 +424,119 @@ pub fn plot_scale(report: &ScaleReport, dir: &Path) -> Result<Vec<PathBuf>, Stri
                 BOCLUSTER,
                 points(&|r| r.gossip_bytes_per_s_per_node.map(|v| v / 1000.0)),
             )],
+            Axes::LogX,
+        )
+    })?;
+    Ok(vec![path])
+}
+
+/// sim.png in `dir`: the simulator's figures against N (log scale), from `sim --bench`
+/// reports (several are merged: one point per size and seed).
+pub fn plot_sim(reports: &[BenchReport], dir: &Path) -> Result<Vec<PathBuf>, String> {
+    ensure_font()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut sizes: Vec<&SizeFigures> = reports.iter().flat_map(|r| r.sizes.iter()).collect();
+    sizes.sort_by_key(|s| s.n);
+    let points = |f: &dyn Fn(&SizeFigures) -> Option<f64>| -> Vec<(f64, f64)> {
+        sizes
+            .iter()
+            .filter_map(|s| Some((s.n as f64, f(s)?)))
+            .collect()
+    };
+    let line = |label: &str, color: RGBColor, dashed: bool, pts| Series {
+        label: label.into(),
+        color,
+        dashed,
+        points: pts,
+    };
+    let path = dir.join("sim.png");
+    png(&path, (1200, 900), |root| {
+        let panels = root.split_evenly((2, 2));
+        chart(
+            &panels[0],
+            "SIGKILL to dead, and leave to left",
+            "seconds",
+            &[
+                line(
+                    "first node reports dead",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| s.crash_first_dead_s),
+                ),
+                line(
+                    "every node reports dead",
+                    BOCLUSTER,
+                    true,
+                    points(&|s| s.crash_all_dead_s),
+                ),
+                line(
+                    "every node reports left",
+                    OTHER,
+                    false,
+                    points(&|s| s.leave_all_left_s),
+                ),
+            ],
+            Axes::LogX,
+        )?;
+        chart(
+            &panels[1],
+            "Record change to every node (probe periods)",
+            "periods",
+            &[
+                line(
+                    "measured",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| s.record_spread_periods),
+                ),
+                line("2 log2 N", SERF, true, points(&|s| Some(s.two_log2_n))),
+            ],
+            Axes::LogX,
+        )?;
+        chart(
+            &panels[2],
+            "Sent per node (sealed datagrams)",
+            "B/s",
+            &[
+                line(
+                    "steady",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| Some(s.steady.bytes_out)),
+                ),
+                line(
+                    "under churn",
+                    FOURTH,
+                    true,
+                    points(&|s| Some(s.churn.bytes_out)),
+                ),
+            ],
+            Axes::LogX,
+        )?;
+        chart(
+            &panels[3],
+            "Cold start and partition heal",
+            "seconds",
+            &[
+                line(
+                    "90 % see all",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| s.cold_start_90_s),
+                ),
+                line(
+                    "all see all",
+                    BOCLUSTER,
+                    true,
+                    points(&|s| s.cold_start_all_s),
+                ),
+                line(
+                    "heal to agreement",
+                    OTHER,
+                    false,
+                    points(&|s| s.partition_heal_agreed_s),
+                ),
+            ],
             Axes::LogX,
         )
     })?;
