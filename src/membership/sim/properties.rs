@@ -28,8 +28,12 @@ pub enum Violation {
         generation: u64,
         seen: String,
     },
-    #[error("n{observer} lists crashed n{subject} as alive")]
-    CrashedAlive { observer: usize, subject: usize },
+    #[error("n{observer} lists n{subject}, which {how}, as alive")]
+    GoneAlive {
+        observer: usize,
+        subject: usize,
+        how: &'static str,
+    },
     #[error("n{observer} holds n{subject}'s record at {held}, its newest is {newest}")]
     StaleRecord {
         observer: usize,
@@ -177,7 +181,7 @@ impl FalsePositiveWatch {
 }
 
 /// Checks that the fleet agrees: every running node lists every running node alive at its
-/// current generation and holds its newest record; crashed nodes are dead or gone.
+/// current generation and holds its newest record; crashed and left nodes are not alive.
 pub fn check_agreement(fleet: &SimFleet) -> Result<(), Violation> {
     let n = fleet.nodes.len();
     let newest: HashMap<String, (usize, u64, u64)> = fleet
@@ -223,12 +227,22 @@ pub fn check_agreement(fleet: &SimFleet) -> Result<(), Violation> {
                         });
                     }
                 }
-                NodeState::Crashed => {
+                // Gone: dead, left or forgotten, never alive (a node that left during a
+                // partition is only found dead by the side its goodbye did not reach).
+                NodeState::Crashed | NodeState::Left => {
                     if row.is_some_and(|m| m.status == MemberStatus::Alive) {
-                        return Err(Violation::CrashedAlive { observer, subject });
+                        return Err(Violation::GoneAlive {
+                            observer,
+                            subject,
+                            how: if node.state == NodeState::Left {
+                                "left"
+                            } else {
+                                "crashed"
+                            },
+                        });
                     }
                 }
-                NodeState::Left | NodeState::Paused => {}
+                NodeState::Paused => {}
             }
         }
         let held: HashMap<String, (u64, u64)> = engine
