@@ -281,6 +281,8 @@ fn fp_run(fleet: &mut SimFleet, window: Duration, loss: f64, slow: Option<usize>
     let start = fleet.now();
     let mut node_seconds = 0.0;
     watch.look(fleet, false, false);
+    // The first look takes in the rejoins of everything before the window.
+    let rejoins_before = watch.rejoins;
     while fleet.now() < start + window {
         let next = fleet.now() + Duration::from_secs(1);
         fleet.run_until(next);
@@ -294,7 +296,7 @@ fn fp_run(fleet: &mut SimFleet, window: Duration, loss: f64, slow: Option<usize>
         window_s: secs(window),
         node_hours,
         false_positives: watch.count,
-        rejoins: watch.rejoins,
+        rejoins: watch.rejoins - rejoins_before,
         per_node_hour: watch.count as f64 / node_hours.max(f64::MIN_POSITIVE),
         slow_node_declared_dead: slow
             .map(|s| fleet.nodes[s].engine.stats().rejoins - slow_rejoins_before.unwrap_or(0)),

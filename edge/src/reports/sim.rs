@@ -94,8 +94,11 @@ pub struct FpWindow {
     pub slow_node: bool,
     pub window_s: f64,
     pub node_hours: f64,
-    /// Live, reachable, healthy nodes newly declared dead by a peer.
+    /// Live, reachable, healthy nodes an observer listed dead at a look (once a second; a
+    /// declaration refuted within the second is missed here, and counted in `rejoins`).
     pub false_positives: u64,
+    /// Times a live node learnt it had been declared dead and rejoined (the victim's count:
+    /// every declaration that reached it).
     pub rejoins: u64,
     pub per_node_hour: f64,
     /// How often the slow node found itself declared dead.
