@@ -377,9 +377,35 @@ impl Engine {
             }
             self.deferred.remove(&key);
         }
+        let refuted = match &timer {
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } => self
+                .swim
+                .iter_membership_state()
+                .find(|m| m.id() == member_id)
+                .filter(|m| m.incarnation() != *incarnation && m.state() != State::Down)
+                .map(|m| m.id().endpoint),
+            _ => None,
+        };
+        let queued = self.out.datagrams.len();
         let (swim, mut rt) = self.runtime();
         if let Err(e) = swim.handle_timer(timer, &mut rt) {
             tracing::debug!(error = %e, "membership timer");
+        }
+        // foca 2.0.0 sends its "you are down" courtesy even when the suspicion was refuted
+        // (and nothing was declared down): the refuter would renew its identity for nothing.
+        if let Some(endpoint) = refuted {
+            let mut i = queued;
+            while i < self.out.datagrams.len() {
+                if self.out.datagrams[i].0 == endpoint {
+                    self.out.datagrams.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
         }
     }
 
