@@ -17,14 +17,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::{Deserialize, Serialize};
 
-use crate::churn::{self, ChurnSettings, ChurnTimes, LossWindow};
+use crate::churn;
 use crate::netns::ByteCounters;
 use crate::procfs::{self, Machine};
+use crate::reports::churn::ChurnSettings;
+use crate::reports::compare::{
+    CompareReport, Figure, GossipIntervals, RunTimes, SizeReport, Steady, SystemResult,
+};
+use crate::runs::{
+    all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, wait_each,
+    watch_false_positives, write_file, RunContext, Started, EVENT_LIMIT, FORM_LIMIT, STEADY_POLL,
+};
 use crate::serf;
-use crate::stats::{meets, ratio, Stat};
-use crate::systems::{BoFleet, Fleet, Liveness, Seen, SerfFleet, System, MAX_NODES};
+use crate::stats::{ratio, Stat};
+use crate::systems::{BoFleet, Fleet, Liveness, SerfFleet, System, MAX_NODES};
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -61,125 +68,10 @@ pub struct CompareArgs {
     pub loss_window: Duration,
 }
 
-/// Between two sweeps over the observers.
-const POLL: Duration = Duration::from_millis(10);
 /// Between two questions to node 0 while a join is awaited. A join takes about as long as
-/// [`POLL`] in both systems, so asking every 10 ms measured mostly the poll; one question
+/// [`crate::runs::POLL`] in both systems, so asking every 10 ms measured mostly the poll; one question
 /// costs node 0 well under a millisecond (one HTTP request or one RPC call).
 const JOIN_POLL: Duration = Duration::from_millis(1);
-/// A fleet must have formed by then.
-pub(crate) const FORM_LIMIT: Duration = Duration::from_secs(120);
-/// A change, a join or a failure must be seen by then.
-pub(crate) const EVENT_LIMIT: Duration = Duration::from_secs(90);
-/// How often the steady window asks every observer.
-const STEADY_POLL: Duration = Duration::from_secs(1);
-
-/// One run's timings in milliseconds; `None` where the event was not seen in time.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RunTimes {
-    pub cold_start_ms: Option<f64>,
-    pub change_ms: Option<f64>,
-    pub add_join_ms: Option<f64>,
-    pub master_join_ms: Option<f64>,
-    pub detect_first_ms: Option<f64>,
-    pub detect_all_ms: Option<f64>,
-    /// Median time of one sweep over all observers while waiting for the change / the death:
-    /// the resolution of the "all nodes" figures.
-    #[serde(default)]
-    pub change_sweep_ms: Option<f64>,
-    #[serde(default)]
-    pub detect_sweep_ms: Option<f64>,
-}
-
-/// The steady window's findings; per-node figures are stats across the nodes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Steady {
-    pub window_s: f64,
-    pub polls: usize,
-    /// Distinct live nodes that some observer reported dead (or left).
-    pub false_positive_nodes: usize,
-    /// (observer, node) reports of a live node as dead, over all polls.
-    pub false_positive_reports: usize,
-    pub bytes_in_per_s: Option<Stat>,
-    pub bytes_out_per_s: Option<Stat>,
-    #[serde(default)]
-    pub packets_in_per_s: Option<Stat>,
-    #[serde(default)]
-    pub packets_out_per_s: Option<Stat>,
-    pub rss_kib: Option<Stat>,
-    /// Private (unshared) memory per node; absent in reports from before it was measured.
-    #[serde(default)]
-    pub private_kib: Option<Stat>,
-    pub cpu_percent: Option<Stat>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SystemResult {
-    pub runs: Vec<RunTimes>,
-    pub steady: Option<Steady>,
-    /// `--churn`: one entry per run.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub churn: Vec<ChurnTimes>,
-    /// `--churn`: the packet-loss window (first run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss: Option<LossWindow>,
-}
-
-/// One row of the side-by-side table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Figure {
-    pub key: String,
-    pub label: String,
-    pub unit: String,
-    pub bocluster: Option<Stat>,
-    pub serf: Option<Stat>,
-    /// bocluster median / Serf median.
-    pub ratio: Option<f64>,
-    pub target: Option<String>,
-    pub met: Option<bool>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SizeReport {
-    pub n: usize,
-    pub log2_n: f64,
-    pub figures: Vec<Figure>,
-    pub bocluster: SystemResult,
-    pub serf: Option<SystemResult>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CompareReport {
-    pub machine: Machine,
-    pub bocluster_version: String,
-    pub serf_version: Option<String>,
-    /// How Serf was found (or installed).
-    pub serf_note: String,
-    pub runs: usize,
-    pub steady_s: f64,
-    pub sizes: Vec<SizeReport>,
-    /// Whether bandwidth was measured (needs root and iptables in a private namespace).
-    pub bandwidth_measured: bool,
-    pub serf_polling: String,
-    pub gossip_interval_ms: GossipIntervals,
-    /// `--churn`: what the churn scenarios did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub churn: Option<ChurnSettings>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GossipIntervals {
-    pub bocluster: f64,
-    pub serf: f64,
-}
-
-pub(crate) fn progress(system: System, n: usize, run: usize, runs: usize, what: &str) {
-    eprintln!(
-        "compare: [N={n} run {}/{runs} {}] {what}",
-        run + 1,
-        system.name()
-    );
-}
 
 pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String> {
     if args.sizes.is_empty() || args.runs == 0 {
@@ -315,23 +207,6 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
     Ok(())
 }
 
-pub fn write_file(path: &Path, text: &str) -> Result<(), String> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-pub(crate) struct RunContext {
-    pub n: usize,
-    pub run: usize,
-    pub runs: usize,
-    pub steady: Option<Duration>,
-    pub counting: bool,
-}
-
-pub(crate) type Started = Result<(Box<dyn Fleet>, Instant), String>;
-
 fn one_run(
     ctx: &RunContext,
     system: System,
@@ -445,77 +320,6 @@ fn one_run(
     Ok((times, steady))
 }
 
-pub(crate) fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-pub(crate) fn show_ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "NOT SEEN in time".to_string(), |v| format!("{v:.0} ms"))
-}
-
-pub(crate) fn names(fleet: &dyn Fleet, nodes: &[usize]) -> Vec<String> {
-    nodes.iter().map(|&i| fleet.name(i)).collect()
-}
-
-pub(crate) fn all_alive(view: &[Seen], names: &[String]) -> bool {
-    names.iter().all(|name| {
-        view.iter()
-            .any(|s| &s.name == name && s.status == Liveness::Alive)
-    })
-}
-
-/// The latest of the times, if every observer has one.
-pub(crate) fn slowest(times: &[Option<Duration>]) -> Option<f64> {
-    times
-        .iter()
-        .map(|t| t.map(ms))
-        .collect::<Option<Vec<f64>>>()?
-        .into_iter()
-        .reduce(f64::max)
-}
-
-/// Sweeps `observers` until each has once satisfied `check`; returns, per observer, the time
-/// from `since` to the first sweep where it did (`None`: not within `limit`), and the median
-/// time one sweep took (the resolution of the slowest observer's time). The first observer
-/// (node 0, whose own figure is reported) is asked again after every [`FIRST_EVERY`] others, so
-/// its resolution stays a few requests even when a sweep over a loaded fleet takes seconds.
-pub(crate) fn wait_each(
-    fleet: &mut dyn Fleet,
-    observers: &[usize],
-    since: Instant,
-    limit: Duration,
-    check: impl Fn(&[Seen]) -> bool,
-) -> (Vec<Option<Duration>>, Option<f64>) {
-    let mut done = vec![None; observers.len()];
-    let mut sweeps = Vec::new();
-    let ask = |fleet: &mut dyn Fleet, k: usize, done: &mut Vec<Option<Duration>>| {
-        if done[k].is_none() {
-            if let Ok(view) = fleet.view(observers[k]) {
-                if check(&view) {
-                    done[k] = Some(since.elapsed());
-                }
-            }
-        }
-    };
-    loop {
-        let sweep = Instant::now();
-        for k in 0..observers.len() {
-            ask(fleet, k, &mut done);
-            if k > 0 && k % FIRST_EVERY == 0 {
-                ask(fleet, 0, &mut done);
-            }
-        }
-        sweeps.push(ms(sweep.elapsed()));
-        if done.iter().all(Option::is_some) || since.elapsed() >= limit {
-            return (done, crate::stats::median(&sweeps));
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// How many other observers are asked between two questions to the first one.
-const FIRST_EVERY: usize = 8;
-
 fn wait_seed_sees(fleet: &mut dyn Fleet, node: usize, since: Instant) -> Option<f64> {
     while since.elapsed() < EVENT_LIMIT {
         if fleet.seed_sees_alive(node).unwrap_or(false) {
@@ -524,27 +328,6 @@ fn wait_seed_sees(fleet: &mut dyn Fleet, node: usize, since: Instant) -> Option<
         std::thread::sleep(JOIN_POLL);
     }
     None
-}
-
-/// Byte counters for the first `n` nodes of `fleet` when `counting`; when they cannot be
-/// installed, says so (with `skipped`: what goes unmeasured) and goes on without them.
-pub(crate) fn count_bytes(
-    fleet: &dyn Fleet,
-    n: usize,
-    counting: bool,
-    skipped: &str,
-    say: &dyn Fn(&str),
-) -> Option<ByteCounters> {
-    if !counting {
-        return None;
-    }
-    match ByteCounters::install(n, fleet.counter_rules(n)) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            say(&format!("NOTICE: cannot count bytes ({e}); {skipped}"));
-            None
-        }
-    }
 }
 
 /// How long a formed fleet is left alone before its steady window (see `steady_window`).
@@ -623,62 +406,6 @@ fn steady_window(
     Ok(steady)
 }
 
-/// Live nodes reported dead (or left) during a window.
-#[derive(Debug, Default)]
-pub(crate) struct FalsePositives {
-    pub polls: usize,
-    /// Distinct live nodes some observer reported dead or left.
-    pub nodes: BTreeSet<String>,
-    /// (observer, node) reports of that, over all polls.
-    pub reports: usize,
-}
-
-/// Asks every observer every [`STEADY_POLL`] for `window` and tallies the members of `live`
-/// reported dead or left: the steady window's false positives, and those under packet loss.
-pub(crate) fn watch_false_positives(
-    fleet: &mut dyn Fleet,
-    observers: &[usize],
-    live: &BTreeSet<String>,
-    window: Duration,
-    label: &str,
-    say: &dyn Fn(&str),
-) -> FalsePositives {
-    let start = Instant::now();
-    let mut found = FalsePositives::default();
-    let mut next_note = Duration::from_secs(15);
-    while start.elapsed() < window {
-        let tick = Instant::now();
-        for &observer in observers {
-            let Ok(view) = fleet.view(observer) else {
-                continue;
-            };
-            for seen in view {
-                if live.contains(&seen.name)
-                    && matches!(seen.status, Liveness::Dead | Liveness::Left)
-                {
-                    found.reports += 1;
-                    found.nodes.insert(seen.name);
-                }
-            }
-        }
-        found.polls += 1;
-        if start.elapsed() >= next_note {
-            say(&format!(
-                "{label}: {:.0}/{:.0} s, {} live nodes reported dead so far",
-                start.elapsed().as_secs_f64(),
-                window.as_secs_f64(),
-                found.nodes.len()
-            ));
-            next_note += Duration::from_secs(15);
-        }
-        let spent = tick.elapsed();
-        if spent < STEADY_POLL {
-            std::thread::sleep((STEADY_POLL - spent).min(window.saturating_sub(start.elapsed())));
-        }
-    }
-    found
-}
-
 /// Key, label, the run's value and the largest ratio to Serf's that meets the target.
 type TimingRow = (
     &'static str,
@@ -694,28 +421,6 @@ type SteadyRow = (
     fn(&Steady) -> Option<Stat>,
     Option<f64>,
 );
-
-/// A row with the ratio of the medians and whether it is within `max_ratio`.
-pub(crate) fn figure(
-    key: &str,
-    label: &str,
-    unit: &str,
-    ours: Option<Stat>,
-    theirs: Option<Stat>,
-    max_ratio: Option<f64>,
-) -> Figure {
-    let r = ratio(ours.as_ref(), theirs.as_ref());
-    Figure {
-        key: key.into(),
-        label: label.into(),
-        unit: unit.into(),
-        bocluster: ours,
-        serf: theirs,
-        ratio: r,
-        target: max_ratio.map(|m| format!("<= {m}x")),
-        met: max_ratio.and_then(|m| meets(r, m)),
-    }
-}
 
 /// The figures of one size, from both systems' results.
 pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> SizeReport {

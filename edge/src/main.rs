@@ -14,8 +14,12 @@ mod liveness;
 mod netns;
 mod plot;
 mod procfs;
+mod reports;
+mod runs;
 mod scale;
 mod serf;
+mod sim;
+mod sim_bench;
 mod stats;
 mod systems;
 
@@ -23,6 +27,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+/// mimalloc: `sim` holds ~10^8 small allocations at 10,000 nodes (node ids of a few bytes
+/// take 8 bytes here, 32 with glibc's allocator), and gives freed memory back.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +64,10 @@ enum Command {
     /// N real nodes in this one process (real QUIC on 127.1.x.y): convergence, memory, CPU,
     /// gossip bytes and change propagation as N grows
     Scale(scale::ScaleArgs),
+    /// N membership engines in this process on virtual time, over a simulated network,
+    /// through a fault schedule (same seed, same figures); `--check`/`--soak` run the
+    /// property checks on random schedules
+    Sim(sim::SimArgs),
     /// Draw the PNG charts again from JSON reports of `compare --out` and `scale --out`
     Plot(PlotArgs),
     /// Everything BENCHMARKS.md shows: `compare` then `scale`, reports, tables and charts
@@ -102,6 +115,9 @@ struct PlotArgs {
     /// A `scale --out` report
     #[arg(long, value_name = "FILE")]
     scale: Option<PathBuf>,
+    /// `sim --bench --out` reports (comma-separated; merged into one chart)
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    sim: Vec<PathBuf>,
     /// Where the PNG files go
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     dir: PathBuf,
@@ -205,6 +221,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster::run(&bin, &args),
         Command::Compare(args) => compare::run(&bin, &args, counting),
         Command::Scale(args) => scale::run(&args, counting),
+        Command::Sim(args) => sim::run(&args),
         Command::Plot(args) => plot_again(&args),
         Command::Bench(args) => bench(&bin, &args, counting),
     };
@@ -238,7 +255,7 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
         max_rss_mib: 8192,
         gossip_interval: Some(args.scale_gossip_interval.clone()),
         suspect_timeout: None,
-        transport: scale::ScaleTransport::Memory,
+        transport: reports::scale::ScaleTransport::Memory,
         loss: 0.0,
         out: Some(args.dir.join("scale.json")),
         plots: Some(args.dir.clone()),
@@ -247,22 +264,31 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
 }
 
 fn plot_again(args: &PlotArgs) -> Result<(), String> {
-    if args.compare.is_none() && args.scale.is_none() {
-        return Err("plot: give --compare FILE and/or --scale FILE".into());
+    if args.compare.is_none() && args.scale.is_none() && args.sim.is_empty() {
+        return Err("plot: give --compare FILE, --scale FILE and/or --sim FILE,...".into());
     }
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
     };
     let mut files = Vec::new();
     if let Some(path) = &args.compare {
-        let report: compare::CompareReport =
+        let report: reports::compare::CompareReport =
             serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         files.extend(plot::plot_compare(&report, &args.dir)?);
     }
     if let Some(path) = &args.scale {
-        let report: scale::ScaleReport =
+        let report: reports::scale::ScaleReport =
             serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         files.extend(plot::plot_scale(&report, &args.dir)?);
+    }
+    if !args.sim.is_empty() {
+        let mut reports = Vec::new();
+        for path in &args.sim {
+            let report: reports::sim::BenchReport = serde_json::from_str(&read(path)?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            reports.push(report);
+        }
+        files.extend(plot::plot_sim(&reports, &args.dir)?);
     }
     for f in files {
         eprintln!("plot: wrote {}", f.display());

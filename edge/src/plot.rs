@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::compare::CompareReport;
-use crate::scale::ScaleReport;
+use crate::reports::compare::CompareReport;
+use crate::reports::scale::{ScaleReport, ScaleResult, ScaleTransport};
+use crate::reports::sim::{BenchReport, SizeFigures};
 
 /// Where TrueType fonts usually are; the first `.ttf` found under them is used if none of the
 /// preferred files exists.
@@ -255,85 +256,78 @@ fn compare_points(report: &CompareReport, key: &str, serf: bool, scale: f64) -> 
         .collect()
 }
 
+/// One chart of `plot_compare`: two figures (keys and what they show), each drawn for
+/// bocluster and for Serf.
+struct ChartSpec {
+    file: &'static str,
+    title: &'static str,
+    y: &'static str,
+    solid: (&'static str, &'static str),
+    dashed: (&'static str, &'static str),
+    scale: f64,
+    axes: Axes,
+}
+
 /// convergence.png, detection.png, bandwidth.png and resources.png in `dir`.
 pub fn plot_compare(report: &CompareReport, dir: &Path) -> Result<Vec<PathBuf>, String> {
     ensure_font()?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let both = |key: &str, what: &str, scale: f64| -> Vec<Series> {
-        vec![
-            Series {
-                label: format!("bocluster {what}"),
-                color: BOCLUSTER,
-                dashed: false,
-                points: compare_points(report, key, false, scale),
-            },
-            Series {
-                label: format!("Serf {what}"),
-                color: SERF,
-                dashed: false,
-                points: compare_points(report, key, true, scale),
-            },
-        ]
-    };
-    let dashed = |mut series: Vec<Series>| {
-        series.iter_mut().for_each(|s| s.dashed = true);
-        series
-    };
-    let mut files = Vec::new();
-    let charts: [(&str, &str, &str, Vec<Series>, Axes); 4] = [
-        (
-            "convergence.png",
-            "Convergence of a change, and cold start",
-            "seconds",
-            [
-                both("change_ms", "change seen by all", 0.001),
-                dashed(both("cold_start_ms", "cold start (all see all)", 0.001)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            Axes::Linear,
-        ),
-        (
-            "detection.png",
-            "SIGKILL to dead",
-            "seconds",
-            [
-                both("detect_first_ms", "dead on node 0", 0.001),
-                dashed(both("detect_all_ms", "dead on all nodes", 0.001)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            Axes::Linear,
-        ),
-        (
-            "bandwidth.png",
-            "Gossip bandwidth per node, steady (log scale)",
-            "kB/s",
-            [
-                both("bytes_out_per_s", "out", 0.001),
-                dashed(both("bytes_in_per_s", "in", 0.001)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            Axes::LogY,
-        ),
-        (
-            "resources.png",
-            "Memory per node: resident (RSS) and private (dashed)",
-            "MiB",
-            [
-                both("rss_kib", "RSS", 1.0 / 1024.0),
-                dashed(both("private_kib", "private", 1.0 / 1024.0)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            Axes::Linear,
-        ),
+    // Each chart: bocluster and Serf, one figure solid and one dashed.
+    let charts: [ChartSpec; 4] = [
+        ChartSpec {
+            file: "convergence.png",
+            title: "Convergence of a change, and cold start",
+            y: "seconds",
+            solid: ("change_ms", "change seen by all"),
+            dashed: ("cold_start_ms", "cold start (all see all)"),
+            scale: 0.001,
+            axes: Axes::Linear,
+        },
+        ChartSpec {
+            file: "detection.png",
+            title: "SIGKILL to dead",
+            y: "seconds",
+            solid: ("detect_first_ms", "dead on node 0"),
+            dashed: ("detect_all_ms", "dead on all nodes"),
+            scale: 0.001,
+            axes: Axes::Linear,
+        },
+        ChartSpec {
+            file: "bandwidth.png",
+            title: "Gossip bandwidth per node, steady (log scale)",
+            y: "kB/s",
+            solid: ("bytes_out_per_s", "out"),
+            dashed: ("bytes_in_per_s", "in"),
+            scale: 0.001,
+            axes: Axes::LogY,
+        },
+        ChartSpec {
+            file: "resources.png",
+            title: "Memory per node: resident (RSS) and private (dashed)",
+            y: "MiB",
+            solid: ("rss_kib", "RSS"),
+            dashed: ("private_kib", "private"),
+            scale: 1.0 / 1024.0,
+            axes: Axes::Linear,
+        },
     ];
+    let mut files = Vec::new();
+    let charts = charts.map(|c| {
+        let series = [(c.solid, false), (c.dashed, true)]
+            .into_iter()
+            .flat_map(|((key, what), dashed)| {
+                [("bocluster", BOCLUSTER, false), ("Serf", SERF, true)].map(
+                    |(system, color, serf)| Series {
+                        label: format!("{system} {what}"),
+                        color,
+                        dashed,
+                        points: compare_points(report, key, serf, c.scale),
+                    },
+                )
+            })
+            .collect::<Vec<Series>>();
+        (c.file, c.title, c.y, series, c.axes)
+    });
     for (file, title, y, series, axes) in charts {
         if series.iter().all(|s| s.points.is_empty()) {
             continue;
@@ -351,7 +345,7 @@ pub fn plot_compare(report: &CompareReport, dir: &Path) -> Result<Vec<PathBuf>, 
 pub fn plot_scale(report: &ScaleReport, dir: &Path) -> Result<Vec<PathBuf>, String> {
     ensure_font()?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let points = |f: &dyn Fn(&crate::scale::ScaleResult) -> Option<f64>| -> Vec<(f64, f64)> {
+    let points = |f: &dyn Fn(&ScaleResult) -> Option<f64>| -> Vec<(f64, f64)> {
         report
             .sizes
             .iter()
@@ -424,12 +418,125 @@ pub fn plot_scale(report: &ScaleReport, dir: &Path) -> Result<Vec<PathBuf>, Stri
             "kB/s",
             &[one(
                 match report.transport {
-                    crate::scale::ScaleTransport::Quic => "UDP bytes / N",
-                    crate::scale::ScaleTransport::Memory => "chitchat bytes / N",
+                    ScaleTransport::Quic => "UDP bytes / N",
+                    ScaleTransport::Memory => "chitchat bytes / N",
                 },
                 BOCLUSTER,
                 points(&|r| r.gossip_bytes_per_s_per_node.map(|v| v / 1000.0)),
             )],
+            Axes::LogX,
+        )
+    })?;
+    Ok(vec![path])
+}
+
+/// sim.png in `dir`: the simulator's figures against N (log scale), from `sim --bench`
+/// reports (several are merged: one point per size and seed).
+pub fn plot_sim(reports: &[BenchReport], dir: &Path) -> Result<Vec<PathBuf>, String> {
+    ensure_font()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut sizes: Vec<&SizeFigures> = reports.iter().flat_map(|r| r.sizes.iter()).collect();
+    sizes.sort_by_key(|s| s.n);
+    let points = |f: &dyn Fn(&SizeFigures) -> Option<f64>| -> Vec<(f64, f64)> {
+        sizes
+            .iter()
+            .filter_map(|s| Some((s.n as f64, f(s)?)))
+            .collect()
+    };
+    let line = |label: &str, color: RGBColor, dashed: bool, pts| Series {
+        label: label.into(),
+        color,
+        dashed,
+        points: pts,
+    };
+    let path = dir.join("sim.png");
+    png(&path, (1200, 900), |root| {
+        let panels = root.split_evenly((2, 2));
+        chart(
+            &panels[0],
+            "SIGKILL to dead, and leave to left",
+            "seconds",
+            &[
+                line(
+                    "first node reports dead",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| s.crash_first_dead_s),
+                ),
+                line(
+                    "every node reports dead",
+                    BOCLUSTER,
+                    true,
+                    points(&|s| s.crash_all_dead_s),
+                ),
+                line(
+                    "every node reports left",
+                    OTHER,
+                    false,
+                    points(&|s| s.leave_all_left_s),
+                ),
+            ],
+            Axes::LogX,
+        )?;
+        chart(
+            &panels[1],
+            "Record change to every node (probe periods)",
+            "periods",
+            &[
+                line(
+                    "measured",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| s.record_spread_periods),
+                ),
+                line("2 log2 N", SERF, true, points(&|s| Some(s.two_log2_n))),
+            ],
+            Axes::LogX,
+        )?;
+        chart(
+            &panels[2],
+            "Sent per node (sealed datagrams)",
+            "B/s",
+            &[
+                line(
+                    "steady",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| Some(s.steady.bytes_out)),
+                ),
+                line(
+                    "under churn",
+                    FOURTH,
+                    true,
+                    points(&|s| Some(s.churn.bytes_out)),
+                ),
+            ],
+            Axes::LogX,
+        )?;
+        chart(
+            &panels[3],
+            "Cold start and partition heal",
+            "seconds",
+            &[
+                line(
+                    "90 % see all",
+                    BOCLUSTER,
+                    false,
+                    points(&|s| s.cold_start_90_s),
+                ),
+                line(
+                    "all see all",
+                    BOCLUSTER,
+                    true,
+                    points(&|s| s.cold_start_all_s),
+                ),
+                line(
+                    "heal to agreement",
+                    OTHER,
+                    false,
+                    points(&|s| s.partition_heal_agreed_s),
+                ),
+            ],
             Axes::LogX,
         )
     })?;

@@ -63,6 +63,13 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     parse_vmrss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// The peak resident memory of `pid` in KiB (`VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Private (unshared) memory of `pid` in KiB (`None` when it is gone).
 pub fn private_kib(pid: u32) -> Option<u64> {
     parse_private_kib(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foca::{
-    Foca, Member as FocaMember, Message, OwnedNotification, PostcardCodec, Runtime, State, Timer,
+    Foca, Identity, Member as FocaMember, Message, OwnedNotification, PostcardCodec, Runtime,
+    State, Timer,
 };
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use super::health::LocalHealth;
-use super::id::MemberId;
+use super::id::{MemberId, NodeKey};
 use super::packet::{self, Digest, Leaving, Packet, PacketError, Suspected};
 use super::record::{
     lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
@@ -177,6 +178,9 @@ const CATCH_UP_PERIODS: u32 = 5;
 
 /// A suspect we keep hearing from is given another suspicion timeout at most this many times.
 const MAX_HEARD_EXTENSIONS: u32 = 3;
+
+/// Up to this many records, a pull's endpoints are found by scanning (see `records_for`).
+const FEW_RECORDS: usize = 8;
 
 /// How long a record pull may be outstanding before it is asked again.
 const PULL_RETRY: Duration = Duration::from_secs(5);
@@ -375,11 +379,28 @@ impl Engine {
     }
 
     fn fire(&mut self, timer: Timer<MemberId>) {
-        if let Timer::ChangeSuspectToDown {
-            member_id,
-            incarnation,
-            ..
-        } = &timer
+        let refuted = match &timer {
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } => self
+                .swim
+                .iter_membership_state()
+                .find(|m| m.id() == member_id)
+                .filter(|m| m.incarnation() != *incarnation && m.state() != State::Down)
+                .map(|m| m.id().endpoint),
+            _ => None,
+        };
+        // A suspicion already refuted needs no more time.
+        if let (
+            None,
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            },
+        ) = (refuted, &timer)
         {
             let key = (member_id.node_id.clone(), *incarnation);
             let times = self.deferred.get(&key).copied().unwrap_or(0);
@@ -400,9 +421,22 @@ impl Engine {
             }
             self.deferred.remove(&key);
         }
+        let queued = self.out.datagrams.len();
         let (swim, mut rt) = self.runtime();
         if let Err(e) = swim.handle_timer(timer, &mut rt) {
             tracing::debug!(error = %e, "membership timer");
+        }
+        // foca 2.0.0 sends its "you are down" courtesy even when the suspicion was refuted
+        // (and nothing was declared down): the refuter would renew its identity for nothing.
+        if let Some(endpoint) = refuted {
+            let mut i = queued;
+            while i < self.out.datagrams.len() {
+                if self.out.datagrams[i].0 == endpoint {
+                    self.out.datagrams.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
         }
     }
 
@@ -676,7 +710,9 @@ impl Engine {
     fn knock_on_a_dead_member(&mut self) {
         // Left members too: a node that stopped and started again at the same address, with
         // no seed of its own (the first node of a fleet), is found this way.
-        let dead: Vec<MemberId> = self.tombstones.values().map(|t| t.id.clone()).collect();
+        let mut dead: Vec<MemberId> = self.tombstones.values().map(|t| t.id.clone()).collect();
+        // In a fixed order, so one seed picks the same member (the simulator replays runs).
+        dead.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         if dead.is_empty() {
             return;
         }
@@ -833,6 +869,25 @@ impl Engine {
 
     /// The records held for `nodes`, to answer a pull.
     pub fn records_for(&self, nodes: &[String]) -> Vec<RecordUpdate> {
+        // Most pulls ask for one record (a member that came up): find its endpoint by one
+        // scan, not by a map of every member (at 1,000 members the map was most of a
+        // simulated fleet's time).
+        if nodes.len() <= FEW_RECORDS {
+            let own = self.id();
+            return lock(&self.store).updates_for(nodes, |node| {
+                if node == own.node_id {
+                    return Some(own.endpoint);
+                }
+                if let Some(t) = self.tombstones.get(node) {
+                    return Some(t.id.endpoint);
+                }
+                let key = NodeKey::of(node);
+                self.swim
+                    .iter_membership_state()
+                    .find(|m| m.id().addr() == key)
+                    .map(|m| m.id().endpoint)
+            });
+        }
         let endpoints: HashMap<&str, SocketAddr> = self
             .swim
             .iter_membership_state()

@@ -13,18 +13,80 @@ use serde::{Deserialize, Serialize};
 /// - `generation` grows on every start of the node (kept in its data dir).
 /// - `renewal` grows when a running node finds itself declared dead by mistake and rejoins
 ///   (foca's [`foca::Identity::renew`]): it must win over the identity that was declared dead.
+///
+/// Build one with [`MemberId::new`] and do not change `node_id` afterwards: the identity
+/// keeps a key derived from it (see [`NodeKey`]).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "WireMemberId", into = "WireMemberId")]
 pub struct MemberId {
     pub node_id: String,
     pub generation: u64,
     pub endpoint: SocketAddr,
     pub renewal: u16,
+    key: NodeKey,
+}
+
+/// What foca compares to tell whether two identities are one node: a 128-bit hash of the
+/// node id, held inline. foca looks a member up by a scan of its whole member list on every
+/// datagram (the sender) and every update, calling `addr()` on each member; returning the
+/// node id itself cost two String copies per member scanned (at 1,000 members, most of the
+/// simulator's time). A collision between two node ids is as likely as guessing a 128-bit
+/// key, and a peer that holds the cluster key can claim any node id anyway.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct NodeKey(u128);
+
+impl NodeKey {
+    /// FNV-1a, 128 bits: stable, and the key never leaves the process.
+    pub fn of(node_id: &str) -> NodeKey {
+        const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+        let mut hash = OFFSET;
+        for byte in node_id.bytes() {
+            hash ^= u128::from(byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+        NodeKey(hash)
+    }
+}
+
+/// A [`MemberId`] as it goes on the wire (the key is derived, not sent).
+#[derive(Serialize, Deserialize)]
+struct WireMemberId {
+    node_id: String,
+    generation: u64,
+    endpoint: SocketAddr,
+    renewal: u16,
+}
+
+impl From<WireMemberId> for MemberId {
+    fn from(w: WireMemberId) -> MemberId {
+        MemberId {
+            key: NodeKey::of(&w.node_id),
+            node_id: w.node_id,
+            generation: w.generation,
+            endpoint: w.endpoint,
+            renewal: w.renewal,
+        }
+    }
+}
+
+impl From<MemberId> for WireMemberId {
+    fn from(m: MemberId) -> WireMemberId {
+        WireMemberId {
+            node_id: m.node_id,
+            generation: m.generation,
+            endpoint: m.endpoint,
+            renewal: m.renewal,
+        }
+    }
 }
 
 impl MemberId {
     pub fn new(node_id: impl Into<String>, generation: u64, endpoint: SocketAddr) -> MemberId {
+        let node_id = node_id.into();
         MemberId {
-            node_id: node_id.into(),
+            key: NodeKey::of(&node_id),
+            node_id,
             generation,
             endpoint,
             renewal: 0,
@@ -48,7 +110,7 @@ impl fmt::Debug for MemberId {
 }
 
 impl foca::Identity for MemberId {
-    type Addr = String;
+    type Addr = NodeKey;
 
     fn renew(&self) -> Option<Self> {
         let renewal = self.renewal.checked_add(1)?;
@@ -58,8 +120,8 @@ impl foca::Identity for MemberId {
         })
     }
 
-    fn addr(&self) -> String {
-        self.node_id.clone()
+    fn addr(&self) -> NodeKey {
+        self.key
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
@@ -81,6 +143,21 @@ mod tests {
         assert!(id(2, 1).win_addr_conflict(&id(1, 2)));
         assert!(!id(1, 2).win_addr_conflict(&id(2, 1)));
         assert_eq!(id(1, 1).addr(), id(2, 9).addr());
+        assert_ne!(
+            id(1, 1).addr(),
+            MemberId::new("b", 1, ([127, 0, 0, 1], 1).into()).addr()
+        );
+    }
+
+    #[test]
+    fn the_wire_form_is_the_four_fields_and_the_key_is_derived_again() {
+        let original = id(3, 7).renew().unwrap();
+        let bytes = postcard::to_allocvec(&original).unwrap();
+        let wire = postcard::to_allocvec(&("a", 3u64, original.endpoint, 1u16)).unwrap();
+        assert_eq!(bytes, wire);
+        let back: MemberId = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, original);
+        assert_eq!(back.addr(), original.addr());
     }
 
     #[test]
