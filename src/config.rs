@@ -93,7 +93,7 @@ pub struct NodeArgs {
     #[arg(long, env = "BO_PROBE_TIMEOUT", value_name = "DURATION")]
     pub probe_timeout: Option<String>,
     /// How long a suspected node has to refute before it is dead, up to 10 nodes (x log10 N
-    /// beyond) [default: 1s (lan), 5s (wan)]
+    /// beyond) [default: 3s (lan), 5s (wan)]
     #[arg(long, env = "BO_SUSPECT_TIMEOUT", value_name = "DURATION")]
     pub suspect_timeout: Option<String>,
     /// How often records are compared with one random peer [default: 10s (lan), 30s (wan)]

@@ -176,6 +176,9 @@ const KNOCK_EVERY: Duration = Duration::from_secs(2);
 /// alone would find only after many periods. A steady fleet sends none of these.
 const CATCH_UP_PERIODS: u32 = 5;
 
+/// How long after its start a node counts as joining a forming fleet (see [`CATCH_UP_PERIODS`]).
+const FORMING: Duration = Duration::from_secs(30);
+
 /// A suspect we keep hearing from is given another suspicion timeout at most this many times.
 const MAX_HEARD_EXTENSIONS: u32 = 3;
 
@@ -215,6 +218,8 @@ pub struct Engine {
     /// Until when this node asks for members after its list grew (see [`CATCH_UP_PERIODS`]).
     catch_up_until: Duration,
     next_catch_up: Duration,
+    /// When this engine started.
+    started: Duration,
     /// Record pulls in flight, by address, and when they were asked.
     pulls_in_flight: HashMap<SocketAddr, Duration>,
     /// The fleet size foca's configuration was last made for.
@@ -254,6 +259,7 @@ impl Engine {
             next_knock: now + KNOCK_EVERY,
             catch_up_until: Duration::ZERO,
             next_catch_up: Duration::ZERO,
+            started: now,
             timings,
             timers: BinaryHeap::new(),
             seq: 0,
@@ -1075,7 +1081,9 @@ impl Engine {
             self.rebuild_member_endpoints();
         }
         let active = self.swim.num_members() + 1;
-        if active > self.configured_for {
+        // Only while this node is new: a partition that heals also grows the list, and asking
+        // members that still hold us down would have them tell us so, and renew us for nothing.
+        if active > self.configured_for && self.now < self.started + FORMING {
             self.catch_up_until = self.now + self.timings.probe_interval * CATCH_UP_PERIODS;
         }
         if active != self.configured_for {

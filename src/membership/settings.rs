@@ -1,6 +1,6 @@
 //! The engine's timings: a profile (LAN or WAN) and the settings a user may override.
 
-use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 /// Which network the defaults are made for.
@@ -35,7 +35,7 @@ impl Profile {
                 profile: self,
                 probe_interval: Duration::from_millis(1000),
                 probe_timeout: Duration::from_millis(400),
-                suspect_timeout: Duration::from_millis(1000),
+                suspect_timeout: Duration::from_millis(3000),
                 anti_entropy_interval: Duration::from_secs(10),
                 dead_node_grace: Duration::from_secs(3600),
             },
@@ -76,10 +76,6 @@ impl Default for Timings {
     }
 }
 
-/// The fewest times an update is piggybacked, whatever the fleet size foca knows of when it is
-/// queued (see `Timings::foca_config`).
-pub const MIN_TRANSMISSIONS: u8 = 8;
-
 /// The largest plaintext of one membership datagram: the sealed datagram stays within 1,200
 /// bytes (a path MTU with room for IP and UDP headers), and the seal and kind byte take the
 /// rest.
@@ -116,12 +112,6 @@ impl Timings {
         // identity back, so a node cut off by a partition is taken in again, under the same
         // identity, only once it has been forgotten.
         config.remove_down_after = Some(self.forget_down_after(members));
-        // foca fixes an update's retransmissions when it is queued, from the fleet size it
-        // knows then: during a cold start every node knows only a few members, so each join
-        // would be told once or twice and then only found again by foca's periodic announce
-        // (30 s). A floor keeps every update told enough times while the fleet grows.
-        let floor = NonZeroU8::new(MIN_TRANSMISSIONS).unwrap_or(NonZeroU8::MIN);
-        config.max_transmissions = config.max_transmissions.max(floor);
         // One byte of the plaintext is our kind tag.
         config.max_packet_size = NonZeroUsize::new(MAX_PLAINTEXT - 1).unwrap_or(NonZeroUsize::MIN);
         config

@@ -656,7 +656,11 @@ mod tests {
 
     /// A fleet of `n` started one after the other through node 0, converged.
     fn fleet(n: usize, seed: u64) -> SimFleet {
-        let mut fleet = SimFleet::new(timings(), seed);
+        fleet_with(timings(), n, seed)
+    }
+
+    fn fleet_with(timings: Timings, n: usize, seed: u64) -> SimFleet {
+        let mut fleet = SimFleet::new(timings, seed);
         fleet.start_node(1, None);
         for _ in 1..n {
             fleet.start_node(1, Some(0));
@@ -958,7 +962,13 @@ mod tests {
     /// loss nearly every failed probe ended that way (BENCHMARKS.md, the simulator's section).
     #[test]
     fn a_suspect_that_hears_of_its_suspicion_is_not_declared_dead() {
-        let mut fleet = fleet(5, 5);
+        // A suspicion long enough to outlast the outage: one longer than the suspicion is a
+        // crash to the suspect's peers.
+        let timings = Timings {
+            suspect_timeout: Duration::from_secs(3),
+            ..timings()
+        };
+        let mut fleet = fleet_with(timings, 5, 5);
         fleet.nodes[2].loss_out = 1.0;
         let start = fleet.now();
         fleet.run_until(start + Duration::from_millis(2500));
