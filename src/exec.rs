@@ -160,7 +160,8 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
     // Membership's join with the client starts before the entry is written (the write waits
     // for the disk): it changes no topology, and the client is `alive` as soon as the entry
     // is in.
-    for addr in ctx.cluster.addresses_of(&spec.host, spec.port) {
+    let addrs = ctx.cluster.addresses_of(&spec.host, spec.port);
+    for &addr in &addrs {
         ctx.membership.join_through(addr);
     }
     let outcome = ctx
@@ -169,7 +170,7 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
         .map_err(|e| ExecError::server(e.to_string()))?;
     ctx.events.cluster_changed();
     // Reach the client now rather than at the next reach-out round.
-    introduce_soon(ctx, ctx.cluster.addresses_of(&spec.host, spec.port));
+    introduce_soon(ctx, addrs);
     Ok(Reply::message(match outcome {
         AddOutcome::Added => format!("client {} added", describe(spec)),
         AddOutcome::AlreadyThere => format!("client {} is already in the cluster", describe(spec)),

@@ -178,13 +178,13 @@ pub async fn introduce_to(ctx: &NodeContext, addr: SocketAddr) {
 /// loop of ADD CLIENT must not pile them up (a skipped one is left to [`reach_out`]).
 const ADD_CLIENT_INTRODUCTIONS: usize = 32;
 
-/// Starts a gossip exchange and, in the background, an introduction with the client at
-/// `addrs` (an ADD CLIENT): a reachable client is `alive` a round trip later, and the
-/// statement's answer waits for neither. One that answers later is found by [`reach_out`].
+/// Starts, in the background, an introduction with the client at `addrs` (an ADD CLIENT,
+/// which has already started membership's join with it): a reachable client is `alive` a
+/// round trip later, and the statement's answer waits for neither. One that answers later
+/// is found by [`reach_out`].
 pub fn introduce_soon(ctx: &Arc<NodeContext>, addrs: Vec<SocketAddr>) {
     static IN_FLIGHT: Semaphore = Semaphore::const_new(ADD_CLIENT_INTRODUCTIONS);
     for addr in addrs {
-        ctx.membership.join_through(addr);
         let Ok(permit) = IN_FLIGHT.try_acquire() else {
             debug!(%addr, "too many introductions in flight; the next reach-out round dials it");
             continue;

@@ -459,9 +459,7 @@ impl Engine {
         if times == 0 && !patience.is_zero() {
             return patience;
         }
-        let window = self
-            .timings
-            .suspect_timeout_for(self.swim.num_members() + 1);
+        let window = self.suspicion_window();
         let heard_lately = self
             .last_heard
             .get(&member.endpoint)
@@ -470,6 +468,12 @@ impl Engine {
             return window;
         }
         Duration::ZERO
+    }
+
+    /// The suspicion timeout at the fleet size this node knows now.
+    fn suspicion_window(&self) -> Duration {
+        self.timings
+            .suspect_timeout_for(self.swim.num_members() + 1)
     }
 
     /// Takes in one datagram's plaintext (already opened) from `from`.
@@ -728,14 +732,19 @@ impl Engine {
         let _ = swim.announce(target, &mut rt);
     }
 
-    /// Asks one random active member for its members (see [`CATCH_UP_PERIODS`]).
-    fn catch_up(&mut self) {
+    /// One active member, picked at random (none while we know no one).
+    fn random_active_member(&mut self) -> Option<MemberId> {
         let active = self.swim.num_members();
         if active == 0 {
-            return;
+            return None;
         }
         let pick = self.rng.random_range(0..active);
-        let Some(target) = self.swim.iter_members().nth(pick).map(|m| m.id().clone()) else {
+        self.swim.iter_members().nth(pick).map(|m| m.id().clone())
+    }
+
+    /// Asks one random active member for its members (see [`CATCH_UP_PERIODS`]).
+    fn catch_up(&mut self) {
+        let Some(target) = self.random_active_member() else {
             return;
         };
         let (swim, mut rt) = self.runtime();
@@ -760,17 +769,10 @@ impl Engine {
             .retain(|node| node == own || known.contains(node) || tombstones.contains_key(node));
         self.left
             .retain(|node, _| known.contains(node) || tombstones.contains_key(node));
-        let window = self
-            .timings
-            .suspect_timeout_for(self.swim.num_members() + 1);
+        let window = self.suspicion_window();
         self.last_heard
             .retain(|_, at| now.saturating_sub(*at) <= window);
-        let active = self.swim.num_members();
-        if active == 0 {
-            return;
-        }
-        let pick = self.rng.random_range(0..active);
-        let Some(target) = self.swim.iter_members().nth(pick).map(|m| m.id().endpoint) else {
+        let Some(target) = self.random_active_member().map(|m| m.endpoint) else {
             return;
         };
         let digest = Digest {
