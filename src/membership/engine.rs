@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::health::LocalHealth;
 use super::id::{MemberId, NodeKey};
-use super::packet::{self, Digest, Leaving, Packet, PacketError, Suspected};
+use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected};
 use super::record::{
     lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
     MAX_RECORD_BYTES,
@@ -87,6 +87,8 @@ pub struct EngineStats {
     pub digest_in: u64,
     pub suspected_out: u64,
     pub suspected_in: u64,
+    pub alive_out: u64,
+    pub alive_in: u64,
     /// Plaintext bytes out and in (the seal adds its overhead on top).
     pub bytes_out: u64,
     pub bytes_in: u64,
@@ -94,8 +96,12 @@ pub struct EngineStats {
     pub refused: u64,
     /// Answers dropped because they were bigger than what an unknown source sent.
     pub amplification_dropped: u64,
-    /// Suspicions given more time because this node itself was slow.
+    /// Suspicions given more time because this node itself was slow, or still heard from
+    /// the suspect.
     pub suspicions_deferred: u64,
+    /// Suspicions that ran out before this node had asked the suspect itself: it asked, and
+    /// waited one probe timeout for the answer.
+    pub suspects_asked: u64,
     /// Times this node found itself declared dead and rejoined under a renewed identity.
     pub rejoins: u64,
 }
@@ -127,6 +133,10 @@ impl Ord for Scheduled {
 /// foca's [`Runtime`] for one call: collects what foca wants done.
 struct Collect<'a> {
     now: Duration,
+    /// foca's suspect-to-down timers are handed back this much early: the engine asks the
+    /// suspect itself once more before it lets the suspicion end (see
+    /// `Engine::suspicion_verdict`).
+    ask_ahead: Duration,
     timers: &'a mut BinaryHeap<Reverse<Scheduled>>,
     seq: &'a mut u64,
     datagrams: &'a mut Vec<(SocketAddr, Vec<u8>)>,
@@ -144,6 +154,10 @@ impl Runtime<MemberId> for Collect<'_> {
     }
 
     fn submit_after(&mut self, timer: Timer<MemberId>, after: Duration) {
+        let after = match timer {
+            Timer::ChangeSuspectToDown { .. } => after.saturating_sub(self.ask_ahead),
+            _ => after,
+        };
         *self.seq += 1;
         self.timers.push(Reverse(Scheduled {
             at: self.now + after,
@@ -182,6 +196,32 @@ const FORMING: Duration = Duration::from_secs(30);
 /// A suspect we keep hearing from is given another suspicion timeout at most this many times.
 const MAX_HEARD_EXTENSIONS: u32 = 3;
 
+/// What this node did about one suspicion (of one member at one incarnation) before letting
+/// it turn into `dead`.
+#[derive(Debug, Clone, Copy)]
+struct Suspicion {
+    /// When this node first acted on it (for pruning).
+    since: Duration,
+    /// Times it was given more time (see [`Engine::suspicion_verdict`]).
+    extensions: u32,
+    /// When this node asked the suspect itself for the last time before declaring it down
+    /// (see [`Verdict::Ask`]).
+    last_ask_at: Option<Duration>,
+}
+
+/// What to do with a suspicion whose time ran out here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Give it this much more time (and tell the suspect again).
+    Extend(Duration),
+    /// This node has not asked the suspect itself lately: ask, and wait one probe timeout.
+    Ask,
+    /// This node asked a moment ago: wait this much longer for the answer.
+    AwaitAnswer(Duration),
+    /// Declare it down.
+    Down,
+}
+
 /// Up to this many records, a pull's endpoints are found by scanning (see `records_for`).
 const FEW_RECORDS: usize = 8;
 
@@ -206,8 +246,8 @@ pub struct Engine {
     /// when: their first datagrams are answered in full, before the join's answer is in.
     expected: HashMap<SocketAddr, Duration>,
     health: LocalHealth,
-    /// Suspicions given extra time, and how many times: (node id, incarnation).
-    deferred: HashMap<(String, u16), u32>,
+    /// Suspicions this node acted on, by (node id, incarnation).
+    suspicions: HashMap<(String, u16), Suspicion>,
     /// See [`Engine::rebuild_member_endpoints`].
     member_endpoints: HashSet<SocketAddr>,
     /// When a datagram last came from each member endpoint (see `suspicion_extension`).
@@ -270,7 +310,7 @@ impl Engine {
             tombstones: HashMap::new(),
             expected: HashMap::new(),
             health: LocalHealth::default(),
-            deferred: HashMap::new(),
+            suspicions: HashMap::new(),
             last_heard: HashMap::new(),
             member_endpoints: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
@@ -340,6 +380,7 @@ impl Engine {
             &mut self.swim,
             Collect {
                 now: self.now,
+                ask_ahead: self.timings.probe_timeout,
                 timers: &mut self.timers,
                 seq: &mut self.seq,
                 datagrams: &mut self.out.datagrams,
@@ -398,34 +439,45 @@ impl Engine {
                 .map(|m| m.id().endpoint),
             _ => None,
         };
-        // A suspicion already refuted needs no more time.
-        if let (
-            None,
-            Timer::ChangeSuspectToDown {
-                member_id,
-                incarnation,
-                ..
-            },
-        ) = (refuted, &timer)
+        if let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &timer
         {
             let key = (member_id.node_id.clone(), *incarnation);
-            let times = self.deferred.get(&key).copied().unwrap_or(0);
-            let wait = self.suspicion_extension(member_id, times);
-            if !wait.is_zero() {
-                self.deferred.insert(key, times + 1);
-                self.stats.suspicions_deferred += 1;
+            if refuted.is_some() {
+                self.suspicions.remove(&key);
+            } else {
                 let member = member_id.clone();
-                self.seq += 1;
-                self.timers.push(Reverse(Scheduled {
-                    at: self.now + wait,
-                    seq: self.seq,
-                    timer,
-                }));
-                // Tell it again: its refutation is what ends the suspicion everywhere.
-                self.tell_suspect(&member);
-                return;
+                let wait = match self.suspicion_verdict(&member, &key) {
+                    Verdict::Down => {
+                        self.suspicions.remove(&key);
+                        None
+                    }
+                    Verdict::Extend(wait) => {
+                        self.stats.suspicions_deferred += 1;
+                        self.suspicion_mut(&key).extensions += 1;
+                        Some(wait)
+                    }
+                    Verdict::Ask => {
+                        self.stats.suspects_asked += 1;
+                        self.suspicion_mut(&key).last_ask_at = Some(self.now);
+                        Some(self.timings.probe_timeout)
+                    }
+                    Verdict::AwaitAnswer(wait) => {
+                        self.schedule(wait, timer);
+                        return;
+                    }
+                };
+                if let Some(wait) = wait {
+                    self.schedule(wait, timer);
+                    // Ask it (again): its answer, or its refutation, is what ends the
+                    // suspicion.
+                    self.tell_suspect(&member);
+                    return;
+                }
             }
-            self.deferred.remove(&key);
         }
         let queued = self.out.datagrams.len();
         let (swim, mut rt) = self.runtime();
@@ -446,28 +498,62 @@ impl Engine {
         }
     }
 
-    /// How much longer a suspicion of `member`, extended `times` already, waits before it
-    /// turns into `dead` here (zero: not at all).
+    fn schedule(&mut self, after: Duration, timer: Timer<MemberId>) {
+        self.seq += 1;
+        self.timers.push(Reverse(Scheduled {
+            at: self.now + after,
+            seq: self.seq,
+            timer,
+        }));
+    }
+
+    fn suspicion_mut(&mut self, key: &(String, u16)) -> &mut Suspicion {
+        let now = self.now;
+        self.suspicions.entry(key.clone()).or_insert(Suspicion {
+            since: now,
+            extensions: 0,
+            last_ask_at: None,
+        })
+    }
+
+    /// What becomes of a suspicion of `member` whose time ran out here.
     ///
     /// - This node is slow itself (local health): the suspect gets the time it may have lost
     ///   here, once.
     /// - We heard from the suspect itself within the suspicion: it is alive and only some
     ///   path to it lossy, and its refutation is on its way (a crashed node sends nothing, so
     ///   this never delays a real failure), up to [`MAX_HEARD_EXTENSIONS`] times.
-    fn suspicion_extension(&self, member: &MemberId, times: u32) -> Duration {
+    /// - The last ask: the suspecter asked the suspect itself when its probe failed; foca's
+    ///   timer is handed to us one probe timeout early (see [`Collect`]), and the suspect is
+    ///   asked once more then, so a live suspect whose answers were lost for a moment answers
+    ///   that one. It answers in one round trip, wherever the gossip of its refutation has
+    ///   got to, which is what lets the suspicion be short. Less than one probe timeout after
+    ///   that ask, the answer may still come: wait for it.
+    /// - Otherwise (asked a last time, and no answer): down.
+    fn suspicion_verdict(&self, member: &MemberId, key: &(String, u16)) -> Verdict {
+        let suspicion = self.suspicions.get(key);
+        let extensions = suspicion.map_or(0, |s| s.extensions);
         let patience = self.health.patience(self.timings.probe_interval);
-        if times == 0 && !patience.is_zero() {
-            return patience;
+        if extensions == 0 && !patience.is_zero() {
+            return Verdict::Extend(patience);
         }
         let window = self.suspicion_window();
         let heard_lately = self
             .last_heard
             .get(&member.endpoint)
             .is_some_and(|at| self.now.saturating_sub(*at) <= window);
-        if heard_lately && times < MAX_HEARD_EXTENSIONS {
-            return window;
+        if heard_lately && extensions < MAX_HEARD_EXTENSIONS {
+            return Verdict::Extend(window);
         }
-        Duration::ZERO
+        let ask_wait = self.timings.probe_timeout;
+        match suspicion.and_then(|s| s.last_ask_at) {
+            Some(at) if self.now.saturating_sub(at) < ask_wait => {
+                Verdict::AwaitAnswer(ask_wait - self.now.saturating_sub(at))
+            }
+            // Asked, and waited (an extension since then asks again).
+            Some(at) if self.now.saturating_sub(at) <= ask_wait * 2 => Verdict::Down,
+            _ => Verdict::Ask,
+        }
     }
 
     /// The suspicion timeout at the fleet size this node knows now.
@@ -513,6 +599,11 @@ impl Engine {
             Ok(Packet::Suspected(suspected)) => {
                 self.stats.suspected_in += 1;
                 self.refute(suspected);
+                Ok(())
+            }
+            Ok(Packet::Alive(alive)) => {
+                self.stats.alive_in += 1;
+                self.suspect_answered(alive);
                 Ok(())
             }
             Err(e) => {
@@ -567,8 +658,9 @@ impl Engine {
             .collect();
     }
 
-    /// A member suspects us: refute now (foca raises our incarnation and gossips it), and
-    /// answer the suspecter itself, so its suspicion ends with our next datagram.
+    /// A member suspects us: refute now (foca raises our incarnation past the suspected one
+    /// and gossips it), and answer the suspecter itself with a small `Alive`, so its
+    /// suspicion ends one round trip later.
     fn refute(&mut self, suspected: Suspected) {
         if suspected.suspect != *self.id() || self.leaving {
             return;
@@ -576,7 +668,25 @@ impl Engine {
         let me = FocaMember::new(self.id().clone(), suspected.incarnation, State::Suspect);
         let (swim, mut rt) = self.runtime();
         let _ = swim.apply_many(std::iter::once(me), true, &mut rt);
-        let _ = swim.announce(suspected.by, &mut rt);
+        let alive = Alive {
+            member: self.id().clone(),
+            incarnation: suspected.incarnation.saturating_add(1),
+        };
+        self.send_packet(
+            suspected.by.endpoint,
+            packet::encode_alive(&alive),
+            PacketKind::Alive,
+        );
+    }
+
+    /// A suspect answered: it is alive past the incarnation we suspected.
+    fn suspect_answered(&mut self, alive: Alive) {
+        if alive.member.node_id == self.id().node_id {
+            return;
+        }
+        let member = FocaMember::new(alive.member, alive.incarnation, State::Alive);
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.apply_many(std::iter::once(member), true, &mut rt);
     }
 
     /// Our probe of `member` failed and foca suspects it: tell it directly (twice: the
@@ -772,6 +882,11 @@ impl Engine {
         let window = self.suspicion_window();
         self.last_heard
             .retain(|_, at| now.saturating_sub(*at) <= window);
+        // A suspicion lasts at most a few windows (extensions, one ask): what is older was
+        // refuted or declared long ago.
+        let stale = (window * (MAX_HEARD_EXTENSIONS + 2)).max(self.timings.anti_entropy_interval);
+        self.suspicions
+            .retain(|_, s| now.saturating_sub(s.since) <= stale);
         let Some(target) = self.random_active_member().map(|m| m.endpoint) else {
             return;
         };
@@ -1013,6 +1128,7 @@ impl Engine {
             PacketKind::Leaving => self.stats.leaving_out += 1,
             PacketKind::Digest => self.stats.digest_out += 1,
             PacketKind::Suspected => self.stats.suspected_out += 1,
+            PacketKind::Alive => self.stats.alive_out += 1,
         }
         self.out.datagrams.push((to, bytes));
     }
@@ -1174,6 +1290,7 @@ enum PacketKind {
     Leaving,
     Digest,
     Suspected,
+    Alive,
 }
 
 fn member_row(

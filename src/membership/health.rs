@@ -2,7 +2,9 @@
 //! starved of CPU, or whose packets arrive late, must not declare healthy peers dead.
 //!
 //! The score rises when this node's own timers fire late (it was not scheduled in time) and
-//! when its probes fail, and falls with every probe answered. While it is above zero, a
+//! when its probes fail twice in a row, and falls with every probe answered. One failed probe
+//! says more about its target than about us (a crashed peer fails exactly one of our probes):
+//! counting it would delay every real failure by a probe interval. While it is above zero, a
 //! suspicion that expires here is given more time (score x probe interval) before it is
 //! handed to foca: the peer may well be fine and only this node slow.
 
@@ -14,6 +16,8 @@ pub const MAX_SCORE: u32 = 8;
 #[derive(Debug, Default, Clone)]
 pub struct LocalHealth {
     score: u32,
+    /// Whether our last probe went unanswered.
+    last_probe_failed: bool,
 }
 
 impl LocalHealth {
@@ -30,12 +34,16 @@ impl LocalHealth {
 
     /// A probe of ours got no answer at all.
     pub fn probe_failed(&mut self) {
-        self.raise();
+        if self.last_probe_failed {
+            self.raise();
+        }
+        self.last_probe_failed = true;
     }
 
     /// A probe of ours was answered.
     pub fn probe_answered(&mut self) {
         self.score = self.score.saturating_sub(1);
+        self.last_probe_failed = false;
     }
 
     /// Extra time a suspicion gets before it turns into `dead`.
@@ -60,7 +68,9 @@ mod tests {
         assert_eq!(health.score(), 0);
         health.timer_fired_late(Duration::from_secs(3), tolerance);
         health.probe_failed();
-        assert_eq!(health.score(), 2);
+        assert_eq!(health.score(), 1, "one failed probe blames its target");
+        health.probe_failed();
+        assert_eq!(health.score(), 2, "a second in a row blames us");
         assert_eq!(
             health.patience(Duration::from_secs(1)),
             Duration::from_secs(2)
@@ -71,5 +81,11 @@ mod tests {
         assert_eq!(health.score(), MAX_SCORE);
         health.probe_answered();
         assert_eq!(health.score(), MAX_SCORE - 1);
+        health.probe_failed();
+        assert_eq!(
+            health.score(),
+            MAX_SCORE - 1,
+            "after an answer, one failure is not ours"
+        );
     }
 }

@@ -8,6 +8,9 @@
 //! - `Suspected`: "I could not reach you, and now suspect you", sent straight to the suspect
 //!   (Lifeguard's buddy system, which foca lacks): it refutes at once instead of waiting to
 //!   hear of the suspicion through gossip, which a small fleet may spend on others first.
+//! - `Alive`: the suspect's answer to `Suspected`: "I am alive, at this incarnation". A
+//!   member whose own suspicion is about to run out asks the suspect itself first, and this
+//!   small answer (not a feed of members) is what ends that suspicion.
 
 use std::net::SocketAddr;
 
@@ -17,6 +20,7 @@ const KIND_SWIM: u8 = 1;
 const KIND_LEAVING: u8 = 2;
 const KIND_DIGEST: u8 = 3;
 const KIND_SUSPECTED: u8 = 4;
+const KIND_ALIVE: u8 = 5;
 
 /// A decoded membership datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +29,15 @@ pub enum Packet<'a> {
     Leaving(Leaving),
     Digest(Digest),
     Suspected(Suspected),
+    Alive(Alive),
+}
+
+/// The answer to [`Suspected`]: the sender is alive at `incarnation` (raised past the
+/// suspected one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alive {
+    pub member: super::id::MemberId,
+    pub incarnation: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +83,7 @@ impl Packet<'_> {
             Packet::Leaving(_) => "leaving",
             Packet::Digest(_) => "digest",
             Packet::Suspected(_) => "suspected",
+            Packet::Alive(_) => "alive",
         }
     }
 }
@@ -93,6 +107,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, PacketError> {
         )),
         KIND_SUSPECTED => Ok(Packet::Suspected(
             postcard::from_bytes(body).map_err(malformed("suspected"))?,
+        )),
+        KIND_ALIVE => Ok(Packet::Alive(
+            postcard::from_bytes(body).map_err(malformed("alive"))?,
         )),
         other => Err(PacketError::UnknownKind(other)),
     }
@@ -123,6 +140,10 @@ pub fn encode_suspected(suspected: &Suspected) -> Vec<u8> {
     encode_with(KIND_SUSPECTED, suspected)
 }
 
+pub fn encode_alive(alive: &Alive) -> Vec<u8> {
+    encode_with(KIND_ALIVE, alive)
+}
+
 fn encode_with(kind: u8, body: &impl Serialize) -> Vec<u8> {
     // Encoding these small plain structs into a Vec cannot fail; an empty body would be
     // refused by every receiver, which is the safe outcome if it ever did.
@@ -150,6 +171,11 @@ mod tests {
         };
         assert_eq!(decode(&encode_digest(&digest)), Ok(Packet::Digest(digest)));
         assert_eq!(decode(&encode_swim(b"xyz")), Ok(Packet::Swim(b"xyz")));
+        let alive = Alive {
+            member: super::super::id::MemberId::new("n1", 7, ([127, 0, 0, 2], 9091).into()),
+            incarnation: 3,
+        };
+        assert_eq!(decode(&encode_alive(&alive)), Ok(Packet::Alive(alive)));
         assert_eq!(decode(&[]), Err(PacketError::Empty));
         assert_eq!(decode(&[9, 1]), Err(PacketError::UnknownKind(9)));
         assert!(matches!(

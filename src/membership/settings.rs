@@ -35,7 +35,7 @@ impl Profile {
                 profile: self,
                 probe_interval: Duration::from_millis(1000),
                 probe_timeout: Duration::from_millis(400),
-                suspect_timeout: Duration::from_millis(3000),
+                suspect_timeout: Duration::from_millis(1000),
                 anti_entropy_interval: Duration::from_secs(10),
                 dead_node_grace: Duration::from_secs(3600),
             },

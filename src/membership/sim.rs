@@ -978,4 +978,88 @@ mod tests {
         assert!(stats.suspected_in > 0, "the suspect was told");
         assert_eq!(stats.rejoins, 0, "declared dead although it refuted");
     }
+
+    /// A crash is a crash: the suspecter asks the suspect, hears nothing, and declares it
+    /// once its suspicion runs out, with no patience added for the one probe that failed
+    /// (that failure blames its target, not the suspecter). With the LAN defaults: probed
+    /// within a period or two, suspected a period later, dead one suspicion later.
+    #[test]
+    fn a_crash_is_declared_after_one_period_and_one_suspicion_timeout() {
+        let t = timings();
+        let mut took = Vec::new();
+        for seed in 1..=5 {
+            let mut fleet = fleet(8, seed);
+            fleet.crash(5);
+            let limit = Duration::from_secs(30);
+            let found = fleet.run_until_true(Duration::from_millis(20), limit, |f| {
+                f.all_see("n5", MemberStatus::Dead)
+            });
+            took.push(found.expect("a crash was never declared"));
+        }
+        let mean = took.iter().sum::<Duration>() / took.len() as u32;
+        // First probe of the crashed node: each of the 7 others picks it in a period with odds
+        // 1/7, so someone does after 1 / (1 - (6/7)^7) = 1.5 periods on average; suspected a
+        // period later, dead one suspicion timeout after that. One more probe interval (a
+        // failed probe taken as this node's own ill health) fails this.
+        let bound = t.probe_interval * 5 / 2 + t.suspect_timeout_for(8);
+        assert!(
+            mean <= bound,
+            "crash to dead everywhere took {took:?}, mean over {bound:?}"
+        );
+    }
+
+    /// A live suspect whose answers were lost for most of its suspicion answers the last
+    /// ask, made one probe timeout before the end, and is not declared dead.
+    #[test]
+    fn a_suspect_whose_answers_were_lost_answers_the_last_ask() {
+        let t = timings();
+        let mut fleet = fleet(5, 11);
+        fleet.nodes[2].loss_out = 1.0;
+        let suspected =
+            fleet.run_until_true(Duration::from_millis(10), Duration::from_secs(30), |f| {
+                f.nodes[2].engine.stats().suspected_in > 0
+            });
+        assert!(suspected.is_some(), "nobody suspected the silent node");
+        // Silent until just before the last ask of the first suspecter.
+        let silent_for = t.suspect_timeout_for(5) - t.probe_timeout - Duration::from_millis(100);
+        let mut seen_dead = false;
+        let until = fleet.now() + silent_for;
+        while fleet.now() < until {
+            let next = fleet.now() + Duration::from_millis(10);
+            fleet.run_until(next);
+            seen_dead |= (0..5).any(|i| {
+                fleet
+                    .view(i, "n2")
+                    .is_some_and(|m| m.status == MemberStatus::Dead)
+            });
+        }
+        fleet.nodes[2].loss_out = 0.0;
+        let until = fleet.now() + Duration::from_secs(10);
+        while fleet.now() < until {
+            let next = fleet.now() + Duration::from_millis(10);
+            fleet.run_until(next);
+            seen_dead |= (0..5).any(|i| {
+                fleet
+                    .view(i, "n2")
+                    .is_some_and(|m| m.status == MemberStatus::Dead)
+            });
+        }
+        assert!(!seen_dead, "a live suspect was listed dead");
+        assert_eq!(
+            fleet.nodes[2].engine.stats().rejoins,
+            0,
+            "declared dead although it answered"
+        );
+        let asked: u64 = (0..5)
+            .map(|i| fleet.nodes[i].engine.stats().suspects_asked)
+            .sum();
+        assert!(
+            asked > 0,
+            "no suspecter asked before the end of its suspicion"
+        );
+        assert!(
+            fleet.nodes[2].engine.stats().alive_out > 0,
+            "the suspect never answered"
+        );
+    }
 }
