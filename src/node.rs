@@ -50,6 +50,11 @@ pub enum NodeError {
         node_id: String,
         endpoint: SocketAddr,
     },
+    #[error("BO_NODE_ID: node id {node_id} is also held by a process that started later, at {endpoint} (they met when a partition healed); it keeps the id and this process stopped. Give one of them another BO_NODE_ID")]
+    NodeIdTakenOver {
+        node_id: String,
+        endpoint: SocketAddr,
+    },
     #[error("BO_HTTP: address {addr} is already in use (TCP); is another node running there?")]
     HttpInUse { addr: SocketAddr },
     #[error("BO_HTTP: cannot bind TCP {addr}: {source}")]
@@ -236,8 +241,13 @@ impl RunningNode {
         })
     }
 
-    /// Serves the API until `shutdown` completes, then leaves the cluster gracefully.
-    pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    /// Serves the API until `shutdown` completes, then leaves the cluster gracefully; or
+    /// until a later process holding this node's id takes it over (an error: the node stops
+    /// without a goodbye, since the id lives on in the other process).
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
         if let Some(listener) = self.mysql.take() {
             self.background.push(tokio::spawn(crate::mysql::serve(
                 self.ctx.clone(),
@@ -249,16 +259,28 @@ impl RunningNode {
         let server = tokio::spawn(crate::api::serve(self.http, app, async {
             let _ = stop_rx.await;
         }));
-        shutdown.await;
-        info!("stopping: telling peers this node is leaving");
+        let taken_over = tokio::select! {
+            _ = shutdown => None,
+            winner = self.ctx.membership.id_taken_over() => Some(winner),
+        };
         for task in &self.background {
             task.abort();
         }
-        self.ctx.membership.leave().await;
+        if taken_over.is_none() {
+            info!("stopping: telling peers this node is leaving");
+            self.ctx.membership.leave().await;
+        }
         let _ = stop_tx.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
         self.ctx.transport.close().await;
         info!("node stopped");
+        match taken_over {
+            Some(winner) => Err(NodeError::NodeIdTakenOver {
+                node_id: winner.node_id,
+                endpoint: winner.endpoint,
+            }),
+            None => Ok(()),
+        }
     }
 }
 

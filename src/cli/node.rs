@@ -35,10 +35,13 @@ pub fn run(args: NodeArgs) -> u8 {
     };
     runtime.block_on(async {
         match RunningNode::start(config).await {
-            Ok(node) => {
-                node.run_until(shutdown_signal()).await;
-                0
-            }
+            Ok(node) => match node.run_until(shutdown_signal()).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("bocluster node: {e}");
+                    e.exit_code() as u8
+                }
+            },
             Err(e) => {
                 eprintln!("bocluster node: {e}");
                 e.exit_code() as u8

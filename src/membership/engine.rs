@@ -19,9 +19,10 @@ use foca::{
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use super::claims::{self, Claims};
 use super::health::LocalHealth;
 use super::id::{MemberId, NodeKey};
-use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected};
+use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected, Taken};
 use super::record::{
     lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
     MAX_RECORD_BYTES,
@@ -222,6 +223,19 @@ enum Verdict {
     Down,
 }
 
+/// A later holder of this node's id is asked this many times to show it runs before its
+/// claim is taken for stale gossip (see [`Engine::own_id_claimed`]).
+const CLAIM_ASKS: u32 = 3;
+
+/// A later holder of this node's id that was asked to show that it runs.
+#[derive(Debug, Clone)]
+struct ClaimCheck {
+    claimant: MemberId,
+    incarnation: u16,
+    asked_at: Duration,
+    asks: u32,
+}
+
 /// Up to this many records, a pull's endpoints are found by scanning (see `records_for`).
 const FEW_RECORDS: usize = 8;
 
@@ -264,6 +278,13 @@ pub struct Engine {
     pulls_in_flight: HashMap<SocketAddr, Duration>,
     /// The fleet size foca's configuration was last made for.
     configured_for: usize,
+    /// A claim on this node's id being checked (see [`Engine::own_id_claimed`]).
+    claim_check: Option<ClaimCheck>,
+    /// Set once a later process holding this node's id answered: this node handed its peers
+    /// over to it and must stop (without a goodbye: the id lives on there).
+    lost_id_to: Option<MemberId>,
+    /// Other holders of this node's id already logged, so each is logged once.
+    claims_logged: HashSet<MemberId>,
     changed: bool,
     leaving: bool,
     stats: EngineStats,
@@ -316,6 +337,9 @@ impl Engine {
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
             pulls_in_flight: HashMap::new(),
             configured_for: 1,
+            claim_check: None,
+            lost_id_to: None,
+            claims_logged: HashSet::new(),
             changed: true,
             leaving: false,
             stats: EngineStats::default(),
@@ -370,7 +394,10 @@ impl Engine {
 
     /// When [`Engine::advance`] next has something to do.
     pub fn next_deadline(&self) -> Duration {
-        let periodic = self.next_anti_entropy.min(self.next_knock);
+        let mut periodic = self.next_anti_entropy.min(self.next_knock);
+        if let Some(check) = &self.claim_check {
+            periodic = periodic.min(check.asked_at + self.timings.probe_timeout);
+        }
         let timer = self.timers.peek().map(|Reverse(s)| s.at);
         timer.map_or(periodic, |t| t.min(periodic))
     }
@@ -409,6 +436,7 @@ impl Engine {
                 .timer_fired_late(lateness, self.timings.probe_timeout / 2);
             self.fire(due.timer);
         }
+        self.check_claim();
         if self.now >= self.next_knock {
             self.next_knock = self.now + KNOCK_EVERY;
             self.knock_on_a_dead_member();
@@ -579,10 +607,17 @@ impl Engine {
         let result = match packet::decode(bytes) {
             Ok(Packet::Swim(data)) => {
                 self.stats.swim_in += 1;
+                let claims = claims::take_claims(data, self.id());
+                let data = claims.as_ref().map_or(data, |c| c.packet.as_slice());
                 let (swim, mut rt) = self.runtime();
                 if let Err(e) = swim.handle_data(data, &mut rt) {
                     tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
                     self.stats.refused += 1;
+                }
+                if let Some(Claims { claims, .. }) = claims {
+                    for claim in claims {
+                        self.own_id_claimed(claim);
+                    }
                 }
                 Ok(())
             }
@@ -604,6 +639,16 @@ impl Engine {
             Ok(Packet::Alive(alive)) => {
                 self.stats.alive_in += 1;
                 self.suspect_answered(alive);
+                Ok(())
+            }
+            Ok(Packet::Taken(taken)) => {
+                if taken.holder.node_id == self.id().node_id && taken.holder != *self.id() {
+                    self.own_id_claimed(FocaMember::new(
+                        taken.holder,
+                        taken.incarnation,
+                        State::Alive,
+                    ));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -665,9 +710,14 @@ impl Engine {
         if suspected.suspect != *self.id() || self.leaving {
             return;
         }
-        let me = FocaMember::new(self.id().clone(), suspected.incarnation, State::Suspect);
-        let (swim, mut rt) = self.runtime();
-        let _ = swim.apply_many(std::iter::once(me), true, &mut rt);
+        if suspected.by.node_id == self.id().node_id {
+            self.log_other_holder(
+                &suspected.by.clone(),
+                "it asked whether this process runs, and stops once answered",
+            );
+        }
+        // The answer goes first: to a source we do not know yet, only as many bytes go back
+        // as it sent, and this answer is smaller than the question.
         let alive = Alive {
             member: self.id().clone(),
             incarnation: suspected.incarnation.saturating_add(1),
@@ -677,16 +727,153 @@ impl Engine {
             packet::encode_alive(&alive),
             PacketKind::Alive,
         );
+        let me = FocaMember::new(self.id().clone(), suspected.incarnation, State::Suspect);
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.apply_many(std::iter::once(me), true, &mut rt);
     }
 
     /// A suspect answered: it is alive past the incarnation we suspected.
     fn suspect_answered(&mut self, alive: Alive) {
         if alive.member.node_id == self.id().node_id {
+            self.claimant_answered(alive);
             return;
         }
         let member = FocaMember::new(alive.member, alive.incarnation, State::Alive);
         let (swim, mut rt) = self.runtime();
         let _ = swim.apply_many(std::iter::once(member), true, &mut rt);
+    }
+
+    /// An update gave this node's id to another live identity (taken out of the packet
+    /// before foca saw it, see [`claims`]).
+    ///
+    /// - An earlier identity: a previous run of this node that gossip still carries (what a
+    ///   restart looks like), or an earlier process that holds the id too and stops once it
+    ///   hears of this one. Nothing to do: every node's foca already prefers this one.
+    /// - A later one: if it really runs, it keeps the id. It is asked directly first (as a
+    ///   suspect is), so that gossip about a process that has since stopped cannot stop this
+    ///   one; [`Engine::claimant_answered`] settles it.
+    fn own_id_claimed(&mut self, claim: FocaMember<MemberId>) {
+        if self.lost_id_to.is_some() || self.leaving {
+            return;
+        }
+        let claimant = claim.id().clone();
+        if !claims::wins_over(&claimant, self.id()) {
+            if claimant.endpoint != self.id().endpoint {
+                self.log_other_holder(&claimant, "an earlier identity: a previous run of this node, or an earlier process with this id, which stops once it hears of this one");
+            }
+            return;
+        }
+        if self
+            .claim_check
+            .as_ref()
+            .is_some_and(|c| c.claimant == claimant)
+        {
+            return;
+        }
+        self.log_other_holder(
+            &claimant,
+            "a later process with this node id; asking it whether it runs",
+        );
+        self.claim_check = Some(ClaimCheck {
+            claimant,
+            incarnation: claim.incarnation(),
+            asked_at: self.now,
+            asks: 0,
+        });
+        self.ask_claimant();
+    }
+
+    /// Asks the later holder of our id to show it runs (it answers a `Suspected` with an
+    /// `Alive`, as any suspect does).
+    fn ask_claimant(&mut self) {
+        let Some(check) = self.claim_check.as_mut() else {
+            return;
+        };
+        check.asks += 1;
+        check.asked_at = self.now;
+        let bytes = packet::encode_suspected(&Suspected {
+            by: self.swim.identity().clone(),
+            suspect: check.claimant.clone(),
+            incarnation: check.incarnation,
+        });
+        let to = check.claimant.endpoint;
+        self.send_packet(to, bytes, PacketKind::Suspected);
+    }
+
+    /// Asks a silent claimant again, or gives up on it (stale gossip of a process that
+    /// stopped: this node keeps its id).
+    fn check_claim(&mut self) {
+        let Some(check) = &self.claim_check else {
+            return;
+        };
+        if self.now < check.asked_at + self.timings.probe_timeout {
+            return;
+        }
+        if check.asks < CLAIM_ASKS {
+            self.ask_claimant();
+        } else {
+            tracing::info!(claimant = ?check.claimant, "the later holder of this node id did not answer: taken for stale gossip; this node keeps its id");
+            self.claim_check = None;
+        }
+    }
+
+    /// A process holding our node id answered directly. If it is the later one we asked,
+    /// the conflict is settled the way every node's foca settles it: it keeps the id. This
+    /// node tells each of its peers that the id is alive there (so none lists the id `dead`
+    /// in between), and stops.
+    fn claimant_answered(&mut self, alive: Alive) {
+        let asked = self.claim_check.as_ref().is_some_and(|c| {
+            c.claimant.generation == alive.member.generation
+                && c.claimant.endpoint == alive.member.endpoint
+        });
+        if !asked || self.lost_id_to.is_some() || !claims::wins_over(&alive.member, self.id()) {
+            return;
+        }
+        tracing::error!(
+            node_id = %self.id().node_id,
+            other = ?alive.member,
+            "node id conflict: another process holds this node id and started later; it keeps the id, this one hands its peers over and stops. Give one of them another BO_NODE_ID."
+        );
+        self.claim_check = None;
+        self.lost_id_to = Some(alive.member.clone());
+        let handover = packet::encode_alive(&alive);
+        let peers: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().endpoint).collect();
+        for peer in peers {
+            self.send_packet(peer, handover.clone(), PacketKind::Alive);
+        }
+        self.changed = true;
+    }
+
+    /// foca told `loser` it is down because it holds an identity that lost its node id: if
+    /// a newer identity holds that id alive here, say which (see [`Taken`]); a process that
+    /// was only restarted never hears this, since its old identity sends nothing.
+    fn tell_if_taken(&mut self, loser: &MemberId) {
+        let holder = self
+            .swim
+            .iter_members()
+            .find(|m| m.id().addr() == loser.addr() && m.id() != loser)
+            .filter(|m| claims::wins_over(m.id(), loser))
+            .map(|m| (m.id().clone(), m.incarnation()));
+        if let Some((holder, incarnation)) = holder {
+            let bytes = packet::encode_taken(&Taken {
+                holder,
+                incarnation,
+            });
+            self.send_packet(loser.endpoint, bytes, PacketKind::Taken);
+        }
+    }
+
+    /// Logs another holder of this node's id, once per identity.
+    fn log_other_holder(&mut self, other: &MemberId, what: &str) {
+        if self.claims_logged.len() < 64 && self.claims_logged.insert(other.clone()) {
+            tracing::warn!(node_id = %self.id().node_id, other = ?other, "another identity claims this node id: {what}");
+        }
+    }
+
+    /// The process holding this node's id that this node lost it to (see
+    /// [`Engine::claimant_answered`]): once set, the node must stop, without a goodbye.
+    pub fn lost_id_to(&self) -> Option<&MemberId> {
+        self.lost_id_to.as_ref()
     }
 
     /// Our probe of `member` failed and foca suspects it: tell it directly (twice: the
@@ -1129,6 +1316,7 @@ impl Engine {
             PacketKind::Digest => self.stats.digest_out += 1,
             PacketKind::Suspected => self.stats.suspected_out += 1,
             PacketKind::Alive => self.stats.alive_out += 1,
+            PacketKind::Taken => {}
         }
         self.out.datagrams.push((to, bytes));
     }
@@ -1180,7 +1368,11 @@ impl Engine {
                     }
                     self.changed = true;
                 }
-                OwnedNotification::DataSent(_) => {}
+                OwnedNotification::DataSent(header) => {
+                    if header.message == Message::TurnUndead {
+                        self.tell_if_taken(&header.dst);
+                    }
+                }
                 OwnedNotification::DataReceived(header) => {
                     if matches!(
                         header.message,
@@ -1291,6 +1483,7 @@ enum PacketKind {
     Digest,
     Suspected,
     Alive,
+    Taken,
 }
 
 fn member_row(

@@ -11,6 +11,7 @@
 //! requests for joins and record pulls), so the same engine runs over QUIC, over an
 //! in-process network, or in a simulator.
 
+pub mod claims;
 pub mod engine;
 pub mod health;
 pub mod id;
@@ -113,6 +114,7 @@ pub struct Membership {
     stats: watch::Receiver<EngineStats>,
     changes: broadcast::Sender<MembershipChange>,
     self_id: MemberId,
+    lost_id: watch::Receiver<Option<MemberId>>,
     task: JoinHandle<()>,
 }
 
@@ -148,7 +150,9 @@ impl Membership {
         let (stats_tx, stats) = watch::channel(EngineStats::default());
         let (changes, _) = broadcast::channel(1024);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (lost_id_tx, lost_id) = watch::channel(None);
         let driver = Driver {
+            lost_id_tx,
             engine,
             origin,
             link,
@@ -171,7 +175,22 @@ impl Membership {
             stats,
             changes,
             self_id,
+            lost_id,
             task,
+        }
+    }
+
+    /// Resolves when a later process holding this node's id has taken it over (see
+    /// `claims`): the node must then stop, without a goodbye. Never resolves otherwise.
+    pub async fn id_taken_over(&self) -> MemberId {
+        let mut lost = self.lost_id.clone();
+        loop {
+            if let Some(winner) = lost.borrow_and_update().clone() {
+                return winner;
+            }
+            if lost.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -294,6 +313,7 @@ struct Driver {
     self_commands: mpsc::UnboundedSender<Command>,
     members_tx: watch::Sender<Arc<Vec<Member>>>,
     stats_tx: watch::Sender<EngineStats>,
+    lost_id_tx: watch::Sender<Option<MemberId>>,
     changes: broadcast::Sender<MembershipChange>,
     seeds: Vec<SocketAddr>,
     /// When a join through each address was last started.
@@ -356,6 +376,11 @@ impl Driver {
                 _ = tokio::time::sleep_until(publish_at), if self.publish_pending => {}
             }
             self.flush();
+            if let Some(winner) = self.engine.lost_id_to() {
+                // The handover datagrams are out; this identity says nothing more.
+                self.lost_id_tx.send_replace(Some(winner.clone()));
+                return;
+            }
             if self.engine.take_changed() {
                 self.publish_pending = true;
             }

@@ -11,6 +11,9 @@
 //! - `Alive`: the suspect's answer to `Suspected`: "I am alive, at this incarnation". A
 //!   member whose own suspicion is about to run out asks the suspect itself first, and this
 //!   small answer (not a feed of members) is what ends that suspicion.
+//! - `Taken`: "your node id is held by this newer identity", sent to a process whose
+//!   datagrams name an identity that lost its node id to a newer one (see `claims`): nothing
+//!   else would tell it, since every peer has dropped it from its member list.
 
 use std::net::SocketAddr;
 
@@ -21,6 +24,7 @@ const KIND_LEAVING: u8 = 2;
 const KIND_DIGEST: u8 = 3;
 const KIND_SUSPECTED: u8 = 4;
 const KIND_ALIVE: u8 = 5;
+const KIND_TAKEN: u8 = 6;
 
 /// A decoded membership datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,14 @@ pub enum Packet<'a> {
     Digest(Digest),
     Suspected(Suspected),
     Alive(Alive),
+    Taken(Taken),
+}
+
+/// "Your node id is held by `holder`", from a peer that holds `holder` alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taken {
+    pub holder: super::id::MemberId,
+    pub incarnation: u16,
 }
 
 /// The answer to [`Suspected`]: the sender is alive at `incarnation` (raised past the
@@ -84,6 +96,7 @@ impl Packet<'_> {
             Packet::Digest(_) => "digest",
             Packet::Suspected(_) => "suspected",
             Packet::Alive(_) => "alive",
+            Packet::Taken(_) => "taken",
         }
     }
 }
@@ -110,6 +123,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, PacketError> {
         )),
         KIND_ALIVE => Ok(Packet::Alive(
             postcard::from_bytes(body).map_err(malformed("alive"))?,
+        )),
+        KIND_TAKEN => Ok(Packet::Taken(
+            postcard::from_bytes(body).map_err(malformed("taken"))?,
         )),
         other => Err(PacketError::UnknownKind(other)),
     }
@@ -144,6 +160,10 @@ pub fn encode_alive(alive: &Alive) -> Vec<u8> {
     encode_with(KIND_ALIVE, alive)
 }
 
+pub fn encode_taken(taken: &Taken) -> Vec<u8> {
+    encode_with(KIND_TAKEN, taken)
+}
+
 fn encode_with(kind: u8, body: &impl Serialize) -> Vec<u8> {
     // Encoding these small plain structs into a Vec cannot fail; an empty body would be
     // refused by every receiver, which is the safe outcome if it ever did.
@@ -175,7 +195,15 @@ mod tests {
             member: super::super::id::MemberId::new("n1", 7, ([127, 0, 0, 2], 9091).into()),
             incarnation: 3,
         };
-        assert_eq!(decode(&encode_alive(&alive)), Ok(Packet::Alive(alive)));
+        assert_eq!(
+            decode(&encode_alive(&alive)),
+            Ok(Packet::Alive(alive.clone()))
+        );
+        let taken = Taken {
+            holder: alive.member,
+            incarnation: 1,
+        };
+        assert_eq!(decode(&encode_taken(&taken)), Ok(Packet::Taken(taken)));
         assert_eq!(decode(&[]), Err(PacketError::Empty));
         assert_eq!(decode(&[9, 1]), Err(PacketError::UnknownKind(9)));
         assert!(matches!(

@@ -492,6 +492,12 @@ impl SimFleet {
             self.send(index, more.datagrams);
             pulls.extend(more.pulls);
         }
+        // A later process took this node's id over: the node stops, without a goodbye (as
+        // `bocluster node` exits).
+        if self.nodes[index].engine.lost_id_to().is_some() {
+            self.nodes[index].state = NodeState::Crashed;
+            return;
+        }
         self.reschedule(index);
     }
 
@@ -1061,5 +1067,81 @@ mod tests {
             fleet.nodes[2].engine.stats().alive_out > 0,
             "the suspect never answered"
         );
+    }
+
+    /// Whether any running node other than `except` lists `node_id` dead or left.
+    fn anyone_lists_gone(fleet: &SimFleet, node_id: &str, except: usize) -> bool {
+        fleet.running().filter(|&i| i != except).any(|i| {
+            fleet
+                .view(i, node_id)
+                .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left))
+        })
+    }
+
+    /// Node 1 and a process started with its id on the other side of a partition (node 6,
+    /// later generation) meet when it heals: the later one keeps the id, node 1 stops, and
+    /// from the heal on no running node lists the id `dead` or `left`.
+    #[test]
+    fn a_partition_that_heals_onto_two_holders_of_one_id_keeps_the_later_one() {
+        let mut fleet = fleet(6, 21);
+        let side = |i: usize| u32::from(i >= 3);
+        fleet.partition(side);
+        fleet.run_until(fleet.now() + Duration::from_secs(5));
+        let twin = fleet.start_at(6, "n1".into(), 2, sim_addr(6), Some(3));
+        fleet.nodes[twin].group = 1;
+        fleet.run_until(fleet.now() + Duration::from_secs(20));
+        for i in 3..=6 {
+            assert_eq!(
+                fleet.view(i, "n1").map(|m| (m.status, m.endpoint)),
+                Some((MemberStatus::Alive, sim_addr(6))),
+                "before the heal, node {i} sees the twin"
+            );
+        }
+        fleet.heal();
+        let mut gone_seen = false;
+        let until = fleet.now() + Duration::from_secs(30);
+        while fleet.now() < until {
+            let next = fleet.now() + Duration::from_millis(50);
+            fleet.run_until(next);
+            gone_seen |= anyone_lists_gone(&fleet, "n1", 1);
+        }
+        assert!(!gone_seen, "a running holder of n1 was listed dead or left");
+        assert_eq!(
+            fleet.nodes[1].engine.lost_id_to().map(|w| w.endpoint),
+            Some(sim_addr(6))
+        );
+        assert!(!fleet.nodes[1].is_running(), "the earlier holder stopped");
+        assert!(fleet.nodes[6].engine.lost_id_to().is_none());
+        for i in fleet.running().collect::<Vec<_>>() {
+            assert_eq!(
+                fleet.view(i, "n1").map(|m| (m.status, m.endpoint)),
+                Some((MemberStatus::Alive, sim_addr(6))),
+                "node {i}"
+            );
+        }
+    }
+
+    /// Gossip about a later holder that has since crashed does not stop the node: it asks
+    /// the claimant, hears nothing, and keeps its id.
+    #[test]
+    fn a_claim_by_a_holder_that_no_longer_runs_does_not_stop_the_node() {
+        let mut fleet = fleet(6, 22);
+        fleet.partition(|i| u32::from(i >= 3));
+        fleet.run_until(fleet.now() + Duration::from_secs(5));
+        let twin = fleet.start_at(6, "n1".into(), 2, sim_addr(6), Some(3));
+        fleet.nodes[twin].group = 1;
+        fleet.run_until(fleet.now() + Duration::from_secs(20));
+        fleet.crash(twin);
+        fleet.heal();
+        fleet.run_until(fleet.now() + Duration::from_secs(60));
+        assert!(fleet.nodes[1].is_running());
+        assert!(fleet.nodes[1].engine.lost_id_to().is_none());
+        let keeps = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            f.running().all(|i| {
+                f.view(i, "n1")
+                    .is_some_and(|m| m.status == MemberStatus::Alive && m.endpoint == sim_addr(1))
+            })
+        });
+        assert!(keeps.is_some(), "n1 is not alive at node 1 everywhere");
     }
 }
