@@ -2,7 +2,8 @@
 //!
 //! Counters are fed where things happen: statements by the executor, registrations by the
 //! master, seal refusals and TLS failures by the transport ([`Metrics::datagram_refused`],
-//! [`Metrics::tls_handshake_failed`]). Members by status, cluster entries by status and the
+//! [`Metrics::tls_handshake_failed`], which it calls through its [`RefusalSink`] trait: it may
+//! not depend on this module, which reads the layers above it). Members by status, cluster entries by status and the
 //! membership engine's own counters (packets by kind, bytes, refusals) are not kept here: they
 //! are read from the snapshots and the engine's stats at scrape time, so they never drift.
 
@@ -18,20 +19,11 @@ use prometheus_client::registry::Registry;
 
 use crate::cluster::{ClusterRow, EntryStatus};
 use crate::membership::{EngineStats, Member, MemberStatus};
+use crate::seal::OpenError;
+use crate::transport::RefusalSink;
 
 /// The content type of [`Metrics::encode`]'s text (OpenMetrics, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Why a datagram on the membership socket was dropped before it was decoded.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum RefusalReason {
-    /// It did not open with any cluster key (forged, corrupted, or truncated).
-    BadSeal,
-    /// It was sealed by a node with another cluster key.
-    WrongKey,
-    /// Too short, too long or of an unknown kind.
-    Malformed,
-}
 
 /// How a registration reached the master, and what it did.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -50,16 +42,6 @@ pub enum RegistrationOutcome {
     Unchanged,
     /// It could not be written to disk.
     Failed,
-}
-
-impl RefusalReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            RefusalReason::BadSeal => "bad_seal",
-            RefusalReason::WrongKey => "wrong_key",
-            RefusalReason::Malformed => "malformed",
-        }
-    }
 }
 
 impl RegistrationVia {
@@ -142,7 +124,7 @@ impl Metrics {
         let datagrams_refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "datagrams_refused",
-            "Membership datagrams dropped before decoding (by the seal), by reason",
+            "Membership datagrams dropped before decoding (by the seal), by the seal's reason",
             datagrams_refused.clone(),
         );
         let tls_handshake_failures = Counter::default();
@@ -187,11 +169,12 @@ impl Metrics {
         }
     }
 
-    /// The transport dropped a membership datagram before decoding it.
-    pub fn datagram_refused(&self, reason: RefusalReason) {
+    /// The transport dropped a membership datagram before decoding it. Labelled with the
+    /// seal's own reason (as the transport's log line is): a fixed set of eight names.
+    pub fn datagram_refused(&self, refusal: &OpenError) {
         self.datagrams_refused
             .get_or_create(&RefusalLabels {
-                reason: reason.as_str(),
+                reason: refusal.reason(),
             })
             .inc();
     }
@@ -325,6 +308,17 @@ impl Metrics {
     }
 }
 
+/// How the transport's refusals reach these counters.
+impl RefusalSink for Metrics {
+    fn datagram_refused(&self, refusal: &OpenError) {
+        Metrics::datagram_refused(self, refusal);
+    }
+
+    fn tls_handshake_failed(&self) {
+        Metrics::tls_handshake_failed(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,7 +327,9 @@ mod tests {
     fn counters_and_snapshot_gauges_appear_in_the_text() {
         let metrics = Metrics::new();
         metrics.statement("show_nodes", "ok", Duration::from_micros(80));
-        metrics.datagram_refused(RefusalReason::WrongKey);
+        metrics.datagram_refused(&OpenError::NoKeyOpens);
+        metrics.datagram_refused(&OpenError::NoKeyOpens);
+        metrics.datagram_refused(&OpenError::Truncated { len: 3 });
         metrics.tls_handshake_failed();
         let engine = EngineStats {
             swim_out: 3,
@@ -350,7 +346,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"bocluster_datagrams_refused_total{reason="wrong_key"} 1"#),
+            text.contains(r#"bocluster_datagrams_refused_total{reason="no_key_opens"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bocluster_datagrams_refused_total{reason="truncated"} 1"#),
             "{text}"
         );
         assert!(

@@ -112,14 +112,20 @@ impl RunningNode {
             }
         }
 
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let (transport, datagrams, requests) = match network {
             PeerNetwork::Quic => {
                 let tls = ClusterIdentity::new(&config.cluster_key, &identity.node_id)?;
                 if tls.key_source == KeySource::OpenDefault {
                     warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its membership. Set the same BO_CLUSTER_KEY on every node to close it.");
                 }
-                let (quic, datagrams, requests) =
-                    QuicTransport::bind(config.listen, config.endpoint, &tls, &config.cluster_key)?;
+                let (quic, datagrams, requests) = QuicTransport::bind(
+                    config.listen,
+                    config.endpoint,
+                    &tls,
+                    &config.cluster_key,
+                    metrics.clone(),
+                )?;
                 (PeerLink::Quic(quic), datagrams, requests)
             }
             PeerNetwork::Memory(network) => network.bind(config.endpoint)?,
@@ -213,7 +219,7 @@ impl RunningNode {
             membership,
             transport,
             http_addr,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics,
             events,
         });
         let mut background = vec![

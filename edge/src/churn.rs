@@ -32,7 +32,7 @@ use crate::netns::ByteCounters;
 use crate::reports::churn::{ChurnSettings, ChurnTimes, LossWindow};
 use crate::reports::compare::{Figure, SystemResult};
 use crate::runs::{
-    all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, wait_each,
+    all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, target_ratio, wait_each,
     watch_false_positives, RunContext, Started, EVENT_LIMIT, FORM_LIMIT,
 };
 use crate::stats::{ratio, Stat};
@@ -346,7 +346,7 @@ fn move_address(
 type ChurnRow = (&'static str, String, fn(&ChurnTimes) -> Option<f64>);
 
 /// The churn rows of one size's table, when either system ran them.
-pub fn figures(bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
+pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
     if bo.churn.is_empty() && sf.is_none_or(|s| s.churn.is_empty()) {
         return Vec::new();
     }
@@ -421,7 +421,7 @@ pub fn figures(bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
                 "ms",
                 runs(bo, f),
                 sf.and_then(|s| runs(s, f)),
-                None,
+                target_ratio(key, n),
             )
         })
         .collect();
@@ -440,7 +440,14 @@ pub fn figures(bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Figure> {
     for (key, label, f) in bandwidth {
         let (ours, theirs) = (runs(bo, f), sf.and_then(|s| runs(s, f)));
         if ours.is_some() || theirs.is_some() {
-            figures.push(figure(key, &label, "B/s", ours, theirs, None));
+            figures.push(figure(
+                key,
+                &label,
+                "B/s",
+                ours,
+                theirs,
+                target_ratio(key, n),
+            ));
         }
     }
     let fp = |r: &SystemResult| {
@@ -538,16 +545,29 @@ mod tests {
 
     #[test]
     fn rows_with_ratios_only_when_churn_ran() {
-        assert!(figures(&SystemResult::default(), Some(&SystemResult::default())).is_empty());
+        assert!(figures(10, &SystemResult::default(), Some(&SystemResult::default())).is_empty());
         let bo = result(&[1000.0, 3000.0, 2000.0], Some(0));
         let sf = result(&[4000.0], Some(2));
-        let rows = figures(&bo, Some(&sf));
+        let rows = figures(10, &bo, Some(&sf));
         let get = |key: &str| rows.iter().find(|f| f.key == key).unwrap();
         let kill = get("kill_first_ms");
         assert_eq!(kill.label, "SIGKILL 10 % (5) -> all dead on node 0");
         assert_eq!(kill.bocluster.unwrap().median, 2000.0);
         assert_eq!(kill.ratio, Some(0.5));
-        assert_eq!(get("heal_all_ms").ratio, Some(0.5));
+        assert_eq!(
+            (kill.target.as_deref(), kill.met),
+            (Some("<= 0.5x"), Some(true))
+        );
+        let heal = get("heal_all_ms");
+        assert_eq!(
+            (heal.ratio, heal.target.as_deref(), heal.met),
+            (Some(0.5), None, None)
+        );
+        let restart = get("restart_all_ms");
+        assert_eq!(
+            (restart.target.as_deref(), restart.met),
+            (Some("<= 1x"), None)
+        );
         let out = get("churn_bytes_out_per_s");
         assert_eq!((out.unit.as_str(), out.ratio), ("B/s", Some(0.5)));
         assert!(
@@ -560,7 +580,7 @@ mod tests {
         assert_eq!(fp.serf.unwrap().median, 2.0);
         assert!(fp.label.contains("5 % UDP loss (60 s)"));
         // Without a loss window, no false-positive row.
-        let rows = figures(&result(&[1.0], None), None);
+        let rows = figures(10, &result(&[1.0], None), None);
         assert!(rows.iter().all(|f| f.key != "loss_false_positives"));
         assert_eq!(rows.len(), 11);
     }

@@ -26,7 +26,7 @@ use crate::reports::compare::{
     CompareReport, Figure, GossipIntervals, RunTimes, SizeReport, Steady, SystemResult,
 };
 use crate::runs::{
-    all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, wait_each,
+    all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, target_ratio, wait_each,
     watch_false_positives, write_file, RunContext, Started, EVENT_LIMIT, FORM_LIMIT, STEADY_POLL,
 };
 use crate::serf;
@@ -406,20 +406,14 @@ fn steady_window(
     Ok(steady)
 }
 
-/// Key, label, the run's value and the largest ratio to Serf's that meets the target.
-type TimingRow = (
-    &'static str,
-    &'static str,
-    fn(&RunTimes) -> Option<f64>,
-    Option<f64>,
-);
-/// Key, label, unit, the steady window's value and the target ratio.
+/// Key, label and the run's value (the target is [`target_ratio`]'s).
+type TimingRow = (&'static str, &'static str, fn(&RunTimes) -> Option<f64>);
+/// Key, label, unit and the steady window's value (the target is [`target_ratio`]'s).
 type SteadyRow = (
     &'static str,
     &'static str,
     &'static str,
     fn(&Steady) -> Option<Stat>,
-    Option<f64>,
 );
 
 /// The figures of one size, from both systems' results.
@@ -431,60 +425,46 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
     let steady = |r: &SystemResult, f: fn(&Steady) -> Option<Stat>| r.steady.as_ref().and_then(f);
     let mut figures = Vec::new();
     let timing: [TimingRow; 7] = [
-        (
-            "cold_start_ms",
-            "cold start: all N see N alive",
-            |t| t.cold_start_ms,
-            None,
-        ),
+        ("cold_start_ms", "cold start: all N see N alive", |t| {
+            t.cold_start_ms
+        }),
         (
             "master_join_ms",
             "join: BO_MASTER client / agent -join -> alive",
             |t| t.master_join_ms,
-            Some(0.5),
         ),
         (
             "add_join_ms",
             "join: ADD CLIENT / serf join -> alive",
             |t| t.add_join_ms,
-            Some(0.5),
         ),
         (
             "detect_first_ms",
             "SIGKILL -> dead on node 0 (master)",
             |t| t.detect_first_ms,
-            Some(0.5),
         ),
-        (
-            "detect_all_ms",
-            "SIGKILL -> dead on all nodes",
-            |t| t.detect_all_ms,
-            Some(0.5),
-        ),
-        (
-            "change_ms",
-            "change seen by all nodes",
-            |t| t.change_ms,
-            Some(1.0),
-        ),
+        ("detect_all_ms", "SIGKILL -> dead on all nodes", |t| {
+            t.detect_all_ms
+        }),
+        ("change_ms", "change seen by all nodes", |t| t.change_ms),
         (
             "detect_sweep_ms",
             "one sweep over all nodes (resolution of 'all')",
             |t| t.detect_sweep_ms,
-            None,
         ),
     ];
-    for (key, label, f, max) in timing {
+    for (key, label, f) in timing {
         figures.push(figure(
             key,
             label,
             "ms",
             runs(&bo, f),
             sf.as_ref().and_then(|s| runs(s, f)),
-            max,
+            target_ratio(key, n),
         ));
     }
-    // The change in gossip rounds of each system's own interval, against 2 x log2 N.
+    // The change in gossip rounds of each system's own interval. Shown, not judged: the
+    // current targets are ratios to Serf (`change_ms` holds the change's).
     let rounds = |r: &SystemResult, system: System| {
         let interval = ms(system.gossip_interval());
         Stat::of(
@@ -501,8 +481,8 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
         label: "change seen by all, in gossip rounds".into(),
         unit: "rounds".into(),
         ratio: ratio(bo_rounds.as_ref(), sf_rounds.as_ref()),
-        target: Some(format!("<= 2 log2 N = {:.1}", 2.0 * log2_n)),
-        met: bo_rounds.map(|s| s.median <= 2.0 * log2_n),
+        target: None,
+        met: None,
         bocluster: bo_rounds,
         serf: sf_rounds,
     });
@@ -528,62 +508,47 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
             "bandwidth in per node (steady)",
             "B/s",
             |s| s.bytes_in_per_s,
-            Some(1.0),
         ),
         (
             "bytes_out_per_s",
             "bandwidth out per node (steady)",
             "B/s",
             |s| s.bytes_out_per_s,
-            Some(1.0),
         ),
         (
             "packets_in_per_s",
             "packets in per node (steady)",
             "pkt/s",
             |s| s.packets_in_per_s,
-            None,
         ),
         (
             "packets_out_per_s",
             "packets out per node (steady)",
             "pkt/s",
             |s| s.packets_out_per_s,
-            None,
         ),
-        (
-            "rss_kib",
-            "resident memory per node",
-            "KiB",
-            |s| s.rss_kib,
-            Some(0.5),
-        ),
+        ("rss_kib", "resident memory per node", "KiB", |s| s.rss_kib),
         (
             "private_kib",
             "private (unshared) memory per node",
             "KiB",
             |s| s.private_kib,
-            None,
         ),
-        (
-            "cpu_percent",
-            "CPU per node (steady)",
-            "%",
-            |s| s.cpu_percent,
-            None,
-        ),
+        ("cpu_percent", "CPU per node (steady)", "%", |s| {
+            s.cpu_percent
+        }),
     ];
-    for (key, label, unit, f, max) in per_node {
+    for (key, label, unit, f) in per_node {
         figures.push(figure(
             key,
             label,
             unit,
             steady(&bo, f),
             sf.as_ref().and_then(|s| steady(s, f)),
-            max,
+            target_ratio(key, n),
         ));
     }
-    figures.extend(churn::figures(&bo, sf.as_ref()));
+    figures.extend(churn::figures(n, &bo, sf.as_ref()));
     SizeReport {
         n,
         log2_n,
@@ -621,7 +586,72 @@ fn show(stat: Option<&Stat>, unit: &str) -> String {
     }
 }
 
-/// The report as Markdown tables, one per size.
+/// Sizes of the bandwidth-growth target: at [`GROWTH_TO`] nodes, bocluster's bandwidth out
+/// per node is at most [`GROWTH_MAX`] times its bandwidth at [`GROWTH_FROM`].
+const GROWTH_FROM: usize = 10;
+const GROWTH_TO: usize = 200;
+const GROWTH_MAX: f64 = 1.5;
+
+/// One Markdown line on how the steady bandwidth out per node grows with N: each system's
+/// median at two sizes and their ratio, judged against the target when the sizes are 10 and
+/// 200, else from the smallest to the largest size run. `None` with fewer than two sizes.
+fn bandwidth_growth(report: &CompareReport) -> Option<String> {
+    let medians = |size: &SizeReport| {
+        let f = size.figures.iter().find(|f| f.key == "bytes_out_per_s")?;
+        Some((
+            size.n,
+            f.bocluster.as_ref()?.median,
+            f.serf.as_ref().map(|s| s.median),
+        ))
+    };
+    let measured: Vec<(usize, f64, Option<f64>)> =
+        report.sizes.iter().filter_map(medians).collect();
+    let at = |n: usize| measured.iter().find(|m| m.0 == n).copied();
+    let judged = at(GROWTH_FROM).zip(at(GROWTH_TO));
+    let (from, to) = match judged {
+        Some(pair) => pair,
+        None => (
+            *measured.iter().min_by_key(|m| m.0)?,
+            *measured.iter().max_by_key(|m| m.0)?,
+        ),
+    };
+    if from.0 >= to.0 {
+        return None;
+    }
+    let growth = |a: f64, b: f64| (a > 0.0).then(|| b / a);
+    let side = |name: &str, a: f64, b: f64| {
+        format!(
+            "{name} {} -> {} ({})",
+            format_value(a, "B/s"),
+            format_value(b, "B/s"),
+            growth(a, b).map_or_else(|| "-".to_string(), |g| format!("{g:.2}x")),
+        )
+    };
+    let mut line = format!(
+        "Bandwidth out per node as N grows, N = {} -> {}: {}",
+        from.0,
+        to.0,
+        side("bocluster", from.1, to.1)
+    );
+    if let (Some(a), Some(b)) = (from.2, to.2) {
+        line.push_str(&format!("; {}", side("Serf", a, b)));
+    }
+    if judged.is_some() {
+        let met = growth(from.1, to.1).map(|g| g <= GROWTH_MAX);
+        line.push_str(&format!(
+            "; target bocluster <= {GROWTH_MAX}x: {}",
+            match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            }
+        ));
+    }
+    line.push('\n');
+    Some(line)
+}
+
+/// The report as Markdown tables, one per size, and the bandwidth's growth across sizes.
 pub fn render_tables(report: &CompareReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
@@ -662,6 +692,10 @@ pub fn render_tables(report: &CompareReport) -> String {
                 }
             ));
         }
+    }
+    if let Some(line) = bandwidth_growth(report) {
+        out.push('\n');
+        out.push_str(&line);
     }
     out
 }
@@ -719,38 +753,127 @@ mod tests {
         let interval_ms = System::Bocluster.gossip_interval().as_secs_f64() * 1000.0;
         assert_eq!(rounds.bocluster.unwrap().median, 600.0 / interval_ms);
         assert_eq!(rounds.serf.unwrap().median, 5.5);
-        assert_eq!(rounds.met, Some(true));
-        // Equal bandwidth meets "no more than Serf's"; no Serf data, no ratio.
+        assert_eq!((rounds.target.as_deref(), rounds.met), (None, None));
+        // Equal bandwidth out meets "no more than Serf's" below 100 nodes; bandwidth in and
+        // resident memory are shown, not judged; private memory must be half of Serf's.
+        let target = |key: &str| (get(key).target.clone(), get(key).met);
+        assert_eq!(get("bytes_out_per_s").ratio, Some(1.0));
+        assert_eq!(
+            target("bytes_out_per_s"),
+            (Some("<= 1x".into()), Some(true))
+        );
         assert_eq!(get("bytes_in_per_s").ratio, Some(1.0));
-        assert_eq!(get("bytes_in_per_s").met, Some(true));
-        assert_eq!(get("rss_kib").met, Some(false));
-        assert_eq!(get("cpu_percent").met, None);
+        assert_eq!(target("bytes_in_per_s"), (None, None));
+        assert_eq!(target("rss_kib"), (None, None));
+        assert_eq!(target("private_kib"), (Some("<= 0.5x".into()), Some(false)));
+        assert_eq!(target("cpu_percent"), (Some("<= 1x".into()), Some(true)));
+        assert_eq!(
+            target("detect_all_ms"),
+            (Some("<= 0.5x".into()), Some(true))
+        );
+        // Nobody measured the joins: a target, not judged.
+        assert_eq!(target("master_join_ms"), (Some("<= 1x".into()), None));
         // Zero false positives on both sides: no ratio, target met.
         assert_eq!(get("false_positives").ratio, None);
         assert_eq!(get("false_positives").met, Some(true));
         // Timings nobody measured stay empty.
         assert!(get("cold_start_ms").bocluster.is_none());
 
+        // From 100 nodes on, the same bandwidth out misses: it must be half of Serf's.
+        let large = size_report(
+            100,
+            result(&[500.0], &[1500.0]),
+            Some(result(&[500.0], &[1500.0])),
+        );
+        let out = large
+            .figures
+            .iter()
+            .find(|f| f.key == "bytes_out_per_s")
+            .unwrap();
+        assert_eq!(
+            (out.target.as_deref(), out.met),
+            (Some("<= 0.5x"), Some(false))
+        );
+
         let alone = size_report(16, result(&[500.0], &[1500.0]), None);
         let change = alone.figures.iter().find(|f| f.key == "change_ms").unwrap();
         assert_eq!((change.ratio, change.met), (None, None));
-        assert!(render_tables(&CompareReport {
+        let tables = render_tables(&report(vec![alone]));
+        assert!(tables.contains("| change seen by all nodes | 500 ms | - | - | <= 1x |  |"));
+        assert!(
+            !tables.contains("as N grows"),
+            "one size, no growth: {tables}"
+        );
+    }
+
+    fn report(sizes: Vec<SizeReport>) -> CompareReport {
+        CompareReport {
             machine: Machine::describe(),
             bocluster_version: "0".into(),
             serf_version: None,
             serf_note: "not run".into(),
             runs: 1,
             steady_s: 60.0,
-            sizes: vec![alone],
-            bandwidth_measured: false,
+            sizes,
+            bandwidth_measured: true,
             serf_polling: "rpc".into(),
             gossip_interval_ms: GossipIntervals {
                 bocluster: 250.0,
-                serf: 200.0
+                serf: 200.0,
             },
             churn: None,
-        })
-        .contains("| change seen by all nodes | 500 ms | - | - | <= 1x |  |"));
+        }
+    }
+
+    /// A size whose steady bandwidth out per node is `bo` (and `sf` for Serf, if given).
+    fn bandwidth_at(n: usize, bo: f64, sf: Option<f64>) -> SizeReport {
+        let with_out = |out: f64| {
+            let mut r = result(&[500.0], &[1500.0]);
+            if let Some(steady) = r.steady.as_mut() {
+                steady.bytes_out_per_s = Stat::of(&[out]);
+            }
+            r
+        };
+        size_report(n, with_out(bo), sf.map(with_out))
+    }
+
+    #[test]
+    fn bandwidth_growth_is_judged_from_10_to_200_nodes() {
+        let sizes = vec![
+            bandwidth_at(10, 1000.0, Some(400.0)),
+            bandwidth_at(50, 1200.0, Some(420.0)),
+            bandwidth_at(200, 1400.0, Some(600.0)),
+        ];
+        let line = bandwidth_growth(&report(sizes)).unwrap();
+        assert_eq!(
+            line,
+            "Bandwidth out per node as N grows, N = 10 -> 200: bocluster 1.0 kB/s -> 1.4 kB/s (1.40x); Serf 400 B/s -> 600 B/s (1.50x); target bocluster <= 1.5x: yes\n"
+        );
+        let grew = report(vec![
+            bandwidth_at(10, 1000.0, None),
+            bandwidth_at(200, 1600.0, None),
+        ]);
+        let line = bandwidth_growth(&grew).unwrap();
+        assert!(
+            line.ends_with("(1.60x); target bocluster <= 1.5x: **no**\n"),
+            "{line}"
+        );
+        assert!(render_tables(&grew).ends_with(&line));
+        // Without both 10 and 200: the growth from the smallest to the largest, not judged.
+        let line = bandwidth_growth(&report(vec![
+            bandwidth_at(50, 2000.0, None),
+            bandwidth_at(10, 1000.0, None),
+        ]))
+        .unwrap();
+        assert!(line.contains("N = 10 -> 50:"), "{line}");
+        assert!(
+            line.contains("(2.00x)") && !line.contains("target"),
+            "{line}"
+        );
+        assert_eq!(
+            bandwidth_growth(&report(vec![bandwidth_at(200, 1.0, None)])),
+            None
+        );
     }
 
     #[test]

@@ -194,6 +194,23 @@ pub(crate) fn watch_false_positives(
     found
 }
 
+/// The target of the figure `key` at `n` nodes: the largest ratio bocluster / Serf of the
+/// medians that meets it. One table for `compare` and its churn rows, so the targets of the
+/// current issue are read in one place; figures not listed have none (shown, not judged).
+pub(crate) fn target_ratio(key: &str, n: usize) -> Option<f64> {
+    match key {
+        // No more than Serf at any size, and half of it once the fleet is large.
+        "bytes_out_per_s" if n >= 100 => Some(0.5),
+        "bytes_out_per_s" => Some(1.0),
+        // SIGKILL to dead on the master (node 0) and on all nodes, one node or 10 % at once.
+        "detect_first_ms" | "detect_all_ms" | "kill_first_ms" | "kill_all_ms" => Some(0.5),
+        "private_kib" => Some(0.5),
+        "change_ms" | "cold_start_ms" | "master_join_ms" | "add_join_ms" | "cpu_percent"
+        | "restart_first_ms" | "restart_all_ms" | "moved_first_ms" | "moved_all_ms" => Some(1.0),
+        _ => None,
+    }
+}
+
 /// A row with the ratio of the medians and whether it is within `max_ratio`.
 pub(crate) fn figure(
     key: &str,
@@ -213,5 +230,66 @@ pub(crate) fn figure(
         ratio: r,
         target: max_ratio.map(|m| format!("<= {m}x")),
         met: max_ratio.and_then(|m| meets(r, m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_of_the_current_issue() {
+        // Bandwidth out: no more than Serf below 100 nodes, half of it from 100 on.
+        for n in [3, 10, 50, 99] {
+            assert_eq!(target_ratio("bytes_out_per_s", n), Some(1.0), "N = {n}");
+        }
+        for n in [100, 150, 200] {
+            assert_eq!(target_ratio("bytes_out_per_s", n), Some(0.5), "N = {n}");
+        }
+        for key in [
+            "detect_first_ms",
+            "detect_all_ms",
+            "kill_first_ms",
+            "kill_all_ms",
+            "private_kib",
+        ] {
+            assert_eq!(target_ratio(key, 10), Some(0.5), "{key}");
+        }
+        for key in [
+            "change_ms",
+            "cold_start_ms",
+            "master_join_ms",
+            "add_join_ms",
+            "cpu_percent",
+            "restart_first_ms",
+            "restart_all_ms",
+            "moved_first_ms",
+            "moved_all_ms",
+        ] {
+            assert_eq!(target_ratio(key, 10), Some(1.0), "{key}");
+            assert_eq!(target_ratio(key, 200), Some(1.0), "{key}");
+        }
+        // Shown, not judged: resident memory, bandwidth in, packets, the sweeps, partition
+        // and heal, bandwidth under churn.
+        for key in [
+            "rss_kib",
+            "bytes_in_per_s",
+            "packets_out_per_s",
+            "detect_sweep_ms",
+            "cut_all_ms",
+            "heal_first_ms",
+            "churn_bytes_out_per_s",
+        ] {
+            assert_eq!(target_ratio(key, 100), None, "{key}");
+        }
+        let row = figure(
+            "bytes_out_per_s",
+            "",
+            "B/s",
+            None,
+            None,
+            target_ratio("bytes_out_per_s", 200),
+        );
+        assert_eq!((row.target.as_deref(), row.met), (Some("<= 0.5x"), None));
     }
 }

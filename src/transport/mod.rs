@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 
 pub use memory::{MemoryNetwork, MemoryPort, MemoryStats};
 use refusals::RefusalLog;
+pub use refusals::RefusalSink;
 use sealing::Sealer;
 
 use crate::cluster_key::ClusterKeys;
@@ -104,6 +105,8 @@ struct Shared {
     sealer: Sealer,
     connections: Mutex<HashMap<SocketAddr, CachedConnection>>,
     refusals: RefusalLog,
+    /// Counts every refusal (the log above shows only some).
+    refusal_sink: Arc<dyn RefusalSink>,
     /// Where received requests go (served by the node).
     requests: mpsc::Sender<IncomingRequest>,
 }
@@ -169,12 +172,14 @@ pub struct QuicTransport {
 
 impl QuicTransport {
     /// Binds the socket on `listen` and starts accepting connections. Membership datagrams
-    /// received (opened, as plaintext) and requests come out of the two receivers.
+    /// received (opened, as plaintext) and requests come out of the two receivers; every
+    /// datagram or TLS handshake refused is reported to `refusal_sink`.
     pub fn bind(
         listen: SocketAddr,
         advertised: SocketAddr,
         identity: &ClusterIdentity,
         keys: &ClusterKeys,
+        refusal_sink: Arc<dyn RefusalSink>,
     ) -> Result<(QuicTransport, Datagrams, mpsc::Receiver<IncomingRequest>), TransportError> {
         let mut transport_config = TransportConfig::default();
         transport_config
@@ -246,6 +251,7 @@ impl QuicTransport {
             sealer: Sealer::new(keys),
             connections: Mutex::new(HashMap::new()),
             refusals: RefusalLog::default(),
+            refusal_sink,
             requests: requests_tx,
         });
         tokio::spawn(accept_loop(shared.clone()));
@@ -348,6 +354,7 @@ async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connect
         }
         Ok(Err(e)) => {
             if refusals::is_tls_refusal(&e) {
+                shared.refusal_sink.tls_handshake_failed();
                 if shared.refusals.should_log(peer) {
                     warn!(peer = %peer, error = %e,
                         "TLS handshake with peer failed: it holds another BO_CLUSTER_KEY (or none); not gossiping with it");
@@ -372,6 +379,7 @@ async fn accept_loop(shared: Arc<Shared>) {
             match incoming.await {
                 Ok(connection) => serve_connection(shared, connection).await,
                 Err(e) if refusals::is_tls_refusal(&e) => {
+                    shared.refusal_sink.tls_handshake_failed();
                     if shared.refusals.should_log(remote) {
                         warn!(peer = %remote, error = %e,
                             "refused a QUIC connection: the peer did not present a certificate of this cluster (another BO_CLUSTER_KEY?)");
@@ -455,6 +463,7 @@ async fn open_datagrams(
                 }
             }
             Err(refusal) => {
+                shared.refusal_sink.datagram_refused(&refusal);
                 if shared.refusals.should_log(from) {
                     warn!(peer = %from, reason = refusal.reason(), "refused a membership datagram that does not open with this cluster's key (another BO_CLUSTER_KEY, garbage, or a replay)");
                 }

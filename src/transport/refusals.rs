@@ -1,15 +1,26 @@
-//! Rate-limited reporting of refused peers: once per peer address (IP, whatever the port)
-//! per minute, never a flood.
+//! Refused peers: every refusal is reported to a [`RefusalSink`] (the node's counters), and
+//! logged at most once per peer address (IP, whatever the port) per minute, never a flood.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::seal::OpenError;
+
 /// How often refusals from the same IP are logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Entries kept before old ones are pruned (bounds memory under a scan of many addresses).
 const MAX_TRACKED: usize = 4096;
+
+/// Where the transport reports each refusal. A trait, so the transport feeds the node's
+/// metrics without depending on the layers above it (the node passes its `Metrics`).
+pub trait RefusalSink: Send + Sync {
+    /// A sealed membership datagram was dropped before it was decoded.
+    fn datagram_refused(&self, refusal: &OpenError);
+    /// A QUIC handshake, dialled or accepted, failed in TLS (a peer of another cluster key).
+    fn tls_handshake_failed(&self);
+}
 
 #[derive(Default)]
 pub struct RefusalLog {
