@@ -317,6 +317,23 @@ fn one_run(
         show_ms(times.detect_all_ms),
         show_ms(times.detect_sweep_ms)
     ));
+
+    // A graceful stop of another node of the initial fleet: left on every other node.
+    let leaver = n - 2;
+    let leaver_name = fleet.name(leaver);
+    fleet.stop_gracefully(leaver);
+    let t = Instant::now();
+    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let (left, _) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
+        view.iter()
+            .any(|s| s.name == leaver_name && s.status == Liveness::Left)
+    });
+    times.leave_all_ms = slowest(&left);
+    say(&format!(
+        "graceful stop of {leaver_name} -> left on all {}: {}",
+        observers.len(),
+        show_ms(times.leave_all_ms)
+    ));
     Ok((times, steady))
 }
 
@@ -424,7 +441,7 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
     };
     let steady = |r: &SystemResult, f: fn(&Steady) -> Option<Stat>| r.steady.as_ref().and_then(f);
     let mut figures = Vec::new();
-    let timing: [TimingRow; 7] = [
+    let timing: [TimingRow; 8] = [
         ("cold_start_ms", "cold start: all N see N alive", |t| {
             t.cold_start_ms
         }),
@@ -445,6 +462,9 @@ pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> Size
         ),
         ("detect_all_ms", "SIGKILL -> dead on all nodes", |t| {
             t.detect_all_ms
+        }),
+        ("leave_all_ms", "graceful stop -> left on all nodes", |t| {
+            t.leave_all_ms
         }),
         ("change_ms", "change seen by all nodes", |t| t.change_ms),
         (

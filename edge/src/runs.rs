@@ -204,6 +204,8 @@ pub(crate) fn target_ratio(key: &str, n: usize) -> Option<f64> {
         "bytes_out_per_s" => Some(1.0),
         // SIGKILL to dead on the master (node 0) and on all nodes, one node or 10 % at once.
         "detect_first_ms" | "detect_all_ms" | "kill_first_ms" | "kill_all_ms" => Some(0.5),
+        // A graceful stop, on all nodes.
+        "leave_all_ms" => Some(0.5),
         "private_kib" => Some(0.5),
         "change_ms" | "cold_start_ms" | "master_join_ms" | "add_join_ms" | "cpu_percent"
         | "restart_first_ms" | "restart_all_ms" | "moved_first_ms" | "moved_all_ms" => Some(1.0),

@@ -135,6 +135,17 @@ impl SerfAgent {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGINT: the agent leaves the cluster gracefully, then exits (Serf's default for an
+    /// interrupt; a SIGTERM would not leave). Reaped by [`SerfAgent::kill`] or on drop.
+    pub fn interrupt(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -98,6 +98,9 @@ pub trait Fleet {
     /// Whether node 0 lists `node` alive: in SHOW CLUSTER (bocluster) / serf members.
     fn seed_sees_alive(&mut self, node: usize) -> Result<bool, String>;
     fn kill(&mut self, node: usize);
+    /// Stops `node` gracefully, as an operator would (bocluster: SIGTERM; Serf: SIGINT, its
+    /// graceful leave), without waiting for it to exit.
+    fn stop_gracefully(&mut self, node: usize);
     /// Starts a killed node again as the same member: same name, address and data directory
     /// (and, for a Serf agent, `-join` to node 0 as at first).
     fn restart(&mut self, node: usize) -> Result<(), String>;
@@ -271,6 +274,11 @@ impl Fleet for BoFleet {
 
     fn kill(&mut self, node: usize) {
         self.nodes[node].kill();
+        self.killed[node] = true;
+    }
+
+    fn stop_gracefully(&mut self, node: usize) {
+        self.nodes[node].signal(nix::sys::signal::Signal::SIGTERM);
         self.killed[node] = true;
     }
 
@@ -453,6 +461,12 @@ impl Fleet for SerfFleet {
 
     fn kill(&mut self, node: usize) {
         self.agents[node].kill();
+        self.rpc[node] = None;
+        self.killed[node] = true;
+    }
+
+    fn stop_gracefully(&mut self, node: usize) {
+        self.agents[node].interrupt();
         self.rpc[node] = None;
         self.killed[node] = true;
     }

@@ -16,6 +16,9 @@ pub struct RunTimes {
     pub master_join_ms: Option<f64>,
     pub detect_first_ms: Option<f64>,
     pub detect_all_ms: Option<f64>,
+    /// Graceful stop (SIGTERM / Serf's SIGINT) until every other node lists it left.
+    #[serde(default)]
+    pub leave_all_ms: Option<f64>,
     /// Median time of one sweep over all observers while waiting for the change / the death:
     /// the resolution of the "all nodes" figures.
     #[serde(default)]
