@@ -197,6 +197,12 @@ const FORMING: Duration = Duration::from_secs(30);
 /// A suspect we keep hearing from is given another suspicion timeout at most this many times.
 const MAX_HEARD_EXTENSIONS: u32 = 3;
 
+/// For this long after a member came back from `dead` (a partition healed, or it restarted),
+/// a suspicion of it waits three suspicion timeouts instead of one: the paths to it may still
+/// be settling (after a network is reconnected, one direction can work seconds before the
+/// other), and a short suspicion would send it straight back to `dead`.
+const RETURN_WINDOW: Duration = Duration::from_secs(30);
+
 /// What this node did about one suspicion (of one member at one incarnation) before letting
 /// it turn into `dead`.
 #[derive(Debug, Clone, Copy)]
@@ -262,6 +268,8 @@ pub struct Engine {
     health: LocalHealth,
     /// Suspicions this node acted on, by (node id, incarnation).
     suspicions: HashMap<(String, u16), Suspicion>,
+    /// Members that came back from `dead` lately, and when (see [`RETURN_WINDOW`]).
+    returned: HashMap<String, Duration>,
     /// See [`Engine::rebuild_member_endpoints`].
     member_endpoints: HashSet<SocketAddr>,
     /// When a datagram last came from each member endpoint (see `suspicion_extension`).
@@ -332,6 +340,7 @@ impl Engine {
             expected: HashMap::new(),
             health: LocalHealth::default(),
             suspicions: HashMap::new(),
+            returned: HashMap::new(),
             last_heard: HashMap::new(),
             member_endpoints: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
@@ -548,6 +557,8 @@ impl Engine {
     ///
     /// - This node is slow itself (local health): the suspect gets the time it may have lost
     ///   here, once.
+    /// - The suspect came back from `dead` lately: two more timeouts, once (see
+    ///   [`RETURN_WINDOW`]).
     /// - We heard from the suspect itself within the suspicion: it is alive and only some
     ///   path to it lossy, and its refutation is on its way (a crashed node sends nothing, so
     ///   this never delays a real failure), up to [`MAX_HEARD_EXTENSIONS`] times.
@@ -566,6 +577,13 @@ impl Engine {
             return Verdict::Extend(patience);
         }
         let window = self.suspicion_window();
+        let returned_lately = self
+            .returned
+            .get(&member.node_id)
+            .is_some_and(|at| self.now.saturating_sub(*at) < RETURN_WINDOW);
+        if extensions == 0 && returned_lately {
+            return Verdict::Extend(window * 2);
+        }
         let heard_lately = self
             .last_heard
             .get(&member.endpoint)
@@ -1074,6 +1092,8 @@ impl Engine {
         let stale = (window * (MAX_HEARD_EXTENSIONS + 2)).max(self.timings.anti_entropy_interval);
         self.suspicions
             .retain(|_, s| now.saturating_sub(s.since) <= stale);
+        self.returned
+            .retain(|_, at| now.saturating_sub(*at) < RETURN_WINDOW);
         let Some(target) = self.random_active_member().map(|m| m.endpoint) else {
             return;
         };
@@ -1334,7 +1354,9 @@ impl Engine {
         for note in std::mem::take(&mut self.notes) {
             match note {
                 OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
-                    self.tombstones.remove(&id.node_id);
+                    if self.tombstones.remove(&id.node_id).is_some() {
+                        self.returned.insert(id.node_id.clone(), self.now);
+                    }
                     self.want_record_of(&id);
                     self.changed = true;
                 }
