@@ -1144,4 +1144,33 @@ mod tests {
         });
         assert!(keeps.is_some(), "n1 is not alive at node 1 everywhere");
     }
+
+    /// A member that came back from `dead` lately (here: restarted) is given three
+    /// suspicion timeouts before it is declared again: the paths to a member that returns
+    /// after a partition may still be settling.
+    #[test]
+    fn a_member_that_came_back_lately_is_given_three_suspicion_timeouts() {
+        let t = timings();
+        let mut fleet = fleet(6, 31);
+        fleet.crash(3);
+        let dead = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            f.all_see("n3", MemberStatus::Dead)
+        });
+        assert!(dead.is_some());
+        fleet.restart(3);
+        let back = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            f.all_see("n3", MemberStatus::Alive)
+        });
+        assert!(back.is_some());
+        fleet.crash(3);
+        let again = fleet
+            .run_until_true(STEP, Duration::from_secs(30), |f| {
+                f.all_see("n3", MemberStatus::Dead)
+            })
+            .expect("dead again");
+        assert!(
+            again >= t.suspect_timeout_for(6) * 3,
+            "declared {again:?} after its second crash"
+        );
+    }
 }
