@@ -329,6 +329,21 @@ fn one_run(
             .any(|s| s.name == leaver_name && s.status == Liveness::Left)
     });
     times.leave_all_ms = slowest(&left);
+    if times.leave_all_ms.is_none() {
+        for (k, &observer) in observers.iter().enumerate() {
+            if left[k].is_none() {
+                let seen = fleet.view(observer).map(|view| {
+                    view.into_iter()
+                        .find(|s| s.name == leaver_name)
+                        .map(|s| format!("{:?}", s.status))
+                });
+                say(&format!(
+                    "NOTICE: {} never listed {leaver_name} left: it lists {seen:?}",
+                    fleet.name(observer)
+                ));
+            }
+        }
+    }
     say(&format!(
         "graceful stop of {leaver_name} -> left on all {}: {}",
         observers.len(),

@@ -26,6 +26,7 @@ pub fn run(args: NodeArgs) -> u8 {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
+    unblock_stop_signals();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -48,4 +49,21 @@ pub fn run(args: NodeArgs) -> u8 {
             }
         }
     })
+}
+
+/// A process inherits its parent's signal mask, and a parent that blocks SIGTERM for its own
+/// handling (a supervisor, a test harness) would leave this node deaf to it: it would never
+/// leave gracefully, and its peers would list it `dead` instead of `left`. The stop signals
+/// are unblocked before the runtime's threads start (they inherit this thread's mask).
+fn unblock_stop_signals() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut stop = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        stop.add(signal);
+    }
+    if let Err(e) = stop.thread_unblock() {
+        eprintln!(
+            "bocluster node: cannot unblock SIGTERM and SIGINT ({e}); a stop signal may go unheard"
+        );
+    }
 }
