@@ -442,7 +442,7 @@ impl Engine {
             };
             let lateness = self.now.saturating_sub(due.at);
             self.health
-                .timer_fired_late(lateness, self.timings.probe_timeout / 2);
+                .timer_fired_late(self.now, lateness, self.timings.probe_timeout / 2);
             self.fire(due.timer);
         }
         self.check_claim();
@@ -572,7 +572,7 @@ impl Engine {
     fn suspicion_verdict(&self, member: &MemberId, key: &(String, u16)) -> Verdict {
         let suspicion = self.suspicions.get(key);
         let extensions = suspicion.map_or(0, |s| s.extensions);
-        let patience = self.health.patience(self.timings.probe_interval);
+        let patience = self.health.patience(self.now, self.timings.probe_interval);
         if extensions == 0 && !patience.is_zero() {
             return Verdict::Extend(patience);
         }
