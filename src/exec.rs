@@ -157,20 +157,28 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
             Err(e) => debug!(name, error = %e, "cannot resolve a client name yet"),
         },
     }
-    // Membership's join with the client starts before the entry is written (the write waits
-    // for the disk): it changes no topology, and the client is `alive` as soon as the entry
-    // is in.
+    // Membership's join and the introduction (whose answer proves the client alive) start
+    // before the entry is written: they change no topology, their QUIC handshakes overlap the
+    // fsync, and a client that answered by then is `alive` the moment the entry is in. The
+    // answer still waits for the disk only, never for the client.
     let addrs = ctx.cluster.addresses_of(&spec.host, spec.port);
     for &addr in &addrs {
         ctx.membership.join_through(addr);
     }
-    let outcome = ctx
-        .cluster
-        .add_client(spec, &ctx.membership.members())
+    introduce_soon(ctx, addrs);
+    // The write blocks on fsync: off the async workers, which meanwhile drive those handshakes.
+    let write = {
+        let ctx = ctx.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || {
+            ctx.cluster.add_client(&spec, &ctx.membership.members())
+        })
+    };
+    let outcome = write
+        .await
+        .map_err(|e| ExecError::server(format!("writing the entry failed: {e}")))?
         .map_err(|e| ExecError::server(e.to_string()))?;
     ctx.events.cluster_changed();
-    // Reach the client now rather than at the next reach-out round.
-    introduce_soon(ctx, addrs);
     Ok(Reply::message(match outcome {
         AddOutcome::Added => format!("client {} added", describe(spec)),
         AddOutcome::AlreadyThere => format!("client {} is already in the cluster", describe(spec)),

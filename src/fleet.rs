@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::client::{post_statement_with, ApiOutcome};
+use crate::client::{api_agent, post_statement_on, post_statement_with, ApiOutcome};
 use crate::config::{DEFAULT_HTTP_PORT, DEFAULT_QUIC_PORT};
 
 /// How to start one node.
@@ -152,31 +152,47 @@ impl LocalNode {
     /// Runs a statement on this node (with its `BO_API_TOKEN`, if its spec sets one). `Err`
     /// when it cannot be reached.
     pub fn sql(&self, statement: &str) -> Result<(u16, Value), String> {
-        let token = self
-            .spec
+        answer(post_statement_with(
+            &self.http_addr().to_string(),
+            statement,
+            API_TIMEOUT,
+            self.token(),
+        ))
+    }
+
+    /// [`LocalNode::sql`] over `session`'s open connection.
+    pub fn sql_in(&self, session: &ApiSession, statement: &str) -> Result<(u16, Value), String> {
+        let url = format!("http://{}/api", self.http_addr());
+        answer(post_statement_on(
+            &session.agent,
+            &url,
+            &url,
+            statement,
+            self.token(),
+        ))
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.spec
             .env
             .iter()
             .rev()
             .find(|(k, _)| k == "BO_API_TOKEN")
-            .map(|(_, v)| v.as_str());
-        match post_statement_with(
-            &self.http_addr().to_string(),
-            statement,
-            Duration::from_secs(10),
-            token,
-        ) {
-            ApiOutcome::Answered { status, body } => Ok((status, body)),
-            ApiOutcome::Unreachable(message) => Err(message),
-        }
+            .map(|(_, v)| v.as_str())
     }
 
     /// Runs a statement that must succeed; returns its rows as maps column -> value.
     pub fn query(&self, statement: &str) -> Result<Vec<serde_json::Map<String, Value>>, String> {
-        let (status, body) = self.sql(statement)?;
-        if status != 200 {
-            return Err(format!("{statement:?} answered HTTP {status}: {body}"));
-        }
-        Ok(rows_as_maps(&body))
+        rows_of(statement, self.sql(statement)?)
+    }
+
+    /// [`LocalNode::query`] over `session`'s open connection.
+    pub fn query_in(
+        &self,
+        session: &ApiSession,
+        statement: &str,
+    ) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+        rows_of(statement, self.sql_in(session, statement)?)
     }
 
     /// Waits until `/health` answers, or the process exits, or `limit` passes.
@@ -204,6 +220,41 @@ impl LocalNode {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// How long one statement sent to a node may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP client that keeps its connections to nodes' APIs open between statements, for a
+/// caller that asks one node many times in a row (as Serf's RPC client keeps one connection):
+/// each question then costs a request, not a TCP handshake and a new client.
+pub struct ApiSession {
+    agent: ureq::Agent,
+}
+
+impl Default for ApiSession {
+    fn default() -> Self {
+        ApiSession {
+            agent: api_agent(API_TIMEOUT),
+        }
+    }
+}
+
+fn answer(outcome: ApiOutcome) -> Result<(u16, Value), String> {
+    match outcome {
+        ApiOutcome::Answered { status, body } => Ok((status, body)),
+        ApiOutcome::Unreachable(message) => Err(message),
+    }
+}
+
+fn rows_of(
+    statement: &str,
+    (status, body): (u16, Value),
+) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+    if status != 200 {
+        return Err(format!("{statement:?} answered HTTP {status}: {body}"));
+    }
+    Ok(rows_as_maps(&body))
 }
 
 impl Drop for LocalNode {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -20,7 +21,9 @@ use crate::identity::{IdentityError, NodeIdentity};
 use crate::membership::{Membership, MembershipSettings, Record};
 use crate::resolve::resolve_host_port;
 use crate::tls::{ClusterIdentity, KeySource, TlsError};
-use crate::transport::{MemoryNetwork, PeerLink, QuicTransport, TransportError};
+use crate::transport::{
+    Datagrams, IncomingRequest, MemoryNetwork, PeerLink, QuicTransport, TransportError,
+};
 
 /// The version advertised in this node's record and shown by SHOW NODES.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -104,31 +107,21 @@ impl RunningNode {
     ) -> Result<RunningNode, NodeError> {
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let identity = NodeIdentity::load_and_bump(&config.data_dir, config.node_id.as_deref())?;
-        let catalog = Catalog::open(&config.data_dir)?;
-        let cluster = ClusterView::open(&config.data_dir)?;
-        for name in &config.databases {
-            if catalog.ensure(name)? {
-                info!(database = %name, "created database from BO_DATABASES");
-            }
-        }
+        // The databases and the cluster are opened (BO_DATABASES created, each with its
+        // fsyncs) on a blocking thread while the transport is set up and the node id is
+        // checked with the seeds: that check's QUIC handshake is the dial the registration
+        // and the join reuse, so a `BO_MASTER` client reaches its master sooner. Their errors
+        // are still reported first.
+        let storage = tokio::task::spawn_blocking({
+            let data_dir = config.data_dir.clone();
+            let databases = config.databases.clone();
+            move || open_storage(&data_dir, &databases)
+        });
 
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let (transport, datagrams, requests) = match network {
-            PeerNetwork::Quic => {
-                let tls = ClusterIdentity::new(&config.cluster_key, &identity.node_id)?;
-                if tls.key_source == KeySource::OpenDefault {
-                    warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its membership. Set the same BO_CLUSTER_KEY on every node to close it.");
-                }
-                let (quic, datagrams, requests) = QuicTransport::bind(
-                    config.listen,
-                    config.endpoint,
-                    &tls,
-                    &config.cluster_key,
-                    metrics.clone(),
-                )?;
-                (PeerLink::Quic(quic), datagrams, requests)
-            }
-            PeerNetwork::Memory(network) => network.bind(config.endpoint)?,
+        let transport = match network {
+            PeerNetwork::Quic => bind_quic(&config, &identity, metrics.clone()),
+            PeerNetwork::Memory(network) => network.bind(config.endpoint).map_err(NodeError::from),
         };
         let http = TcpListener::bind(config.http).await.map_err(|source| {
             if source.kind() == io::ErrorKind::AddrInUse {
@@ -139,15 +132,8 @@ impl RunningNode {
                     source,
                 }
             }
-        })?;
-        let http_addr = http.local_addr().unwrap_or(config.http);
-        crate::auth::warn_if_open(config.api_token.as_ref(), http_addr);
-        let mysql = match config.mysql {
-            Some(addr) => Some(crate::mysql::bind(addr).await?),
-            None => None,
-        };
+        });
 
-        let databases: Vec<String> = catalog.list().iter().map(|n| n.to_string()).collect();
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -173,14 +159,33 @@ impl RunningNode {
                 Err(e) => warn!(seed = %name, error = %e, "cannot resolve a seed yet; will retry"),
             }
         }
-        if let Some(endpoint) =
-            live_twin(&transport, &seeds, &identity, config.endpoint, &host).await
-        {
+        let twin = match (&transport, &http) {
+            (Ok((transport, _, _)), Ok(_)) => {
+                live_twin(transport, &seeds, &identity, config.endpoint, &host).await
+            }
+            _ => None,
+        };
+
+        let (catalog, cluster) = storage.await.map_err(|e| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source: io::Error::other(e),
+        })??;
+        let (transport, datagrams, requests) = transport?;
+        let http = http?;
+        let http_addr = http.local_addr().unwrap_or(config.http);
+        crate::auth::warn_if_open(config.api_token.as_ref(), http_addr);
+        let mysql = match config.mysql {
+            Some(addr) => Some(crate::mysql::bind(addr).await?),
+            None => None,
+        };
+        if let Some(endpoint) = twin {
             return Err(NodeError::DuplicateNodeId {
                 node_id: identity.node_id.clone(),
                 endpoint,
             });
         }
+
+        let databases: Vec<String> = catalog.list().iter().map(|n| n.to_string()).collect();
         let mut sorted_databases = databases;
         sorted_databases.sort();
         let settings = MembershipSettings {
@@ -288,6 +293,41 @@ impl RunningNode {
             None => Ok(()),
         }
     }
+}
+
+/// The databases (with BO_DATABASES created) and the cluster state in `data_dir`.
+fn open_storage(
+    data_dir: &std::path::Path,
+    databases: &[crate::db_name::DatabaseName],
+) -> Result<(Catalog, ClusterView), NodeError> {
+    let catalog = Catalog::open(data_dir)?;
+    let cluster = ClusterView::open(data_dir)?;
+    for name in databases {
+        if catalog.ensure(name)? {
+            info!(database = %name, "created database from BO_DATABASES");
+        }
+    }
+    Ok((catalog, cluster))
+}
+
+/// The QUIC transport on `BO_LISTEN`, with this node's certificate.
+fn bind_quic(
+    config: &NodeConfig,
+    identity: &NodeIdentity,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<(PeerLink, Datagrams, mpsc::Receiver<IncomingRequest>), NodeError> {
+    let tls = ClusterIdentity::new(&config.cluster_key, &identity.node_id)?;
+    if tls.key_source == KeySource::OpenDefault {
+        warn!("BO_CLUSTER_KEY is not set: traffic is encrypted, but ANY bocluster node can join this cluster and read its membership. Set the same BO_CLUSTER_KEY on every node to close it.");
+    }
+    let (quic, datagrams, requests) = QuicTransport::bind(
+        config.listen,
+        config.endpoint,
+        &tls,
+        &config.cluster_key,
+        metrics,
+    )?;
+    Ok((PeerLink::Quic(quic), datagrams, requests))
 }
 
 /// How long each step of the start-time node id check may take.

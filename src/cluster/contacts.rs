@@ -5,7 +5,9 @@
 //! A master that has just exchanged [`Introduction`]s with a client (its `BO_MASTER` hello, or
 //! the dial that follows ADD CLIENT) already knows it is alive: it lists it so at once. Gossip
 //! stays the authority: as soon as it lists that node at that generation or a newer one, alive
-//! or dead, the contact no longer counts, and it never vouches for longer than
+//! or dead, the contact no longer counts (except while gossip lists that generation alive but
+//! has not received its record yet: then the introduction says more), and it never vouches for
+//! longer than
 //! [`CONTACT_VALID`]. A contact gossip never confirmed then stands for that generation, dead:
 //! the node introduced itself and was not heard from since. Otherwise a client that restarted
 //! and crashed before gossip met its new generation would show its previous generation's
@@ -51,36 +53,50 @@ impl Contacts {
     }
 
     /// `members`, plus a member for every contact that gossip does not list at that
-    /// generation or a newer one: alive while the contact is recent, dead after.
+    /// generation or a newer one: alive while the contact is recent, dead after. A recent
+    /// contact also stands in for gossip's listing of that very generation while gossip holds
+    /// no record of it yet (no databases, no version): gossip has heard of the node (a probe,
+    /// an announce) but knows less about it than the introduction, and would list the entry
+    /// `no_db` until the record arrives and the next snapshot is published.
     pub fn vouch<'a>(&self, members: &'a [Member], now: Instant) -> Cow<'a, [Member]> {
         let by_node = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
         if by_node.is_empty() {
             return Cow::Borrowed(members);
         }
-        let listed: HashMap<&str, u64> = members
-            .iter()
-            .map(|m| (m.node_id.as_str(), m.generation))
-            .collect();
-        let vouched: Vec<Member> = by_node
-            .values()
-            .filter(|(node, _)| {
-                listed
-                    .get(node.node_id.as_str())
-                    .is_none_or(|generation| *generation < node.generation)
-            })
-            .map(|(node, at)| {
-                let status = if now.duration_since(*at) < CONTACT_VALID {
-                    MemberStatus::Alive
-                } else {
-                    MemberStatus::Dead
-                };
-                member(node, status)
-            })
-            .collect();
-        if vouched.is_empty() {
+        let listed: HashMap<&str, &Member> =
+            members.iter().map(|m| (m.node_id.as_str(), m)).collect();
+        let mut vouched: Vec<Member> = Vec::new();
+        let mut stand_ins: HashMap<&str, Member> = HashMap::new();
+        for (node, at) in by_node.values() {
+            let recent = now.duration_since(*at) < CONTACT_VALID;
+            match listed.get(node.node_id.as_str()) {
+                Some(known) if known.generation > node.generation => {}
+                Some(known) if known.generation == node.generation => {
+                    if recent && known.status == MemberStatus::Alive && known.version.is_empty() {
+                        stand_ins.insert(known.node_id.as_str(), member(node, MemberStatus::Alive));
+                    }
+                }
+                // Not listed, or listed at an older generation (the node restarted).
+                _ => {
+                    let status = if recent {
+                        MemberStatus::Alive
+                    } else {
+                        MemberStatus::Dead
+                    };
+                    vouched.push(member(node, status));
+                }
+            }
+        }
+        if vouched.is_empty() && stand_ins.is_empty() {
             return Cow::Borrowed(members);
         }
-        let mut all = members.to_vec();
+        let mut all: Vec<Member> = members
+            .iter()
+            .map(|m| match stand_ins.remove(m.node_id.as_str()) {
+                Some(stand_in) => stand_in,
+                None => m.clone(),
+            })
+            .collect();
         all.extend(vouched);
         Cow::Owned(all)
     }
@@ -117,12 +133,53 @@ mod tests {
         }
     }
 
+    /// A member as gossip lists it once it holds the node's record.
     fn gossip_member(node_id: &str, generation: u64, status: MemberStatus) -> Member {
         Member {
             status,
             generation,
+            version: "0.1.0".into(),
             ..member(&intro(node_id, generation), MemberStatus::Alive)
         }
+    }
+
+    /// A member gossip has heard of (a probe, an announce) before its record arrived.
+    fn recordless_member(node_id: &str, generation: u64, status: MemberStatus) -> Member {
+        Member {
+            databases: Vec::new(),
+            host: String::new(),
+            version: String::new(),
+            ..gossip_member(node_id, generation, status)
+        }
+    }
+
+    #[test]
+    fn a_fresh_contact_stands_in_for_a_listing_without_its_record() {
+        let contacts = Contacts::default();
+        let t0 = Instant::now();
+        contacts.record(intro("c", 3), t0);
+        let members = vec![recordless_member("c", 3, MemberStatus::Alive)];
+        let seen = contacts.vouch(&members, t0);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].status, MemberStatus::Alive);
+        assert_eq!(seen[0].databases, ["log1"], "the introduction's databases");
+
+        // Gossip's own verdict on that generation still wins without a record...
+        for status in [MemberStatus::Dead, MemberStatus::Left] {
+            let members = vec![recordless_member("c", 3, status)];
+            assert_eq!(contacts.vouch(&members, t0)[0].status, status);
+        }
+        // ...and so does its listing once the record is there.
+        let members = vec![gossip_member("c", 3, MemberStatus::Alive)];
+        assert_eq!(contacts.vouch(&members, t0)[0].version, "0.1.0");
+        // An old contact vouches for nothing: gossip's listing stays as it is.
+        let members = vec![recordless_member("c", 3, MemberStatus::Alive)];
+        let seen = contacts.vouch(&members, t0 + CONTACT_VALID);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].status, seen[0].databases.len()),
+            (MemberStatus::Alive, 0)
+        );
     }
 
     #[test]

@@ -106,8 +106,11 @@ async fn answer_membership(ctx: &NodeContext, request: Request) -> Response {
 }
 
 /// A peer introduced itself: record the contact and, for a `BO_MASTER` client, its
-/// registration (durable before the answer, so an answered hello is never lost).
+/// registration (durable before the answer, so an answered hello is never lost). The contact
+/// goes first: the entry is listed from the moment the write ends, and then already `alive`
+/// rather than `unreachable` until the contact is recorded.
 fn answer_hello(ctx: &NodeContext, node: Introduction, register: bool) -> Response {
+    ctx.cluster.record_contact(node.clone());
     if register {
         match ctx.cluster.register_introduction(&node) {
             Ok(changed) => {
@@ -129,7 +132,6 @@ fn answer_hello(ctx: &NodeContext, node: Introduction, register: bool) -> Respon
             }
         }
     }
-    ctx.cluster.record_contact(node);
     Response::Hello {
         node: introduction(ctx),
     }
@@ -179,8 +181,9 @@ pub async fn introduce_to(ctx: &NodeContext, addr: SocketAddr) {
 const ADD_CLIENT_INTRODUCTIONS: usize = 32;
 
 /// Starts, in the background, an introduction with the client at `addrs` (an ADD CLIENT,
-/// which has already started membership's join with it): a reachable client is `alive` a
-/// round trip later, and the statement's answer waits for neither. One that answers later
+/// which has already started membership's join with it and writes the entry meanwhile): a
+/// reachable client is `alive` a round trip later, and the statement's answer waits for
+/// neither. One that answers later
 /// is found by [`reach_out`].
 pub fn introduce_soon(ctx: &Arc<NodeContext>, addrs: Vec<SocketAddr>) {
     static IN_FLIGHT: Semaphore = Semaphore::const_new(ADD_CLIENT_INTRODUCTIONS);

@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, TransportConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OnceCell};
 use tracing::{debug, warn};
 
 pub use memory::{MemoryNetwork, MemoryPort, MemoryStats};
@@ -104,6 +104,9 @@ struct Shared {
     datagram_socket: tokio::net::UdpSocket,
     sealer: Sealer,
     connections: Mutex<HashMap<SocketAddr, CachedConnection>>,
+    /// Dials under way, one per peer: requests that start together (ADD CLIENT's join and
+    /// introduction) share one handshake and its outcome instead of each paying for one.
+    dialing: Mutex<HashMap<SocketAddr, Arc<OnceCell<Option<Connection>>>>>,
     refusals: RefusalLog,
     /// Counts every refusal (the log above shows only some).
     refusal_sink: Arc<dyn RefusalSink>,
@@ -250,6 +253,7 @@ impl QuicTransport {
             datagram_socket,
             sealer: Sealer::new(keys),
             connections: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
             refusals: RefusalLog::default(),
             refusal_sink,
             requests: requests_tx,
@@ -327,8 +331,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The cached live connection to `peer`, or a new one. A dialled connection is served like
-/// an accepted one: the peer may answer over it.
+/// The cached live connection to `peer`, or a new one (shared with the requests that wait
+/// for the same dial).
 async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connection> {
     if let Some(conn) = lock(&shared.connections)
         .get(&peer)
@@ -336,6 +340,20 @@ async fn connection_to(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connect
     {
         return Some(conn);
     }
+    let dial = lock(&shared.dialing).entry(peer).or_default().clone();
+    let connection = dial.get_or_init(|| dial_peer(shared, peer)).await.clone();
+    // This dial is over: the next request finds its connection in the cache, or dials afresh
+    // after a failure.
+    let mut dialing = lock(&shared.dialing);
+    if dialing.get(&peer).is_some_and(|d| Arc::ptr_eq(d, &dial)) {
+        dialing.remove(&peer);
+    }
+    connection
+}
+
+/// Dials `peer` and caches the connection. A dialled connection is served like an accepted
+/// one: the peer may answer over it.
+async fn dial_peer(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Connection> {
     let connecting = match shared.endpoint.connect(peer, SERVER_NAME) {
         Ok(connecting) => connecting,
         Err(e) => {
