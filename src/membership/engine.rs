@@ -203,6 +203,10 @@ const MAX_HEARD_EXTENSIONS: u32 = 3;
 /// other), and a short suspicion would send it straight back to `dead`.
 const RETURN_WINDOW: Duration = Duration::from_secs(30);
 
+/// How many suspicion timeouts a member back lately gets (see [`RETURN_WINDOW`]), and how far
+/// back hearing from it counts.
+const RETURNED_SCALE: u32 = 3;
+
 /// What this node did about one suspicion (of one member at one incarnation) before letting
 /// it turn into `dead`.
 #[derive(Debug, Clone, Copy)]
@@ -557,8 +561,8 @@ impl Engine {
     ///
     /// - This node is slow itself (local health): the suspect gets the time it may have lost
     ///   here, once.
-    /// - The suspect came back from `dead` lately: two more timeouts, once (see
-    ///   [`RETURN_WINDOW`]).
+    /// - The suspect came back from `dead` lately: two more timeouts, once, and hearing from
+    ///   it within three timeouts counts (see [`RETURN_WINDOW`]).
     /// - We heard from the suspect itself within the suspicion: it is alive and only some
     ///   path to it lossy, and its refutation is on its way (a crashed node sends nothing, so
     ///   this never delays a real failure), up to [`MAX_HEARD_EXTENSIONS`] times.
@@ -576,13 +580,14 @@ impl Engine {
         if extensions == 0 && !patience.is_zero() {
             return Verdict::Extend(patience);
         }
-        let window = self.suspicion_window();
         let returned_lately = self
             .returned
             .get(&member.node_id)
             .is_some_and(|at| self.now.saturating_sub(*at) < RETURN_WINDOW);
+        // A member back lately is judged on the scale of three timeouts throughout.
+        let window = self.suspicion_window() * if returned_lately { RETURNED_SCALE } else { 1 };
         if extensions == 0 && returned_lately {
-            return Verdict::Extend(window * 2);
+            return Verdict::Extend(window - self.suspicion_window());
         }
         let heard_lately = self
             .last_heard
@@ -1086,7 +1091,7 @@ impl Engine {
             .retain(|node, _| known.contains(node) || tombstones.contains_key(node));
         let window = self.suspicion_window();
         self.last_heard
-            .retain(|_, at| now.saturating_sub(*at) <= window);
+            .retain(|_, at| now.saturating_sub(*at) <= window * RETURNED_SCALE);
         // A suspicion lasts at most a few windows (extensions, one ask): what is older was
         // refuted or declared long ago.
         let stale = (window * (MAX_HEARD_EXTENSIONS + 2)).max(self.timings.anti_entropy_interval);
