@@ -218,6 +218,7 @@ fn docker_kill_then_start_a_client() {
     if !docker_ready("docker_kill_then_start_a_client") {
         return;
     }
+    let _networks = docker_common::alongside_others();
     let mut fleet = Fleet::new("kill");
     let net = fleet.network("net");
     let master = start_master(&mut fleet, &net, NodeOpts::default());
@@ -263,6 +264,7 @@ fn docker_pause_a_client_for_15s() {
     if !docker_ready("docker_pause_a_client_for_15s") {
         return;
     }
+    let _networks = docker_common::alongside_others();
     let mut fleet = Fleet::new("pause");
     let net = fleet.network("net");
     let master = start_master(&mut fleet, &net, NodeOpts::default());
@@ -298,6 +300,7 @@ fn partition_master_from_clients_for_20s() {
     if !docker_ready("partition_master_from_clients_for_20s") {
         return;
     }
+    let _networks = docker_common::partitions_alone();
     let mut fleet = Fleet::new("part");
     // The master's API is published through a network of its own, so it stays reachable
     // while the master is cut off from the clients' network.
@@ -378,6 +381,7 @@ fn partition_splits_the_clients_in_halves() {
     if !docker_ready("partition_splits_the_clients_in_halves") {
         return;
     }
+    let _networks = docker_common::partitions_alone();
     let mut fleet = Fleet::new("split");
     // Clients in two halves, each on a network of its own; the master on both (and on a
     // third that publishes its API). Cutting the master from half B leaves the fleet split in
@@ -482,6 +486,7 @@ fn registered_client_returns_with_new_ip_and_port() {
     if !docker_ready("registered_client_returns_with_new_ip_and_port") {
         return;
     }
+    let _networks = docker_common::alongside_others();
     let mut fleet = Fleet::new("move");
     let net = fleet.network("net");
     let master = start_master(&mut fleet, &net, NodeOpts::default());
@@ -588,6 +593,7 @@ fn master_killed_and_started_on_its_volume() {
     if !docker_ready("master_killed_and_started_on_its_volume") {
         return;
     }
+    let _networks = docker_common::alongside_others();
     let mut fleet = Fleet::new("master");
     let net = fleet.network("net");
     let volume = fleet.volume("master-data");
@@ -655,6 +661,7 @@ fn mapped_ports_register_and_add_client() {
     if !docker_ready("mapped_ports_register_and_add_client") {
         return;
     }
+    let _networks = docker_common::alongside_others();
     let mut fleet = Fleet::new("mapped");
     let net = fleet.network("net");
     // The master also answers to the name `master` on this network (Docker DNS; the node
@@ -767,6 +774,7 @@ fn ten_percent_loss_and_100ms_delay_on_every_node_for_60s() {
     if !docker_ready(test) {
         return;
     }
+    let _networks = docker_common::alongside_others();
     let tools = ["nsenter", "iptables"]
         .iter()
         .all(|t| Command::new(t).arg("--version").output().is_ok());
@@ -917,6 +925,7 @@ fn wrong_cluster_key_never_joins() {
     if !docker_ready("wrong_cluster_key_never_joins") {
         return;
     }
+    let _networks = docker_common::alongside_others();
     let mut fleet = Fleet::new("key");
     let net = fleet.network("net");
     let master = start_master(&mut fleet, &net, NodeOpts::default());

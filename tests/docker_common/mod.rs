@@ -101,6 +101,28 @@ fn image_ready() -> Result<(), String> {
 /// True when the test can run: an engine answers and the image exists (built if needed).
 /// Otherwise prints a NOTICE saying why the test is skipped (no engine) or panics (the
 /// engine is there but the image cannot be built).
+/// Who may change Docker networks while a partition is being timed. Creating, removing,
+/// connecting and disconnecting networks makes the engine rewrite its isolation rules, and for
+/// a moment packets cross (or do not cross) where they should not: a partition test that runs
+/// beside other container tests then watches its healed clients flap on a hole another test
+/// punched, not on anything the nodes did. The partition tests hold this alone, the others
+/// share it.
+static NETWORK_CHANGES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that times partitions and heals: no other container test runs meanwhile.
+pub fn partitions_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    NETWORK_CHANGES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by every other container test: they run side by side, never beside a partition test.
+pub fn alongside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    NETWORK_CHANGES
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn docker_ready(test: &str) -> bool {
     if let Some(why) = engine_missing() {
         eprintln!("NOTICE: skipping {test}: no Docker engine (`docker info`: {why})");
