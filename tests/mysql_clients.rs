@@ -280,7 +280,10 @@ fn the_api_token_is_the_mysql_password() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start(spec(dir.path(), BLOCK, 7, &[("BO_API_TOKEN", TOKEN)]));
     let host = node.spec.ip.to_string();
+    // Whether some client tried a wrong password (the refusal is then in the log).
+    let mut refused_some = false;
     if have("mariadb", &["--version"]) {
+        refused_some = true;
         let login_to = |password: Option<&str>, database: Option<&str>| {
             let mut command = Command::new("mariadb");
             command.args([
@@ -341,6 +344,7 @@ fn the_api_token_is_the_mysql_password() {
             eprintln!("NOTICE: python3 with {module} not installed; skipping its part");
             continue;
         }
+        refused_some = true;
         let run = |password: &str| {
             let out = Command::new("python3")
                 .args(["-c", TOKEN_SCRIPT, driver, &host, password])
@@ -361,5 +365,7 @@ fn the_api_token_is_the_mysql_password() {
     }
     let log = node.log();
     assert!(!log.contains(TOKEN), "the token appears in the log:\n{log}");
-    assert!(log.contains("MySQL login refused"), "{log}");
+    if refused_some {
+        assert!(log.contains("MySQL login refused"), "{log}");
+    }
 }
