@@ -1028,28 +1028,9 @@ mod tests {
         assert!(suspected.is_some(), "nobody suspected the silent node");
         // Silent until just before the last ask of the first suspecter.
         let silent_for = t.suspect_timeout_for(5) - t.probe_timeout - Duration::from_millis(100);
-        let mut seen_dead = false;
-        let until = fleet.now() + silent_for;
-        while fleet.now() < until {
-            let next = fleet.now() + Duration::from_millis(10);
-            fleet.run_until(next);
-            seen_dead |= (0..5).any(|i| {
-                fleet
-                    .view(i, "n2")
-                    .is_some_and(|m| m.status == MemberStatus::Dead)
-            });
-        }
+        let mut seen_dead = watch_gone(&mut fleet, silent_for, "n2", 2);
         fleet.nodes[2].loss_out = 0.0;
-        let until = fleet.now() + Duration::from_secs(10);
-        while fleet.now() < until {
-            let next = fleet.now() + Duration::from_millis(10);
-            fleet.run_until(next);
-            seen_dead |= (0..5).any(|i| {
-                fleet
-                    .view(i, "n2")
-                    .is_some_and(|m| m.status == MemberStatus::Dead)
-            });
-        }
+        seen_dead |= watch_gone(&mut fleet, Duration::from_secs(10), "n2", 2);
         assert!(!seen_dead, "a live suspect was listed dead");
         assert_eq!(
             fleet.nodes[2].engine.stats().rejoins,
@@ -1069,13 +1050,21 @@ mod tests {
         );
     }
 
-    /// Whether any running node other than `except` lists `node_id` dead or left.
-    fn anyone_lists_gone(fleet: &SimFleet, node_id: &str, except: usize) -> bool {
-        fleet.running().filter(|&i| i != except).any(|i| {
-            fleet
-                .view(i, node_id)
-                .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left))
-        })
+    /// Runs the fleet for `span`, looking every 10 ms; whether any running node other than
+    /// `except` listed `node_id` dead or left meanwhile.
+    fn watch_gone(fleet: &mut SimFleet, span: Duration, node_id: &str, except: usize) -> bool {
+        let mut seen = false;
+        let until = fleet.now() + span;
+        while fleet.now() < until {
+            let next = fleet.now() + Duration::from_millis(10);
+            fleet.run_until(next);
+            seen |= fleet.running().filter(|&i| i != except).any(|i| {
+                fleet
+                    .view(i, node_id)
+                    .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left))
+            });
+        }
+        seen
     }
 
     /// Node 1 and a process started with its id on the other side of a partition (node 6,
@@ -1098,13 +1087,7 @@ mod tests {
             );
         }
         fleet.heal();
-        let mut gone_seen = false;
-        let until = fleet.now() + Duration::from_secs(30);
-        while fleet.now() < until {
-            let next = fleet.now() + Duration::from_millis(50);
-            fleet.run_until(next);
-            gone_seen |= anyone_lists_gone(&fleet, "n1", 1);
-        }
+        let gone_seen = watch_gone(&mut fleet, Duration::from_secs(30), "n1", 1);
         assert!(!gone_seen, "a running holder of n1 was listed dead or left");
         assert_eq!(
             fleet.nodes[1].engine.lost_id_to().map(|w| w.endpoint),
