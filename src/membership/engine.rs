@@ -100,8 +100,8 @@ pub struct EngineStats {
     /// Suspicions given more time because this node itself was slow, or still heard from
     /// the suspect.
     pub suspicions_deferred: u64,
-    /// Suspicions that ran out before this node had asked the suspect itself: it asked, and
-    /// waited one probe timeout for the answer.
+    /// Last asks: suspects asked once more, one probe timeout before their suspicion would
+    /// have ended (see `Engine::suspicion_verdict`).
     pub suspects_asked: u64,
     /// Times this node found itself declared dead and rejoined under a renewed identity.
     pub rejoins: u64,
