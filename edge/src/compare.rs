@@ -313,12 +313,7 @@ fn one_run(
     let victim = n - 1;
     let victim_name = fleet.name(victim);
     fleet.kill(victim);
-    let t = Instant::now();
-    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
-    let (dead, sweep) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
-        view.iter()
-            .any(|s| s.name == victim_name && s.status == Liveness::Dead)
-    });
+    let (observers, dead, sweep) = wait_running_list(fleet, &victim_name, Liveness::Dead);
     times.detect_first_ms = dead[0].map(ms);
     times.detect_all_ms = slowest(&dead);
     times.detect_sweep_ms = sweep;
@@ -334,12 +329,7 @@ fn one_run(
     let leaver = n - 2;
     let leaver_name = fleet.name(leaver);
     fleet.stop_gracefully(leaver);
-    let t = Instant::now();
-    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
-    let (left, _) = wait_each(fleet, &observers, t, EVENT_LIMIT, |view| {
-        view.iter()
-            .any(|s| s.name == leaver_name && s.status == Liveness::Left)
-    });
+    let (observers, left, _) = wait_running_list(fleet, &leaver_name, Liveness::Left);
     times.leave_all_ms = slowest(&left);
     if times.leave_all_ms.is_none() {
         for (k, &observer) in observers.iter().enumerate() {
@@ -362,6 +352,21 @@ fn one_run(
         show_ms(times.leave_all_ms)
     ));
     Ok((times, steady))
+}
+
+/// Waits, from now, until every running node lists `name` with `status` (after a kill or a
+/// graceful stop): the observers, when each saw it, and the median sweep.
+fn wait_running_list(
+    fleet: &mut dyn Fleet,
+    name: &str,
+    status: Liveness,
+) -> (Vec<usize>, Vec<Option<Duration>>, Option<f64>) {
+    let since = Instant::now();
+    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let (seen, sweep) = wait_each(fleet, &observers, since, EVENT_LIMIT, |view| {
+        view.iter().any(|s| s.name == name && s.status == status)
+    });
+    (observers, seen, sweep)
 }
 
 fn wait_seed_sees(fleet: &mut dyn Fleet, node: usize, since: Instant) -> Option<f64> {

@@ -253,6 +253,7 @@ mod tests {
             "detect_all_ms",
             "kill_first_ms",
             "kill_all_ms",
+            "leave_all_ms",
             "private_kib",
         ] {
             assert_eq!(target_ratio(key, 10), Some(0.5), "{key}");
