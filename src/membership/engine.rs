@@ -738,7 +738,7 @@ impl Engine {
         }
         if suspected.by.node_id == self.id().node_id {
             self.log_other_holder(
-                &suspected.by.clone(),
+                &suspected.by,
                 "it asked whether this process runs, and stops once answered",
             );
         }
@@ -817,13 +817,8 @@ impl Engine {
         };
         check.asks += 1;
         check.asked_at = self.now;
-        let bytes = packet::encode_suspected(&Suspected {
-            by: self.swim.identity().clone(),
-            suspect: check.claimant.clone(),
-            incarnation: check.incarnation,
-        });
-        let to = check.claimant.endpoint;
-        self.send_packet(to, bytes, PacketKind::Suspected);
+        let (claimant, incarnation) = (check.claimant.clone(), check.incarnation);
+        self.send_suspected(&claimant, incarnation, 1);
     }
 
     /// Asks a silent claimant again, or gives up on it (stale gossip of a process that
@@ -913,13 +908,19 @@ impl Engine {
         let Some(incarnation) = incarnation else {
             return;
         };
+        self.send_suspected(member, incarnation, 2);
+    }
+
+    /// Sends `suspect` a `Suspected` from us (`copies` times): a running suspect answers
+    /// each with an `Alive`.
+    fn send_suspected(&mut self, suspect: &MemberId, incarnation: u16, copies: usize) {
         let bytes = packet::encode_suspected(&Suspected {
             by: self.id().clone(),
-            suspect: member.clone(),
+            suspect: suspect.clone(),
             incarnation,
         });
-        for _ in 0..2 {
-            self.send_packet(member.endpoint, bytes.clone(), PacketKind::Suspected);
+        for _ in 0..copies {
+            self.send_packet(suspect.endpoint, bytes.clone(), PacketKind::Suspected);
         }
     }
 
