@@ -23,6 +23,7 @@ use super::claims::{self, Claims};
 use super::health::LocalHealth;
 use super::id::{MemberId, NodeKey};
 use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected, Taken};
+use super::paths::ReturnPaths;
 use super::record::{
     lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
     MAX_RECORD_BYTES,
@@ -281,6 +282,10 @@ pub struct Engine {
     member_endpoints: HashSet<SocketAddr>,
     /// When a datagram last came from each member endpoint (see `suspicion_extension`).
     last_heard: HashMap<SocketAddr, Duration>,
+    /// Members heard from other addresses than their advertised endpoints (see [`paths`]).
+    ///
+    /// [`paths`]: super::paths
+    paths: ReturnPaths,
     rng: SmallRng,
     next_anti_entropy: Duration,
     next_knock: Duration,
@@ -349,6 +354,7 @@ impl Engine {
             suspicions: HashMap::new(),
             returned: HashMap::new(),
             last_heard: HashMap::new(),
+            paths: ReturnPaths::default(),
             member_endpoints: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
             pulls_in_flight: HashMap::new(),
@@ -390,16 +396,25 @@ impl Engine {
         self.swim.num_members()
     }
 
-    /// Takes what the engine wants done since the last call.
+    /// Takes what the engine wants done since the last call. Datagrams go to where each
+    /// member is reached (see [`Engine::route`]).
     pub fn take_output(&mut self) -> Output {
-        let out = std::mem::take(&mut self.out);
-        for (_, bytes) in &out.datagrams {
+        let mut out = std::mem::take(&mut self.out);
+        for (to, bytes) in &mut out.datagrams {
+            *to = self.paths.route(*to, self.now);
             self.stats.bytes_out += bytes.len() as u64;
             if packet::is_swim(bytes) {
                 self.stats.swim_out += 1;
             }
         }
         out
+    }
+
+    /// Where the member advertised at `endpoint` is reached now: the address it was last
+    /// heard from, lately, if not its endpoint (see [`super::paths`]). Record pulls dial
+    /// this.
+    pub fn route(&self, endpoint: SocketAddr) -> SocketAddr {
+        self.paths.route(endpoint, self.now)
     }
 
     /// Whether the member list may have changed since the last call.
@@ -625,7 +640,7 @@ impl Engine {
     ) -> Result<(), PacketError> {
         self.set_now(now);
         self.stats.bytes_in += bytes.len() as u64;
-        let known_source = self.is_member_endpoint(from);
+        let mut known_source = self.is_member_endpoint(from);
         let already_queued = self.out.datagrams.len();
         if known_source {
             self.last_heard.insert(from, self.now);
@@ -635,10 +650,21 @@ impl Engine {
                 self.stats.swim_in += 1;
                 let claims = claims::take_claims(data, self.id());
                 let data = claims.as_ref().map_or(data, |c| c.packet.as_slice());
+                let notes_before = self.notes.len();
                 let (swim, mut rt) = self.runtime();
                 if let Err(e) = swim.handle_data(data, &mut rt) {
                     tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
                     self.stats.refused += 1;
+                }
+                let senders: Vec<MemberId> = self.notes[notes_before..]
+                    .iter()
+                    .filter_map(|note| match note {
+                        OwnedNotification::DataReceived(header) => Some(header.src.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                for sender in senders {
+                    known_source |= self.heard_from(&sender, from);
                 }
                 if let Some(Claims { claims, .. }) = claims {
                     for claim in claims {
@@ -659,11 +685,13 @@ impl Engine {
             }
             Ok(Packet::Suspected(suspected)) => {
                 self.stats.suspected_in += 1;
+                known_source |= self.heard_from(&suspected.by, from);
                 self.refute(suspected);
                 Ok(())
             }
             Ok(Packet::Alive(alive)) => {
                 self.stats.alive_in += 1;
+                known_source |= self.heard_from(&alive.member, from);
                 self.suspect_answered(alive);
                 Ok(())
             }
@@ -687,6 +715,19 @@ impl Engine {
         }
         self.after_call();
         result
+    }
+
+    /// A datagram from `sender` came from `from`: if `sender` is a member we knew (live, or
+    /// gone lately) it is reached there now (see [`super::paths`]), and counts as heard.
+    /// Returns whether it was such a member. Only the engine's own members steer paths: a
+    /// newcomer is answered at its endpoint, and within what it sent until it is known.
+    fn heard_from(&mut self, sender: &MemberId, from: SocketAddr) -> bool {
+        if *sender == *self.id() || !self.member_endpoints.contains(&sender.endpoint) {
+            return false;
+        }
+        self.paths.heard(sender.endpoint, from, self.now);
+        self.last_heard.insert(sender.endpoint, self.now);
+        true
     }
 
     /// Never amplify: what we answer to a source that is not a known member is no bigger
@@ -715,6 +756,7 @@ impl Engine {
             .get(&addr)
             .is_some_and(|until| self.now < *until)
             || self.member_endpoints.contains(&addr)
+            || self.paths.endpoint_via(addr, self.now).is_some()
     }
 
     /// Where every active member and every tombstone is reached: rebuilt when membership
@@ -1093,6 +1135,7 @@ impl Engine {
             .retain(|node| node == own || known.contains(node) || tombstones.contains_key(node));
         self.left
             .retain(|node, _| known.contains(node) || tombstones.contains_key(node));
+        self.paths.prune(now);
         let window = self.suspicion_window();
         self.last_heard
             .retain(|_, at| now.saturating_sub(*at) <= window * RETURNED_SCALE);

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod health;
 pub mod id;
 pub mod packet;
+pub mod paths;
 pub mod record;
 pub mod settings;
 pub mod sim;
@@ -489,13 +490,17 @@ impl Driver {
         for pull in output.pulls {
             let link = self.link.clone();
             let reply = self.self_commands.clone();
+            // Dialled where the member is reached; answered under its endpoint.
+            let dial = match &pull {
+                Pull::Versions { from } | Pull::Records { from, .. } => self.engine.route(*from),
+            };
             tokio::spawn(async move {
                 let command = match pull {
                     Pull::Versions { from } => {
-                        Command::VersionsPulled(from, link.versions(from).await)
+                        Command::VersionsPulled(from, link.versions(dial).await)
                     }
                     Pull::Records { from, nodes } => {
-                        Command::RecordsPulled(from, link.records(from, nodes).await)
+                        Command::RecordsPulled(from, link.records(dial, nodes).await)
                     }
                 };
                 let _ = reply.send(command);

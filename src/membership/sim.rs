@@ -61,6 +61,10 @@ pub struct SimNode {
     pub state: NodeState,
     /// Partition group: datagrams cross only between nodes of one group.
     pub group: u32,
+    /// A second network the node is on (a master with a leg in two networks): its address
+    /// there and that network's group. It advertises only `addr`; what it sends to a node of
+    /// that network comes from this address (see [`SimFleet::add_home`]).
+    pub second_home: Option<(SocketAddr, u32)>,
     /// CPU-starved: it handles each datagram and each timer this much late.
     pub slow: Duration,
     /// One-way loss: share of what it sends, and of what is sent to it, that is lost.
@@ -245,6 +249,7 @@ impl SimFleet {
             addr,
             state: NodeState::Running,
             group: 0,
+            second_home: None,
             slow: Duration::ZERO,
             loss_out: 0.0,
             loss_in: 0.0,
@@ -257,6 +262,7 @@ impl SimFleet {
             self.by_addr.remove(&old.addr);
             // The process restarts on the same machine: its place in the network stays.
             node.group = old.group;
+            node.second_home = old.second_home;
             node.slow = old.slow;
             node.loss_out = old.loss_out;
             node.loss_in = old.loss_in;
@@ -297,7 +303,9 @@ impl SimFleet {
             return;
         }
         let now = self.now;
-        let seed_addr = self.nodes[seed].addr;
+        let Some(seed_addr) = self.address_on(seed, self.nodes[index].group) else {
+            return;
+        };
         self.nodes[index].engine.expect(now, seed_addr);
         let me = self.nodes[index].engine.id().clone();
         let record = self.nodes[index]
@@ -316,8 +324,50 @@ impl SimFleet {
     }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
-        let (a, b) = (&self.nodes[a], &self.nodes[b]);
-        a.is_running() && b.is_running() && a.group == b.group
+        let (node_a, node_b) = (&self.nodes[a], &self.nodes[b]);
+        node_a.is_running()
+            && node_b.is_running()
+            && (self.address_on(b, node_a.group).is_some()
+                || self.address_on(a, node_b.group).is_some())
+    }
+
+    /// Puts node `index` on network `group` too, at `addr` (as `docker network connect`).
+    pub fn add_home(&mut self, index: usize, addr: SocketAddr, group: u32) {
+        self.leave_second_home(index);
+        self.nodes[index].second_home = Some((addr, group));
+        self.by_addr.insert(addr, index);
+    }
+
+    /// Takes node `index` off its second network (as `docker network disconnect`).
+    pub fn leave_second_home(&mut self, index: usize) {
+        if let Some((addr, _)) = self.nodes[index].second_home.take() {
+            self.by_addr.remove(&addr);
+        }
+    }
+
+    /// Node `index`'s address on network `group`, if it is on it.
+    fn address_on(&self, index: usize, group: u32) -> Option<SocketAddr> {
+        let node = &self.nodes[index];
+        if node.group == group {
+            return Some(node.addr);
+        }
+        node.second_home
+            .filter(|(_, on)| *on == group)
+            .map(|(addr, _)| addr)
+    }
+
+    /// Where a datagram from node `from` to `to` goes: the node there, and the source it
+    /// arrives from (the sender's address on that network). None when no node is there, or
+    /// the sender is not on that address's network.
+    fn route(&self, from: usize, to: SocketAddr) -> Option<(usize, SocketAddr)> {
+        let dest = *self.by_addr.get(&to)?;
+        let node = &self.nodes[dest];
+        let group = if node.addr == to {
+            node.group
+        } else {
+            node.second_home.filter(|(addr, _)| *addr == to)?.1
+        };
+        Some((dest, self.address_on(from, group)?))
     }
 
     /// Crashes node `index` (SIGKILL: no goodbye).
@@ -503,7 +553,6 @@ impl SimFleet {
 
     /// Puts node `index`'s datagrams on the network, unless lost, too big or cut.
     fn send(&mut self, index: usize, datagrams: Vec<(SocketAddr, Vec<u8>)>) {
-        let from = self.nodes[index].addr;
         for (to, bytes) in datagrams {
             let sealed = (bytes.len() + SEAL_OVERHEAD) as u64;
             if sealed as usize > self.net.mtu {
@@ -515,10 +564,10 @@ impl SimFleet {
             let traffic = &mut self.nodes[index].traffic;
             traffic.datagrams_out += 1;
             traffic.bytes_out += sealed;
-            let Some(&dest) = self.by_addr.get(&to) else {
+            let Some((dest, from)) = self.route(index, to) else {
                 continue;
             };
-            if self.nodes[dest].group != self.nodes[index].group || self.lost(index, dest) {
+            if self.lost(index, dest) {
                 continue;
             }
             let mut at = self.now + self.net.latency + self.nodes[dest].slow;
@@ -554,9 +603,8 @@ impl SimFleet {
             Pull::Versions { from } | Pull::Records { from, .. } => *from,
         };
         let Some(t) = self
-            .by_addr
-            .get(&target)
-            .copied()
+            .route(index, target)
+            .map(|(t, _)| t)
             .filter(|&t| self.reachable(index, t))
         else {
             self.nodes[index].engine.pull_failed(target);
@@ -897,6 +945,77 @@ mod tests {
             (0..6).all(|i| f.all_see(&format!("n{i}"), MemberStatus::Alive))
         });
         assert!(healed.is_some(), "not healed within 30 s");
+    }
+
+    /// Runs the fleet for `span`, looking every 10 ms; the first (observer, subject) pair
+    /// where a running node lists a running node anything but alive.
+    fn first_not_alive(fleet: &mut SimFleet, span: Duration) -> Option<(usize, usize)> {
+        let until = fleet.now() + span;
+        while fleet.now() < until {
+            let next = fleet.now() + Duration::from_millis(10);
+            fleet.run_until(next);
+            let running: Vec<usize> = fleet.running().collect();
+            for &observer in &running {
+                for &subject in &running {
+                    let seen = fleet.view(observer, &sim_node_id(subject));
+                    if seen.is_none_or(|m| m.status != MemberStatus::Alive) {
+                        return Some((observer, subject));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The Docker split test's fleet: a master on two networks, advertising its address on
+    /// the first, and two clients on each. The clients on the second network reach the
+    /// master only at its address there (where its datagrams to them come from): they must
+    /// answer it there, or the master and they declare each other dead over and over. Cut
+    /// from the second network and reconnected, it takes them back for good.
+    #[test]
+    fn a_master_on_two_networks_is_reached_from_both_and_survives_a_split() {
+        let mut fleet = SimFleet::new(timings(), 31);
+        let master = fleet.start_node(1, None);
+        let master_on_b = SocketAddr::from(([10, 99, 0, 1], 9091));
+        fleet.add_home(master, master_on_b, 1);
+        for i in 1..5 {
+            let index = fleet.start_node(1, None);
+            fleet.nodes[index].group = u32::from(i >= 3);
+            fleet.nodes[index].seed = Some(master);
+            fleet.join(index, master);
+        }
+        let formed = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            (0..5).all(|i| f.all_see(&sim_node_id(i), MemberStatus::Alive))
+        });
+        assert!(formed.is_some(), "the fleet did not form");
+        assert_eq!(
+            first_not_alive(&mut fleet, Duration::from_secs(60)),
+            None,
+            "a live node was listed not alive (observer, subject) while nothing failed"
+        );
+
+        fleet.leave_second_home(master);
+        let split = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            (3..5).all(|b| {
+                f.view(master, &sim_node_id(b)).map(|m| m.status) == Some(MemberStatus::Dead)
+            })
+        });
+        assert!(
+            split.is_some(),
+            "the master never listed the cut clients dead"
+        );
+        fleet.run_until(fleet.now() + Duration::from_secs(15));
+
+        fleet.add_home(master, master_on_b, 1);
+        let healed = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+            (0..5).all(|i| f.all_see(&sim_node_id(i), MemberStatus::Alive))
+        });
+        assert!(healed.is_some(), "not healed within 30 s");
+        assert_eq!(
+            first_not_alive(&mut fleet, Duration::from_secs(60)),
+            None,
+            "a live node was listed not alive (observer, subject) after the heal"
+        );
     }
 
     #[test]
