@@ -131,7 +131,7 @@ fn check_membership(data: &[u8]) {
     let mut engine = Engine::new(me, Record::default(), Timings::default(), 1, Duration::ZERO);
     let _ = engine.take_output();
     let from: SocketAddr = ([127, 0, 0, 2], 9091).into();
-    let _ = engine.handle_datagram(Duration::from_millis(1), from, data);
+    let _ = engine.handle_datagram(Duration::from_millis(1), from, None, data);
     let answered = engine.take_output().datagram_bytes();
     assert!(
         answered <= data.len(),

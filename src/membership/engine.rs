@@ -23,7 +23,7 @@ use super::claims::{self, Claims};
 use super::health::LocalHealth;
 use super::id::{MemberId, NodeKey};
 use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected, Taken};
-use super::paths::ReturnPaths;
+use super::paths::{ReturnPaths, SenderStamp};
 use super::record::{
     lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
     MAX_RECORD_BYTES,
@@ -632,10 +632,12 @@ impl Engine {
     }
 
     /// Takes in one datagram's plaintext (already opened) from `from`.
+    /// `stamp` is where it stands in its sender's stream (from the seal), if it was sealed.
     pub fn handle_datagram(
         &mut self,
         now: Duration,
         from: SocketAddr,
+        stamp: Option<SenderStamp>,
         bytes: &[u8],
     ) -> Result<(), PacketError> {
         self.set_now(now);
@@ -664,7 +666,7 @@ impl Engine {
                     })
                     .collect();
                 for sender in senders {
-                    known_source |= self.heard_from(&sender, from);
+                    known_source |= self.heard_from(&sender, from, stamp);
                 }
                 if let Some(Claims { claims, .. }) = claims {
                     for claim in claims {
@@ -685,13 +687,13 @@ impl Engine {
             }
             Ok(Packet::Suspected(suspected)) => {
                 self.stats.suspected_in += 1;
-                known_source |= self.heard_from(&suspected.by, from);
+                known_source |= self.heard_from(&suspected.by, from, stamp);
                 self.refute(suspected);
                 Ok(())
             }
             Ok(Packet::Alive(alive)) => {
                 self.stats.alive_in += 1;
-                known_source |= self.heard_from(&alive.member, from);
+                known_source |= self.heard_from(&alive.member, from, stamp);
                 self.suspect_answered(alive);
                 Ok(())
             }
@@ -719,15 +721,23 @@ impl Engine {
 
     /// A datagram from `sender` came from `from`: if `sender` is a member we knew (live, or
     /// gone lately) it is reached there now (see [`super::paths`]), and counts as heard.
-    /// Returns whether it was such a member. Only the engine's own members steer paths: a
-    /// newcomer is answered at its endpoint, and within what it sent until it is known.
-    fn heard_from(&mut self, sender: &MemberId, from: SocketAddr) -> bool {
+    /// Returns whether `from` is where that member is reached. Only the engine's own members
+    /// steer paths (a newcomer is answered at its endpoint, and within what it sent until it
+    /// is known), and only with a datagram newer than any heard from them (not a replay).
+    fn heard_from(
+        &mut self,
+        sender: &MemberId,
+        from: SocketAddr,
+        stamp: Option<SenderStamp>,
+    ) -> bool {
         if *sender == *self.id() || !self.member_endpoints.contains(&sender.endpoint) {
             return false;
         }
-        self.paths.heard(sender.endpoint, from, self.now);
-        self.last_heard.insert(sender.endpoint, self.now);
-        true
+        let reached_there = self.paths.heard(sender.endpoint, from, stamp, self.now);
+        if reached_there {
+            self.last_heard.insert(sender.endpoint, self.now);
+        }
+        reached_there
     }
 
     /// Never amplify: what we answer to a source that is not a known member is no bigger

@@ -35,9 +35,19 @@ use tracing::{debug, info};
 
 pub use engine::{Engine, EngineStats, JoinView, Pull, RecordError};
 pub use id::MemberId;
+pub use paths::SenderStamp;
 pub use record::{Record, RecordUpdate, RecordVersion, MAX_RECORD_BYTES};
 pub use settings::{Profile, Timings};
 pub use view::{diff_members, Member, MemberStatus, MembershipChange};
+
+/// One membership datagram received: its source, its plaintext, and where it stands in its
+/// sender's stream (from the seal; `None` on networks that do not seal).
+#[derive(Debug, Clone)]
+pub struct InboundDatagram {
+    pub from: SocketAddr,
+    pub plaintext: Bytes,
+    pub stamp: Option<SenderStamp>,
+}
 
 /// How the driver reaches other nodes. Implemented over QUIC + the shared UDP socket by the
 /// transport, and by the in-process network.
@@ -131,7 +141,7 @@ impl Membership {
     pub fn start(
         settings: MembershipSettings,
         link: Arc<dyn MembershipLink>,
-        inbound: mpsc::Receiver<(SocketAddr, Bytes)>,
+        inbound: mpsc::Receiver<InboundDatagram>,
     ) -> Membership {
         let self_id = MemberId::new(
             settings.node_id.clone(),
@@ -309,7 +319,7 @@ struct Driver {
     engine: Engine,
     origin: Instant,
     link: Arc<dyn MembershipLink>,
-    inbound: mpsc::Receiver<(SocketAddr, Bytes)>,
+    inbound: mpsc::Receiver<InboundDatagram>,
     commands: mpsc::UnboundedReceiver<Command>,
     self_commands: mpsc::UnboundedSender<Command>,
     members_tx: watch::Sender<Arc<Vec<Member>>>,
@@ -343,8 +353,8 @@ impl Driver {
                 // time its probe out (a starved node must not blame its peers).
                 biased;
                 received = self.inbound.recv() => match received {
-                    Some((from, bytes)) => {
-                        self.take_datagram(from, &bytes);
+                    Some(datagram) => {
+                        self.take_datagram(datagram);
                         self.drain_inbound();
                     }
                     None => return,
@@ -396,9 +406,14 @@ impl Driver {
         }
     }
 
-    fn take_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn take_datagram(&mut self, datagram: InboundDatagram) {
         let now = self.now();
-        if let Err(e) = self.engine.handle_datagram(now, from, bytes) {
+        let InboundDatagram {
+            from,
+            plaintext,
+            stamp,
+        } = datagram;
+        if let Err(e) = self.engine.handle_datagram(now, from, stamp, &plaintext) {
             debug!(peer = %from, error = %e, "membership datagram refused");
         }
     }
@@ -406,7 +421,7 @@ impl Driver {
     fn drain_inbound(&mut self) {
         for _ in 0..DRAIN_BATCH {
             match self.inbound.try_recv() {
-                Ok((from, bytes)) => self.take_datagram(from, &bytes),
+                Ok(datagram) => self.take_datagram(datagram),
                 Err(_) => return,
             }
         }

@@ -525,7 +525,9 @@ impl SimFleet {
         let traffic = &mut self.nodes[to].traffic;
         traffic.datagrams_in += 1;
         traffic.bytes_in += (bytes.len() + SEAL_OVERHEAD) as u64;
-        let _ = self.nodes[to].engine.handle_datagram(now, from, bytes);
+        let _ = self.nodes[to]
+            .engine
+            .handle_datagram(now, from, None, bytes);
         self.flush(to);
         self.reschedule(to);
     }
@@ -698,6 +700,7 @@ fn join_view_bytes(view: &JoinView) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::membership::paths::SenderStamp;
 
     fn timings() -> Timings {
         Timings {
@@ -918,7 +921,12 @@ mod tests {
         let target = &mut fleet.nodes[0].engine;
         let _ = target.take_output();
         target
-            .handle_datagram(now, SocketAddr::from(([10, 200, 0, 1], 9091)), &announce)
+            .handle_datagram(
+                now,
+                SocketAddr::from(([10, 200, 0, 1], 9091)),
+                None,
+                &announce,
+            )
             .unwrap();
         let answered = target.take_output().datagram_bytes();
         assert!(
@@ -926,6 +934,61 @@ mod tests {
             "answered {answered} to {} bytes",
             announce.len()
         );
+    }
+
+    /// A datagram of a member, captured and sent again from a forged source, opens (the
+    /// seal's replay guard is per source) but neither moves where the member is reached nor
+    /// is answered there, nor with more than it sent; the member's next datagram, from a new
+    /// address, moves it, and is answered in full.
+    #[test]
+    fn a_replay_from_a_forged_source_is_not_answered_there() {
+        let mut fleet = fleet(3, 12);
+        let now = fleet.now();
+        let target = fleet.nodes[0].engine.id().clone();
+        let member = fleet.nodes[1].engine.id().clone();
+        let _ = fleet.nodes[1].engine.take_output();
+        fleet.nodes[1].engine.announce(now, target.clone());
+        let (_, captured) = fleet.nodes[1]
+            .engine
+            .take_output()
+            .datagrams
+            .first()
+            .expect("an announce")
+            .clone();
+        let stamp = |seq| Some(SenderStamp { epoch: 1, seq });
+        let engine = &mut fleet.nodes[0].engine;
+        let _ = engine.take_output();
+        engine
+            .handle_datagram(now, member.endpoint, stamp(100), &captured)
+            .unwrap();
+        let _ = engine.take_output();
+
+        let forged = SocketAddr::from(([10, 200, 0, 9], 9091));
+        engine
+            .handle_datagram(now, forged, stamp(100), &captured)
+            .unwrap();
+        let answers = engine.take_output();
+        assert_eq!(engine.route(member.endpoint), member.endpoint);
+        let to_forged: usize = answers
+            .datagrams
+            .iter()
+            .filter(|(to, _)| *to == forged)
+            .map(|(_, d)| d.len())
+            .sum();
+        assert_eq!(to_forged, 0, "answered the forged source");
+        assert!(
+            answers.datagram_bytes() <= captured.len(),
+            "answered a source not heard from with more than it sent"
+        );
+
+        let moved = SocketAddr::from(([10, 200, 0, 10], 9091));
+        engine
+            .handle_datagram(now, moved, stamp(101), &captured)
+            .unwrap();
+        assert_eq!(engine.route(member.endpoint), moved);
+        let answers = engine.take_output().datagrams;
+        assert!(answers.iter().any(|(to, _)| *to == moved), "{answers:?}");
+        assert!(answers.iter().all(|(to, _)| *to != member.endpoint));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Datagrams, IncomingRequest, PeerLink, RequestError, TransportError};
+use crate::membership::InboundDatagram;
 use crate::wire::{Request, Response};
 
 /// Datagrams waiting for one node, like a socket's receive buffer: beyond it, they are
@@ -57,7 +58,7 @@ pub struct MemoryStats {
 
 /// Where one node's traffic is delivered.
 struct Port {
-    datagrams: mpsc::Sender<(SocketAddr, Bytes)>,
+    datagrams: mpsc::Sender<InboundDatagram>,
     requests: mpsc::Sender<IncomingRequest>,
 }
 
@@ -133,10 +134,12 @@ impl MemoryPort {
         let Some(inbox) = self.network.port(to, |port| port.datagrams.clone()) else {
             return;
         };
-        if inbox
-            .try_send((self.addr, Bytes::copy_from_slice(plaintext)))
-            .is_ok()
-        {
+        let datagram = InboundDatagram {
+            from: self.addr,
+            plaintext: Bytes::copy_from_slice(plaintext),
+            stamp: None,
+        };
+        if inbox.try_send(datagram).is_ok() {
             inner.stats.datagrams.fetch_add(1, Ordering::Relaxed);
             inner
                 .stats

@@ -31,7 +31,9 @@ pub use refusals::RefusalSink;
 use sealing::Sealer;
 
 use crate::cluster_key::ClusterKeys;
-use crate::membership::{JoinView, MemberId, MembershipLink, RecordUpdate, RecordVersion};
+use crate::membership::{
+    InboundDatagram, JoinView, MemberId, MembershipLink, RecordUpdate, RecordVersion,
+};
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
 use crate::wire::{Request, Response};
 
@@ -65,8 +67,8 @@ pub enum StreamKind {
     Request = 2,
 }
 
-/// Membership datagrams received: source and (opened) plaintext.
-pub type Datagrams = mpsc::Receiver<(SocketAddr, Bytes)>;
+/// Membership datagrams received, opened.
+pub type Datagrams = mpsc::Receiver<InboundDatagram>;
 
 /// A request received from a peer, with the channel its answer goes back on.
 pub struct IncomingRequest {
@@ -471,12 +473,17 @@ async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
 async fn open_datagrams(
     shared: Arc<Shared>,
     mut sealed: mpsc::Receiver<(SocketAddr, Bytes)>,
-    opened: mpsc::Sender<(SocketAddr, Bytes)>,
+    opened: mpsc::Sender<InboundDatagram>,
 ) {
     while let Some((from, datagram)) = sealed.recv().await {
         match shared.sealer.open(from, &datagram) {
-            Ok(plaintext) => {
-                if opened.try_send((from, Bytes::from(plaintext))).is_err() && opened.is_closed() {
+            Ok((plaintext, stamp)) => {
+                let datagram = InboundDatagram {
+                    from,
+                    plaintext: Bytes::from(plaintext),
+                    stamp: Some(stamp),
+                };
+                if opened.try_send(datagram).is_err() && opened.is_closed() {
                     return;
                 }
             }

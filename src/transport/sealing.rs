@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::cluster_key::ClusterKeys;
+use crate::membership::SenderStamp;
 use crate::seal::{DatagramSeal, OpenError, ReplayGuard};
 
 /// Sources whose replay state is kept (about 40 bytes each); beyond it, the least recently
@@ -45,10 +46,19 @@ impl Sealer {
             .map(|()| out)
     }
 
-    pub fn open(&self, from: SocketAddr, datagram: &[u8]) -> Result<Vec<u8>, OpenError> {
+    /// The plaintext, and where the datagram stands in its sender's stream.
+    pub fn open(
+        &self,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(Vec<u8>, SenderStamp), OpenError> {
         let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        self.seal
-            .open(from, datagram, &mut guard)
-            .map(|opened| opened.plaintext)
+        self.seal.open(from, datagram, &mut guard).map(|opened| {
+            let stamp = SenderStamp {
+                epoch: opened.epoch,
+                seq: opened.seq,
+            };
+            (opened.plaintext, stamp)
+        })
     }
 }
