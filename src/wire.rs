@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::membership::{JoinView, MemberId, RecordUpdate, RecordVersion};
+use crate::membership::{GoneMember, JoinView, MemberId, RecordUpdate, RecordVersion};
 
 /// Who a node is and what it serves, as it tells a peer it talks to directly.
 ///
@@ -43,6 +43,10 @@ pub enum Request {
     /// "Do you know a live node with this id, and where?" (asked by a node at start, so two
     /// processes never run under one node id).
     Lookup { node_id: String },
+    /// Anti-entropy of liveness: the members the receiver holds dead or left (asked when
+    /// two nodes' digests differ and their records do not explain it). Kept last: older nodes
+    /// answer what they cannot decode with an error, and the asker does without.
+    Gone,
 }
 
 /// The answer to a [`Request`].
@@ -61,6 +65,8 @@ pub enum Response {
     /// The answer to [`Request::Lookup`]: the endpoint and generation of that node, if the
     /// receiver lists it alive.
     Lookup(Option<(SocketAddr, u64)>),
+    /// The answer to [`Request::Gone`].
+    Gone(Vec<GoneMember>),
 }
 
 #[cfg(test)]

@@ -92,6 +92,7 @@ async fn answer_membership(ctx: &NodeContext, request: Request) -> Response {
         }
         Request::Versions => Response::Versions(ctx.membership.versions().await),
         Request::Records { nodes } => Response::Records(ctx.membership.records(nodes).await),
+        Request::Gone => Response::Gone(ctx.membership.gone().await),
         Request::Lookup { node_id } => Response::Lookup(
             ctx.membership
                 .members()

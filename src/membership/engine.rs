@@ -44,6 +44,25 @@ pub enum Pull {
         from: SocketAddr,
         nodes: Vec<String>,
     },
+    /// Ask `from` for the members it holds dead or left (see [`Engine::handle_gone`]).
+    Gone { from: SocketAddr },
+}
+
+impl Pull {
+    /// The member asked.
+    pub fn from(&self) -> SocketAddr {
+        match self {
+            Pull::Versions { from } | Pull::Records { from, .. } | Pull::Gone { from } => *from,
+        }
+    }
+}
+
+/// A member a node holds dead or left (one of its tombstones), as it answers a
+/// [`Pull::Gone`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GoneMember {
+    pub id: MemberId,
+    pub left: bool,
 }
 
 /// What the engine wants done after a call.
@@ -106,6 +125,9 @@ pub struct EngineStats {
     pub suspects_asked: u64,
     /// Times this node found itself declared dead and rejoined under a renewed identity.
     pub rejoins: u64,
+    /// Members this node still held alive that a peer held dead or left: news this node
+    /// missed, found by anti-entropy (see [`Engine::handle_gone`]).
+    pub missed_news_repaired: u64,
 }
 
 #[derive(Debug)]
@@ -143,6 +165,8 @@ struct Collect<'a> {
     seq: &'a mut u64,
     datagrams: &'a mut Vec<(SocketAddr, Vec<u8>)>,
     notes: &'a mut Vec<OwnedNotification<MemberId>>,
+    /// foca's current timer token (it keeps it to itself), as seen on its probe timer.
+    timer_token: &'a mut foca::TimerToken,
 }
 
 impl Runtime<MemberId> for Collect<'_> {
@@ -156,6 +180,9 @@ impl Runtime<MemberId> for Collect<'_> {
     }
 
     fn submit_after(&mut self, timer: Timer<MemberId>, after: Duration) {
+        if let Timer::ProbeRandomMember(token) = timer {
+            *self.timer_token = token;
+        }
         let after = match timer {
             Timer::ChangeSuspectToDown { .. } => after.saturating_sub(self.ask_ahead),
             _ => after,
@@ -282,6 +309,9 @@ pub struct Engine {
     member_endpoints: HashSet<SocketAddr>,
     /// When a datagram last came from each member endpoint (see `suspicion_extension`).
     last_heard: HashMap<SocketAddr, Duration>,
+    /// foca's timer token, for the suspicions this node times itself (see
+    /// [`Engine::handle_gone`]).
+    timer_token: foca::TimerToken,
     /// Members heard from other addresses than their advertised endpoints (see [`paths`]).
     ///
     /// [`paths`]: super::paths
@@ -354,6 +384,7 @@ impl Engine {
             suspicions: HashMap::new(),
             returned: HashMap::new(),
             last_heard: HashMap::new(),
+            timer_token: 0,
             paths: ReturnPaths::default(),
             member_endpoints: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
@@ -443,6 +474,7 @@ impl Engine {
                 seq: &mut self.seq,
                 datagrams: &mut self.out.datagrams,
                 notes: &mut self.notes,
+                timer_token: &mut self.timer_token,
             },
         )
     }
@@ -1021,9 +1053,7 @@ impl Engine {
     }
 
     fn pull(&mut self, pull: Pull) {
-        let from = match &pull {
-            Pull::Versions { from } | Pull::Records { from, .. } => *from,
-        };
+        let from = pull.from();
         if let Some(asked) = self.pulls_in_flight.get(&from) {
             if self.now < *asked + PULL_RETRY {
                 return;
@@ -1043,8 +1073,70 @@ impl Engine {
             .into_iter()
             .filter(|n| n != own)
             .collect();
-        if !nodes.is_empty() {
+        if nodes.is_empty() {
+            // The digests differ and its records are no newer: perhaps the members differ.
+            self.pull(Pull::Gone { from });
+        } else {
             self.pull(Pull::Records { from, nodes });
+        }
+        self.after_call();
+    }
+
+    /// The members this node holds dead or left, to answer a [`Pull::Gone`].
+    pub fn gone_members(&self) -> Vec<GoneMember> {
+        self.tombstones
+            .values()
+            .map(|t| GoneMember {
+                id: t.id.clone(),
+                left: t.left,
+            })
+            .collect()
+    }
+
+    /// The answer to a [`Pull::Gone`]: the members `from` holds dead or left.
+    ///
+    /// A member this node holds alive under the very same identity is news this node missed:
+    /// a death or a goodbye gossiped while its datagrams were lost, which it would otherwise
+    /// learn only when its own probes came round to that member (in a fleet of 100, up to
+    /// 100 periods; 44 s in one compare run). A goodbye is taken as it would have been. A
+    /// death is not taken on trust (`from` may be cut off from a member this node reaches):
+    /// the member is suspected here, so it is declared dead only if it does not answer
+    /// (see [`Engine::suspicion_verdict`]).
+    pub fn handle_gone(&mut self, now: Duration, from: SocketAddr, gone: &[GoneMember]) {
+        self.set_now(now);
+        self.pulls_in_flight.remove(&from);
+        for member in gone {
+            let held = self
+                .swim
+                .iter_members()
+                .find(|m| *m.id() == member.id)
+                .map(|m| (m.incarnation(), m.state()));
+            let Some((incarnation, state)) = held else {
+                continue;
+            };
+            if member.left {
+                self.stats.missed_news_repaired += 1;
+                self.member_leaves(Leaving {
+                    node_id: member.id.node_id.clone(),
+                    generation: member.id.generation,
+                });
+            } else if state == State::Alive {
+                self.stats.missed_news_repaired += 1;
+                tracing::debug!(peer = %from, member = ?member.id, "a peer holds dead a member held alive here: suspecting it");
+                let suspect = FocaMember::new(member.id.clone(), incarnation, State::Suspect);
+                let window = self.suspicion_window();
+                // foca times a suspicion only where a probe failed: this one is ours to time,
+                // as if our own probe had failed.
+                let timer = Timer::ChangeSuspectToDown {
+                    member_id: member.id.clone(),
+                    incarnation,
+                    token: self.timer_token,
+                };
+                let (swim, mut rt) = self.runtime();
+                let _ = swim.apply_many(std::iter::once(suspect), true, &mut rt);
+                rt.submit_after(timer, window);
+                self.tell_suspect(&member.id);
+            }
         }
         self.after_call();
     }

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-pub use engine::{Engine, EngineStats, JoinView, Pull, RecordError};
+pub use engine::{Engine, EngineStats, GoneMember, JoinView, Pull, RecordError};
 pub use id::MemberId;
 pub use paths::SenderStamp;
 pub use record::{Record, RecordUpdate, RecordVersion, MAX_RECORD_BYTES};
@@ -70,6 +70,8 @@ pub trait MembershipLink: Send + Sync + 'static {
         to: SocketAddr,
         nodes: Vec<String>,
     ) -> Result<Vec<RecordUpdate>, String>;
+    /// Asks `to` for the members it holds dead or left.
+    async fn gone(&self, to: SocketAddr) -> Result<Vec<GoneMember>, String>;
 }
 
 /// Everything membership needs to start.
@@ -113,8 +115,10 @@ enum Command {
     Introduce(MemberId, RecordUpdate),
     Versions(oneshot::Sender<Vec<RecordVersion>>),
     Records(Vec<String>, oneshot::Sender<Vec<RecordUpdate>>),
+    Gone(oneshot::Sender<Vec<GoneMember>>),
     VersionsPulled(SocketAddr, Result<Vec<RecordVersion>, String>),
     RecordsPulled(SocketAddr, Result<Vec<RecordUpdate>, String>),
+    GonePulled(SocketAddr, Result<Vec<GoneMember>, String>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -295,6 +299,15 @@ impl Membership {
         rx.await.unwrap_or_default()
     }
 
+    /// The members held dead or left, for a peer's pull.
+    pub async fn gone(&self) -> Vec<GoneMember> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Gone(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// The records held for `nodes`, for a peer's pull.
     pub async fn records(&self, nodes: Vec<String>) -> Vec<RecordUpdate> {
         let (tx, rx) = oneshot::channel();
@@ -458,7 +471,13 @@ impl Driver {
             Command::RecordsPulled(from, Ok(records)) => {
                 self.engine.handle_records(now, Some(from), records)
             }
-            Command::VersionsPulled(from, Err(e)) | Command::RecordsPulled(from, Err(e)) => {
+            Command::Gone(reply) => {
+                let _ = reply.send(self.engine.gone_members());
+            }
+            Command::GonePulled(from, Ok(gone)) => self.engine.handle_gone(now, from, &gone),
+            Command::VersionsPulled(from, Err(e))
+            | Command::RecordsPulled(from, Err(e))
+            | Command::GonePulled(from, Err(e)) => {
                 debug!(peer = %from, error = %e, "record pull failed");
                 self.engine.pull_failed(from);
             }
@@ -506,9 +525,7 @@ impl Driver {
             let link = self.link.clone();
             let reply = self.self_commands.clone();
             // Dialled where the member is reached; answered under its endpoint.
-            let dial = match &pull {
-                Pull::Versions { from } | Pull::Records { from, .. } => self.engine.route(*from),
-            };
+            let dial = self.engine.route(pull.from());
             tokio::spawn(async move {
                 let command = match pull {
                     Pull::Versions { from } => {
@@ -517,6 +534,7 @@ impl Driver {
                     Pull::Records { from, nodes } => {
                         Command::RecordsPulled(from, link.records(dial, nodes).await)
                     }
+                    Pull::Gone { from } => Command::GonePulled(from, link.gone(dial).await),
                 };
                 let _ = reply.send(command);
             });

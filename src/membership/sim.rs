@@ -601,9 +601,7 @@ impl SimFleet {
     /// Answers one of node `index`'s QUIC pulls at once, from the engine asked (if reachable).
     fn answer_pull(&mut self, index: usize, pull: Pull) {
         let now = self.now;
-        let target = match &pull {
-            Pull::Versions { from } | Pull::Records { from, .. } => *from,
-        };
+        let target = pull.from();
         let Some(t) = self
             .route(index, target)
             .map(|(t, _)| t)
@@ -627,6 +625,12 @@ impl SimFleet {
                 self.nodes[index]
                     .engine
                     .handle_records(now, Some(target), records);
+                size
+            }
+            Pull::Gone { .. } => {
+                let gone = self.nodes[t].engine.gone_members();
+                let size = encoded_len(&gone);
+                self.nodes[index].engine.handle_gone(now, target, &gone);
                 size
             }
         };
@@ -700,6 +704,7 @@ fn join_view_bytes(view: &JoinView) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::membership::engine::GoneMember;
     use crate::membership::paths::SenderStamp;
 
     fn timings() -> Timings {
@@ -989,6 +994,62 @@ mod tests {
         let answers = engine.take_output().datagrams;
         assert!(answers.iter().any(|(to, _)| *to == moved), "{answers:?}");
         assert!(answers.iter().all(|(to, _)| *to != member.endpoint));
+    }
+
+    /// Anti-entropy of liveness: node 0 hears from a peer that two members it holds alive
+    /// are dead (as if it had missed that news). The one that crashed is declared dead by
+    /// node 0 before anyone else finds out by probing; the one that runs answers its
+    /// suspicion and stays alive everywhere.
+    #[test]
+    fn a_member_a_peer_holds_dead_is_suspected_here_and_dead_only_if_silent() {
+        let mut fleet = fleet(30, 13);
+        let now = fleet.now();
+        let (crashed, running) = (29, 2);
+        fleet.crash(crashed);
+        let gone: Vec<GoneMember> = [crashed, running]
+            .iter()
+            .map(|&i| GoneMember {
+                id: fleet.nodes[i].engine.id().clone(),
+                left: false,
+            })
+            .collect();
+        let peer = fleet.nodes[1].addr;
+        fleet.nodes[0].engine.handle_gone(now, peer, &gone);
+        assert_eq!(fleet.nodes[0].engine.stats().missed_news_repaired, 2);
+
+        let dead = |f: &SimFleet, observer: usize| {
+            f.view(observer, &sim_node_id(crashed))
+                .is_some_and(|m| m.status == MemberStatus::Dead)
+        };
+        let first = fleet.run_until_true(Duration::from_millis(10), Duration::from_secs(10), |f| {
+            f.running().any(|i| dead(f, i))
+        });
+        assert!(first.is_some(), "nobody declared the crashed node dead");
+        let first_to_know: Vec<usize> = fleet.running().filter(|&i| dead(&fleet, i)).collect();
+        assert_eq!(first_to_know, vec![0], "node 0 was not the first to know");
+        assert!(
+            !watch_gone(
+                &mut fleet,
+                Duration::from_secs(15),
+                &sim_node_id(running),
+                running
+            ),
+            "a running member reported dead by a peer was declared dead"
+        );
+    }
+
+    /// Two nodes whose digests differ while their records agree ask each other for the
+    /// members they hold gone.
+    #[test]
+    fn versions_that_explain_nothing_ask_for_the_gone() {
+        let mut fleet = fleet(3, 14);
+        let now = fleet.now();
+        let peer = fleet.nodes[1].addr;
+        let versions = fleet.nodes[1].engine.versions();
+        let engine = &mut fleet.nodes[0].engine;
+        let _ = engine.take_output();
+        engine.handle_versions(now, peer, &versions);
+        assert_eq!(engine.take_output().pulls, vec![Pull::Gone { from: peer }]);
     }
 
     #[test]

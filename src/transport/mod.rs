@@ -32,7 +32,7 @@ use sealing::Sealer;
 
 use crate::cluster_key::ClusterKeys;
 use crate::membership::{
-    InboundDatagram, JoinView, MemberId, MembershipLink, RecordUpdate, RecordVersion,
+    GoneMember, InboundDatagram, JoinView, MemberId, MembershipLink, RecordUpdate, RecordVersion,
 };
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
 use crate::wire::{Request, Response};
@@ -524,6 +524,15 @@ impl MembershipLink for PeerLink {
     async fn versions(&self, to: SocketAddr) -> Result<Vec<RecordVersion>, String> {
         match self.request(to, &Request::Versions, PULL_LIMIT).await {
             Ok(Response::Versions(versions)) => Ok(versions),
+            Ok(Response::Error { message }) => Err(message),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn gone(&self, to: SocketAddr) -> Result<Vec<GoneMember>, String> {
+        match self.request(to, &Request::Gone, PULL_LIMIT).await {
+            Ok(Response::Gone(gone)) => Ok(gone),
             Ok(Response::Error { message }) => Err(message),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(e.to_string()),
