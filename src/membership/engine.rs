@@ -22,6 +22,7 @@ use rand::{RngExt, SeedableRng};
 use super::claims::{self, Claims};
 use super::health::LocalHealth;
 use super::id::{MemberId, NodeKey};
+use super::missing::MissingRecords;
 use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected, Taken};
 use super::paths::{ReturnPaths, SenderStamp};
 use super::record::{
@@ -128,6 +129,12 @@ pub struct EngineStats {
     /// Members this node still held alive that a peer held dead or left: news this node
     /// missed, found by anti-entropy (see [`Engine::handle_gone`]).
     pub missed_news_repaired: u64,
+    /// Record pulls asked: batches from a peer (see [`super::missing`]), and single records
+    /// from the member itself; anti-entropy's versions and records pulls, and pulls for
+    /// the members a peer holds gone.
+    pub record_batches: u64,
+    pub owner_pulls: u64,
+    pub anti_entropy_pulls: u64,
 }
 
 #[derive(Debug)]
@@ -326,6 +333,10 @@ pub struct Engine {
     started: Duration,
     /// Record pulls in flight, by address, and when they were asked.
     pulls_in_flight: HashMap<SocketAddr, Duration>,
+    /// Members that came up without their record (see [`super::missing`]).
+    missing: MissingRecords,
+    /// The member last asked for them (see [`Engine::record_source`]).
+    record_source: Option<MemberId>,
     /// The fleet size foca's configuration was last made for.
     configured_for: usize,
     /// A claim on this node's id being checked (see [`Engine::own_id_claimed`]).
@@ -389,6 +400,8 @@ impl Engine {
             member_endpoints: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
             pulls_in_flight: HashMap::new(),
+            missing: MissingRecords::default(),
+            record_source: None,
             configured_for: 1,
             claim_check: None,
             lost_id_to: None,
@@ -460,6 +473,9 @@ impl Engine {
         if let Some(check) = &self.claim_check {
             periodic = periodic.min(check.asked_at + self.timings.probe_timeout);
         }
+        if let Some(due) = self.missing.due_at() {
+            periodic = periodic.min(due);
+        }
         let timer = self.timers.peek().map(|Reverse(s)| s.at);
         timer.map_or(periodic, |t| t.min(periodic))
     }
@@ -512,6 +528,7 @@ impl Engine {
             self.next_anti_entropy = self.now + self.timings.anti_entropy_interval;
             self.anti_entropy_round();
         }
+        self.ask_missing_records();
         self.ask_wanted_records();
         self.after_call();
     }
@@ -1037,7 +1054,7 @@ impl Engine {
         if digest.digest == self.digest() {
             return;
         }
-        self.pull(Pull::Versions { from: digest.from });
+        self.stats.anti_entropy_pulls += u64::from(self.pull(Pull::Versions { from: digest.from }));
         if !digest.reply {
             let answer = Digest {
                 from: self.id().endpoint,
@@ -1052,15 +1069,18 @@ impl Engine {
         }
     }
 
-    fn pull(&mut self, pull: Pull) {
+    /// Asks the driver for `pull`, unless a pull to the same member is in flight; returns
+    /// whether it was asked.
+    fn pull(&mut self, pull: Pull) -> bool {
         let from = pull.from();
         if let Some(asked) = self.pulls_in_flight.get(&from) {
             if self.now < *asked + PULL_RETRY {
-                return;
+                return false;
             }
         }
         self.pulls_in_flight.insert(from, self.now);
         self.out.pulls.push(pull);
+        true
     }
 
     /// The answer to a [`Pull::Versions`]: pull the records that are newer there.
@@ -1075,9 +1095,9 @@ impl Engine {
             .collect();
         if nodes.is_empty() {
             // The digests differ and its records are no newer: perhaps the members differ.
-            self.pull(Pull::Gone { from });
+            self.stats.anti_entropy_pulls += u64::from(self.pull(Pull::Gone { from }));
         } else {
-            self.pull(Pull::Records { from, nodes });
+            self.stats.anti_entropy_pulls += u64::from(self.pull(Pull::Records { from, nodes }));
         }
         self.after_call();
     }
@@ -1164,21 +1184,106 @@ impl Engine {
             }
         }
         drop(store);
+        if let Some(from) = from {
+            self.missing_batch_over(from);
+        }
         self.after_call();
     }
 
     /// A pull failed (no answer): it may be asked again at once.
     pub fn pull_failed(&mut self, from: SocketAddr) {
         self.pulls_in_flight.remove(&from);
+        self.missing_batch_over(from);
+    }
+
+    /// The batch of missing records asked of `from` is over (see [`super::missing`]).
+    fn missing_batch_over(&mut self, from: SocketAddr) {
+        let store = lock(&self.store);
+        let from_members = self
+            .missing
+            .answered(from, self.now, |id| holds_record(&store, id));
+        drop(store);
+        for member in from_members {
+            self.pull_record_from_owner(&member);
+        }
+    }
+
+    /// Asks one peer for the records of the members that came up without theirs, once they
+    /// have gathered (see [`super::missing`]); what no peer can be asked for, or what the
+    /// peer lacked, is pulled from the members themselves.
+    fn ask_missing_records(&mut self) {
+        if self.missing.due_at().is_none() {
+            return;
+        }
+        let store = lock(&self.store);
+        self.missing.retain(|id| !holds_record(&store, id));
+        drop(store);
+        for member in self.missing.take_overdue(self.now) {
+            self.pull_record_from_owner(&member);
+        }
+        if self.missing.due_at().is_none_or(|due| self.now < due) {
+            return;
+        }
+        match self.record_source() {
+            Some(from) => {
+                if let Some(nodes) = self.missing.take_batch(self.now, from) {
+                    self.stats.record_batches +=
+                        u64::from(self.pull(Pull::Records { from, nodes }));
+                }
+            }
+            None => {
+                for member in self.missing.take_all() {
+                    self.pull_record_from_owner(&member);
+                }
+            }
+        }
+    }
+
+    /// A member to ask for others' records: the one asked last, while it is an active
+    /// member (its connection is open, so a cold start costs one handshake, not one per
+    /// batch), or else one picked at random; never one missing its own record here, or
+    /// already asked something (a few random tries; none in a fleet of two).
+    fn record_source(&mut self) -> Option<SocketAddr> {
+        let usable = |engine: &Engine, member: &MemberId| {
+            !engine.missing.contains(&member.node_id)
+                && !engine.pulls_in_flight.contains_key(&member.endpoint)
+        };
+        if let Some(last) = self.record_source.clone() {
+            let active = self.swim.iter_members().any(|m| *m.id() == last);
+            if active && usable(self, &last) {
+                return Some(last.endpoint);
+            }
+        }
+        for _ in 0..4 {
+            let member = self.random_active_member()?;
+            if usable(self, &member) {
+                let endpoint = member.endpoint;
+                self.record_source = Some(member);
+                return Some(endpoint);
+            }
+        }
+        None
+    }
+
+    /// Pulls `member`'s record from `member` itself, unless it is held by now.
+    fn pull_record_from_owner(&mut self, member: &MemberId) {
+        if !holds_record(&lock(&self.store), member) {
+            let asked = self.pull(Pull::Records {
+                from: member.endpoint,
+                nodes: vec![member.node_id.clone()],
+            });
+            self.stats.owner_pulls += u64::from(asked);
+        }
     }
 
     fn ask_wanted_records(&mut self) {
         let wanted = lock(&self.store).wanted();
         for (from, nodes) in wanted {
-            self.pull(Pull::Records {
+            let asked = self.pull(Pull::Records {
                 from,
                 nodes: nodes.into_iter().collect(),
             });
+            self.stats.owner_pulls += u64::from(asked);
         }
     }
 
@@ -1280,6 +1385,9 @@ impl Engine {
     pub fn join(&mut self, now: Duration, view: JoinView) {
         self.set_now(now);
         self.handle_records(now, None, view.records);
+        // Whoever a node joins through holds the records of those that joined through it:
+        // the first to ask for records missing here (see `record_source`).
+        self.record_source = Some(view.seed.clone());
         let own = self.id().node_id.clone();
         let members: Vec<FocaMember<MemberId>> = view
             .members
@@ -1580,17 +1688,12 @@ impl Engine {
         }
     }
 
-    /// A member came up whose record (at its generation) we do not hold: ask it directly,
-    /// so it is not listed without its databases for long.
+    /// A member came up whose record (at its generation) we do not hold: it is asked for
+    /// soon, with the others missing (see [`Engine::ask_missing_records`]), so the member is
+    /// not listed without its databases for long.
     fn want_record_of(&mut self, id: &MemberId) {
-        let held = lock(&self.store)
-            .get(&id.node_id)
-            .is_some_and(|k| k.generation == id.generation && k.body.is_some());
-        if !held {
-            self.pull(Pull::Records {
-                from: id.endpoint,
-                nodes: vec![id.node_id.clone()],
-            });
+        if !holds_record(&lock(&self.store), id) {
+            self.missing.want(id, self.now);
         }
     }
 
@@ -1660,6 +1763,13 @@ enum PacketKind {
     Suspected,
     Alive,
     Taken,
+}
+
+/// Whether `store` holds `member`'s record at its generation.
+fn holds_record(store: &RecordStore, member: &MemberId) -> bool {
+    store
+        .get(&member.node_id)
+        .is_some_and(|k| k.generation == member.generation && k.body.is_some())
 }
 
 fn member_row(

@@ -15,6 +15,7 @@ pub mod claims;
 pub mod engine;
 pub mod health;
 pub mod id;
+pub mod missing;
 pub mod packet;
 pub mod paths;
 pub mod record;

@@ -736,7 +736,17 @@ mod tests {
 
     #[test]
     fn a_fleet_converges_and_everyone_holds_every_record() {
-        let fleet = fleet(8, 1);
+        let mut fleet = fleet(8, 1);
+        // Records of members first heard of without one are asked for in a batch soon after.
+        let held = fleet.run_until_true(STEP, Duration::from_secs(2), |f| {
+            (0..8).all(|o| {
+                (0..8).all(|s| {
+                    f.view(o, &sim_node_id(s))
+                        .is_some_and(|m| !m.api.is_empty())
+                })
+            })
+        });
+        assert!(held.is_some(), "records missing 2 s after the fleet formed");
         for observer in 0..8 {
             for subject in 0..8 {
                 let m = fleet.view(observer, &format!("n{subject}")).unwrap();
