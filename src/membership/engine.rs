@@ -284,6 +284,10 @@ struct ClaimCheck {
     asks: u32,
 }
 
+/// At most this many nodes never heard of are knocked on per records answer (see
+/// `Engine::strangers_in`).
+const MAX_STRANGERS: usize = 4;
+
 /// Up to this many records, a pull's endpoints are found by scanning (see `records_for`).
 const FEW_RECORDS: usize = 8;
 
@@ -1173,6 +1177,10 @@ impl Engine {
             self.pulls_in_flight.remove(&from);
         }
         let own = self.id().node_id.clone();
+        let strangers = match from {
+            Some(_) => self.strangers_in(&updates),
+            None => Vec::new(),
+        };
         let mut store = lock(&self.store);
         for update in updates.into_iter().filter(|u| u.node_id != own) {
             if update
@@ -1187,7 +1195,35 @@ impl Engine {
         if let Some(from) = from {
             self.missing_batch_over(from);
         }
+        // A peer's record of a node this node has never heard of is a join it missed (the
+        // digests differed because the peer holds that node active): knock on its door, as
+        // on a gone member's, and the two find each other (see `Timings::foca_config`).
+        for stranger in strangers {
+            let (swim, mut rt) = self.runtime();
+            let _ = swim.announce(stranger, &mut rt);
+        }
         self.after_call();
+    }
+
+    /// The nodes of `updates` that foca has never heard of (neither a member nor gone), at
+    /// most [`MAX_STRANGERS`], as identities to knock on.
+    fn strangers_in(&self, updates: &[RecordUpdate]) -> Vec<MemberId> {
+        if updates.is_empty() {
+            return Vec::new();
+        }
+        let known: HashSet<&str> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| m.id().node_id.as_str())
+            .chain(self.tombstones.keys().map(String::as_str))
+            .chain(std::iter::once(self.id().node_id.as_str()))
+            .collect();
+        updates
+            .iter()
+            .filter(|u| u.body.is_some() && !known.contains(u.node_id.as_str()))
+            .take(MAX_STRANGERS)
+            .map(|u| MemberId::new(u.node_id.clone(), u.generation, u.owner_endpoint))
+            .collect()
     }
 
     /// A pull failed (no answer): it may be asked again at once.

@@ -1062,6 +1062,37 @@ mod tests {
         assert_eq!(engine.take_output().pulls, vec![Pull::Gone { from: peer }]);
     }
 
+    /// A missed join found by anti-entropy: node 0 gets, in the answer to a records pull,
+    /// the record of a node it has never heard of (one that runs, alone). It knocks on that
+    /// node's door, and from then on both know each other, and the rest of the fleet learns
+    /// of it by gossip.
+    #[test]
+    fn a_record_of_a_node_never_heard_of_brings_the_two_together() {
+        let mut fleet = fleet(4, 15);
+        let stranger = fleet.start_node(1, None);
+        let stranger_id = fleet.nodes[stranger].engine.id().node_id.clone();
+        let record = fleet.nodes[stranger]
+            .engine
+            .records_for(std::slice::from_ref(&stranger_id));
+        assert_eq!(record.len(), 1);
+        fleet.run_until(fleet.now() + Duration::from_secs(5));
+        assert!(
+            fleet.view(0, &stranger_id).is_none(),
+            "known before the pull"
+        );
+
+        let now = fleet.now();
+        let peer = fleet.nodes[1].addr;
+        fleet.nodes[0]
+            .engine
+            .handle_records(now, Some(peer), record);
+        fleet.flush(0);
+        let met = fleet.run_until_true(STEP, Duration::from_secs(10), |f| {
+            (0..5).all(|i| f.all_see(&sim_node_id(i), MemberStatus::Alive))
+        });
+        assert!(met.is_some(), "the stranger and the fleet never met");
+    }
+
     #[test]
     fn halves_split_by_a_partition_agree_again_soon_after_it_heals() {
         let mut fleet = fleet(6, 10);
