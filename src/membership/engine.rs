@@ -220,6 +220,14 @@ const EXPECT_FOR: Duration = Duration::from_secs(10);
 /// How often a node knocks on one dead member's door (see `knock_on_a_dead_member`).
 const KNOCK_EVERY: Duration = Duration::from_secs(2);
 
+/// For this long after a member went down, knocks come every [`KNOCK_EVERY`]; then every
+/// [`KNOCK_SELDOM_EVERY`] (see `Engine::knock_spacing`).
+const KNOCK_OFTEN_FOR: Duration = Duration::from_secs(60);
+
+/// How often a node knocks once every gone member went down long ago (Serf tries to reconnect
+/// to a failed member every 30 s).
+const KNOCK_SELDOM_EVERY: Duration = Duration::from_secs(30);
+
 /// After this node's member list last grew, for this many probe periods it asks one random
 /// member per period for its members (a foca announce, answered with a feed): while a fleet
 /// forms, joins crowd the piggyback space and an epidemic misses a few pairs, which the probes
@@ -521,7 +529,7 @@ impl Engine {
         }
         self.check_claim();
         if self.now >= self.next_knock {
-            self.next_knock = self.now + KNOCK_EVERY;
+            self.next_knock = self.now + self.knock_spacing();
             self.knock_on_a_dead_member();
         }
         if self.now < self.catch_up_until && self.now >= self.next_catch_up {
@@ -1341,6 +1349,24 @@ impl Engine {
         let _ = swim.announce(target, &mut rt);
     }
 
+    /// How long until the next knock: [`KNOCK_EVERY`] while some member went down within
+    /// [`KNOCK_OFTEN_FOR`] (a partition that heals soon is healed in seconds), and
+    /// [`KNOCK_SELDOM_EVERY`] once all are older: a member that has been dead for a while
+    /// most likely crashed for good, and knocking on its door every 2 s, on every node, for
+    /// the hour it stays listed, cost each node about 50 B/s, a fifth of its steady bytes.
+    fn knock_spacing(&self) -> Duration {
+        let now = self.now;
+        let recent = self
+            .tombstones
+            .values()
+            .any(|t| now.saturating_sub(t.since) < KNOCK_OFTEN_FOR);
+        if recent {
+            KNOCK_EVERY
+        } else {
+            KNOCK_SELDOM_EVERY
+        }
+    }
+
     /// One active member, picked at random (none while we know no one).
     fn random_active_member(&mut self) -> Option<MemberId> {
         let active = self.swim.num_members();
@@ -1672,6 +1698,8 @@ impl Engine {
                             since: self.now,
                         },
                     );
+                    // A fresh loss: knock often again (see `knock_spacing`).
+                    self.next_knock = self.next_knock.min(self.now + KNOCK_EVERY);
                     self.changed = true;
                 }
                 OwnedNotification::Active | OwnedNotification::Idle => self.changed = true,
