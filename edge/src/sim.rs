@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bocluster::membership::sim::faults::{Applier, Scenario};
+use bocluster::membership::sim::faults::{random_schedule, Applier, Scenario};
 use bocluster::membership::sim::properties::{
     check, check_agreement, CheckRun, FalsePositiveWatch,
 };
@@ -470,6 +470,15 @@ fn soak(args: &SimArgs) -> Result<(), String> {
             ),
             Err(failure) => {
                 println!("{failure}");
+                if !args.soak {
+                    // One seed looked at closely: its schedule, to read or to edit and replay
+                    // with --scenario.
+                    let schedule = random_schedule(run.nodes, run.window, seed);
+                    match serde_json::to_string_pretty(&schedule) {
+                        Ok(json) => println!("the schedule of seed {seed}:\n{json}"),
+                        Err(e) => println!("the schedule of seed {seed}: not printable: {e}"),
+                    }
+                }
                 failed.push(seed);
             }
         }
