@@ -121,6 +121,9 @@ pub struct EngineStats {
     /// Suspicions given more time because this node itself was slow, or still heard from
     /// the suspect.
     pub suspicions_deferred: u64,
+    /// Suspicions that ran out while this node heard no member at all (see
+    /// `DEAF_PATIENCE`), looked at again a probe interval later.
+    pub deaf_deferrals: u64,
     /// Last asks: suspects asked once more, one probe timeout before their suspicion would
     /// have ended (see `Engine::suspicion_verdict`).
     pub suspects_asked: u64,
@@ -237,6 +240,13 @@ const KNOCK_SELDOM_EVERY: Duration = Duration::from_secs(30);
 /// either way). A steady fleet sends none of these.
 const CATCH_UP_PERIODS: u32 = 15;
 
+/// While a node catches up (see [`CATCH_UP_PERIODS`]), its anti-entropy rounds come this many
+/// probe periods apart instead of `anti_entropy_interval`: a feed holds random members, so the
+/// last few a node misses in a big forming fleet were found only by the first anti-entropy
+/// round, 10 s after the start (a simulated fleet of 200, and 100 processes, formed in 10.2 s
+/// every time; a round finds every member whose record this node lacks).
+const CATCH_UP_ANTI_ENTROPY_PERIODS: u32 = 3;
+
 /// How long after its start a node counts as joining a forming fleet (see [`CATCH_UP_PERIODS`]).
 const FORMING: Duration = Duration::from_secs(30);
 
@@ -275,9 +285,28 @@ enum Verdict {
     Ask,
     /// This node asked a moment ago: wait this much longer for the answer.
     AwaitAnswer(Duration),
+    /// This node hears no member at all lately (see [`DEAF_PATIENCE`]): look again after
+    /// this long.
+    HearNoOne(Duration),
     /// Declare it down.
     Down,
 }
+
+/// For this long after this node last heard any member, while it knows at least
+/// [`DEAF_WITNESSES`] live members besides a suspect, a suspicion running out here waits (one
+/// probe interval at a time) instead of turning into `dead`: when every member has gone
+/// silent at once, the likelier fault is this node's own inbound path (Lifeguard's reasoning;
+/// memberlist's deaf node waits up to 9 probe intervals and 6 suspicion timeouts). A deaf
+/// node declared a live peer dead every 2 s, and its outbound declarations made healthy
+/// nodes list them dead too (soak seeds 31 and 100 at N = 10: 11-13 false positives from 2-3
+/// nodes deaf for 11-15 s). Past this, a node cut off from everyone lists them dead once its
+/// health score's patience (up to `health::MAX_SCORE` probe intervals more) has run out too:
+/// about 20 s after the cut with the LAN timings.
+const DEAF_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How many other live members must have gone silent together for this node to doubt its own
+/// ears (see [`DEAF_PATIENCE`]); with fewer, silence is what their crash looks like.
+const DEAF_WITNESSES: usize = 2;
 
 /// A later holder of this node's id is asked this many times to show it runs before its
 /// claim is taken for stale gossip (see [`Engine::own_id_claimed`]).
@@ -328,6 +357,8 @@ pub struct Engine {
     member_endpoints: HashSet<SocketAddr>,
     /// When a datagram last came from each member endpoint (see `suspicion_extension`).
     last_heard: HashMap<SocketAddr, Duration>,
+    /// When a datagram last came from any member (see [`DEAF_PATIENCE`]).
+    last_heard_anyone: Duration,
     /// foca's timer token, for the suspicions this node times itself (see
     /// [`Engine::handle_gone`]).
     timer_token: foca::TimerToken,
@@ -407,6 +438,7 @@ impl Engine {
             suspicions: HashMap::new(),
             returned: HashMap::new(),
             last_heard: HashMap::new(),
+            last_heard_anyone: now,
             timer_token: 0,
             paths: ReturnPaths::default(),
             member_endpoints: HashSet::new(),
@@ -537,7 +569,7 @@ impl Engine {
             self.catch_up();
         }
         if self.now >= self.next_anti_entropy {
-            self.next_anti_entropy = self.now + self.timings.anti_entropy_interval;
+            self.next_anti_entropy = self.now + self.anti_entropy_spacing();
             self.anti_entropy_round();
         }
         self.ask_missing_records();
@@ -586,6 +618,11 @@ impl Engine {
                         Some(self.timings.probe_timeout)
                     }
                     Verdict::AwaitAnswer(wait) => {
+                        self.schedule(wait, timer);
+                        return;
+                    }
+                    Verdict::HearNoOne(wait) => {
+                        self.stats.deaf_deferrals += 1;
                         self.schedule(wait, timer);
                         return;
                     }
@@ -653,6 +690,9 @@ impl Engine {
     ///   that ask, the answer may still come: wait for it.
     /// - Otherwise (asked a last time, and no answer): down.
     fn suspicion_verdict(&self, member: &MemberId, key: &(String, u16)) -> Verdict {
+        if self.hears_no_one() {
+            return Verdict::HearNoOne(self.timings.probe_interval);
+        }
         let suspicion = self.suspicions.get(key);
         let extensions = suspicion.map_or(0, |s| s.extensions);
         let patience = self.health.patience(self.now, self.timings.probe_interval);
@@ -684,6 +724,16 @@ impl Engine {
             Some(at) if self.now.saturating_sub(at) <= ask_wait * 2 => Verdict::Down,
             _ => Verdict::Ask,
         }
+    }
+
+    /// Whether every member has been silent here for two probe intervals, but not yet for
+    /// [`DEAF_PATIENCE`], while enough of them are listed alive to be heard from.
+    fn hears_no_one(&self) -> bool {
+        let silence = self.now.saturating_sub(self.last_heard_anyone);
+        // The suspect is one of the active members.
+        self.swim.num_members() > DEAF_WITNESSES
+            && silence >= self.timings.probe_interval * 2
+            && silence < DEAF_PATIENCE
     }
 
     /// The suspicion timeout at the fleet size this node knows now.
@@ -775,6 +825,8 @@ impl Engine {
         };
         if !known_source {
             self.limit_answers(already_queued, bytes.len());
+        } else if result.is_ok() {
+            self.last_heard_anyone = self.now;
         }
         self.after_call();
         result
@@ -1377,6 +1429,17 @@ impl Engine {
         self.swim.iter_members().nth(pick).map(|m| m.id().clone())
     }
 
+    /// How long until the next anti-entropy round: sooner while catching up (see
+    /// [`CATCH_UP_ANTI_ENTROPY_PERIODS`]).
+    fn anti_entropy_spacing(&self) -> Duration {
+        let usual = self.timings.anti_entropy_interval;
+        if self.now < self.catch_up_until {
+            usual.min(self.timings.probe_interval * CATCH_UP_ANTI_ENTROPY_PERIODS)
+        } else {
+            usual
+        }
+    }
+
     /// Asks one random active member for its members (see [`CATCH_UP_PERIODS`]).
     fn catch_up(&mut self) {
         let Some(target) = self.random_active_member() else {
@@ -1743,6 +1806,9 @@ impl Engine {
         // members that still hold us down would have them tell us so, and renew us for nothing.
         if active > self.configured_for && self.now < self.started + FORMING {
             self.catch_up_until = self.now + self.timings.probe_interval * CATCH_UP_PERIODS;
+            self.next_anti_entropy = self
+                .next_anti_entropy
+                .min(self.now + self.anti_entropy_spacing());
         }
         if active != self.configured_for {
             self.configured_for = active;
