@@ -52,6 +52,12 @@ pub struct SimArgs {
     /// How many seed nodes the others join through
     #[arg(long, default_value_t = 3)]
     pub join_seeds: usize,
+    /// The nodes start at random times within this span (0: all in one instant). Processes
+    /// started together start over a second or more, and so their timers tick out of step;
+    /// started in one instant, every node gossips in the same 200 ms tick, and a change then
+    /// takes a whole tick per hop instead of half of one on average
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub start_spread: Duration,
     /// A fault schedule (JSON; see BENCHMARKS.md's simulator section for the format)
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
@@ -145,6 +151,7 @@ pub fn settings(args: &SimArgs) -> SimSettings {
         reorder: args.reorder,
         mtu: args.mtu,
         join_seeds: args.join_seeds,
+        start_spread_ms: ms(args.start_spread),
         scenario: args.scenario.as_ref().map(|p| p.display().to_string()),
     }
 }
@@ -190,8 +197,9 @@ fn rates(from: Totals, to: Totals, nodes: f64) -> Rates {
     }
 }
 
-/// Builds the fleet of a run: every node started at t = 0, the first `join_seeds` through
-/// node 0, the rest through one of those.
+/// Builds the fleet of a run: node 0 started at t = 0, the others at random times within
+/// `start_spread` (in index order), the first `join_seeds` through node 0, the rest through one
+/// of those.
 pub fn start_fleet(args: &SimArgs) -> SimFleet {
     let mut fleet = SimFleet::new(args.profile.timings(), args.seed);
     fleet.net = Network {
@@ -203,8 +211,14 @@ pub fn start_fleet(args: &SimArgs) -> SimFleet {
         mtu: args.mtu,
     };
     let seeds = args.join_seeds.clamp(1, args.nodes.max(1));
+    let spread_us = args.start_spread.as_micros().min(usize::MAX as u128) as usize;
+    let mut starts: Vec<Duration> = (1..args.nodes)
+        .map(|_| Duration::from_micros(fleet.random_below(spread_us.max(1)) as u64))
+        .collect();
+    starts.sort();
     fleet.start_node(1, None);
-    for i in 1..args.nodes {
+    for (i, at) in (1..args.nodes).zip(starts) {
+        fleet.run_until(at);
         let through = if i < seeds { 0 } else { i % seeds };
         fleet.start_node(1, Some(through));
     }

@@ -17,6 +17,10 @@ pub struct SimSettings {
     pub mtu: usize,
     /// How many seed nodes the others join through.
     pub join_seeds: usize,
+    /// The nodes started at random times within this span (ms; absent in older reports:
+    /// all in one instant).
+    #[serde(default)]
+    pub start_spread_ms: f64,
     /// The scenario file, if any.
     pub scenario: Option<String>,
 }
