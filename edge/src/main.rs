@@ -20,6 +20,7 @@ mod scale;
 mod serf;
 mod sim;
 mod sim_bench;
+mod sim_fleet;
 mod stats;
 mod systems;
 
@@ -67,7 +68,7 @@ enum Command {
     /// N membership engines in this process on virtual time, over a simulated network,
     /// through a fault schedule (same seed, same figures); `--check`/`--soak` run the
     /// property checks on random schedules
-    Sim(sim::SimArgs),
+    Sim(sim_fleet::SimArgs),
     /// Draw the PNG charts again from JSON reports of `compare --out` and `scale --out`
     Plot(PlotArgs),
     /// Everything BENCHMARKS.md shows: `compare` then `scale`, reports, tables and charts

@@ -10,7 +10,7 @@ use bocluster::membership::sim::{sim_node_id, SimFleet};
 use bocluster::membership::MemberStatus;
 
 use crate::reports::sim::{BenchReport, FpWindow, Rates, SizeFigures};
-use crate::sim::{agreed, start_fleet, SimArgs};
+use crate::sim_fleet::{agreed, start_fleet, SimArgs};
 
 /// How often the experiments look (virtual time).
 const LOOK: Duration = Duration::from_millis(250);
