@@ -9,7 +9,7 @@ use bocluster::membership::sim::properties::FalsePositiveWatch;
 use bocluster::membership::sim::{sim_node_id, SimFleet};
 use bocluster::membership::MemberStatus;
 
-use crate::reports::sim::{BenchReport, FpWindow, Rates, SizeFigures};
+use crate::reports::sim::{BenchReport, CutOne, FpWindow, Rates, SizeFigures};
 use crate::sim_fleet::{agreed, start_fleet, SimArgs};
 
 /// How often the experiments look (virtual time).
@@ -19,6 +19,9 @@ const LOOK: Duration = Duration::from_millis(250);
 /// second, and 250 ms steps would make up a third of the figure (the processes' harness
 /// sweeps every node every 26-56 ms).
 const FINE_LOOK: Duration = Duration::from_millis(20);
+
+/// How long the one-node cut is held (as `compare --churn` holds it).
+const CUT_ONE_HOLD: Duration = Duration::from_secs(10);
 
 /// How long an experiment may take before it is reported as not done.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -85,7 +88,8 @@ fn sums(fleet: &SimFleet) -> (u64, u64, u64) {
 /// observer is not asked again (`seen`).
 fn count_seeing(fleet: &SimFleet, subject: &str, status: MemberStatus, seen: &mut [bool]) -> usize {
     for i in fleet.running().collect::<Vec<_>>() {
-        if seen[i] {
+        // A node lists itself alive: only the others count.
+        if seen[i] || sim_node_id(i) == subject {
             continue;
         }
         let row = fleet.nodes[i]
@@ -106,11 +110,25 @@ fn first_and_all(
     subject: &str,
     status: MemberStatus,
 ) -> (Option<f64>, Option<f64>) {
+    first_and_all_others(fleet, subject, status, LOOK)
+}
+
+/// As [`first_and_all`], looking every `look`, over the running nodes other than `subject`
+/// (which may be running: a node cut off).
+fn first_and_all_others(
+    fleet: &mut SimFleet,
+    subject: &str,
+    status: MemberStatus,
+    look: Duration,
+) -> (Option<f64>, Option<f64>) {
     let start = fleet.now();
     let mut seen = vec![false; fleet.nodes.len()];
     let mut first = None;
     loop {
-        let running = fleet.running().count();
+        let running = fleet
+            .running()
+            .filter(|&i| sim_node_id(i) != subject)
+            .count();
         let count = count_seeing(fleet, subject, status, &mut seen);
         let t = secs(fleet.now() - start);
         if count > 0 && first.is_none() {
@@ -122,8 +140,29 @@ fn first_and_all(
         if fleet.now() - start >= LIMIT {
             return (first, None);
         }
-        let next = fleet.now() + LOOK;
+        let next = fleet.now() + look;
         fleet.run_until(next);
+    }
+}
+
+/// The last node cut off from all others for [`CUT_ONE_HOLD`], then healed (the process
+/// harness's churn partition): dead on the first and on every other node, then alive again.
+fn cut_one(fleet: &mut SimFleet) -> CutOne {
+    let cut = fleet.nodes.len() - 1;
+    let subject = sim_node_id(cut);
+    let start = fleet.now();
+    fleet.partition(|i| u32::from(i == cut));
+    let (dead_first_s, dead_all_s) =
+        first_and_all_others(fleet, &subject, MemberStatus::Dead, LOOK);
+    fleet.run_until((start + CUT_ONE_HOLD).max(fleet.now()));
+    fleet.heal();
+    let (alive_first_s, alive_all_s) =
+        first_and_all_others(fleet, &subject, MemberStatus::Alive, FINE_LOOK);
+    CutOne {
+        dead_first_s,
+        dead_all_s,
+        alive_first_s,
+        alive_all_s,
     }
 }
 
@@ -203,6 +242,10 @@ pub fn one_size(n: usize, seed: u64, base: &SimArgs) -> SizeFigures {
     fleet.heal();
     let heal_s = until(&mut fleet, agreed);
 
+    say(n, started, "one node cut off");
+    // Nodes 2 and 3 are gone (the crash and the leave), so the last one runs from N = 5 on.
+    let cut = (n >= 5).then(|| cut_one(&mut fleet));
+
     say(n, started, "churn");
     // Churn: every 5 s one node crashes and the one crashed before comes back under a new
     // generation, for a minute.
@@ -272,6 +315,7 @@ pub fn one_size(n: usize, seed: u64, base: &SimArgs) -> SizeFigures {
         crash_all_dead_s: crash_all_s,
         leave_all_left_s: leave_all_s,
         partition_heal_agreed_s: heal_s,
+        cut_one: cut,
         churn,
         false_positives: fp,
         wall_s: started.elapsed().as_secs_f64(),
@@ -327,6 +371,7 @@ pub fn run(sizes: &[usize], seed: u64, base: &SimArgs) -> BenchReport {
 /// The table for BENCHMARKS.md.
 pub fn render_table(report: &BenchReport) -> String {
     let o = |v: Option<f64>| v.map_or("not within 120 s".to_string(), |v| format!("{v:.1}"));
+    let o2 = |v: Option<f64>| v.map_or("not within 120 s".to_string(), |v| format!("{v:.2}"));
     let mut t = String::new();
     t += "| N | cold start: 50 % / 90 % / 99 % / all see all (s) | fewest seen | record change to all (s, periods; 2 log2 N) | crash: first / all dead (s) | leave: all left (s) | partition heal: agreed (s) | steady B/s, datagrams/s per node | churn B/s, datagrams/s per node | wall (s) |\n";
     t += "|---|---|---|---|---|---|---|---|---|---|\n";
@@ -352,6 +397,19 @@ pub fn render_table(report: &BenchReport) -> String {
             s.churn.datagrams_out,
             s.wall_s
         );
+    }
+    t += "\n| N | one node cut off 10 s: dead on the first / every other node (s) | healed: alive on the first / every other node (s) |\n|---|---|---|\n";
+    for s in &report.sizes {
+        if let Some(c) = s.cut_one {
+            t += &format!(
+                "| {} | {} / {} | {} / {} |\n",
+                s.n,
+                o(c.dead_first_s),
+                o(c.dead_all_s),
+                o2(c.alive_first_s),
+                o2(c.alive_all_s)
+            );
+        }
     }
     t += "\n| N | window | false positives per node-hour at 0 / 1 / 5 / 10 % loss | with one node 600 ms slow: others / the slow node declared dead |\n|---|---|---|---|\n";
     for s in &report.sizes {

@@ -132,10 +132,24 @@ pub struct SizeFigures {
     pub leave_all_left_s: Option<f64>,
     /// A 50/50 partition held 20 s, then healed: until all agree.
     pub partition_heal_agreed_s: Option<f64>,
+    /// The last node cut off from all others for 10 s (as `compare --churn` does to a
+    /// process): until the first and every other node lists it dead, then, after the heal,
+    /// alive again (absent in older reports).
+    #[serde(default)]
+    pub cut_one: Option<CutOne>,
     pub churn: Rates,
     pub false_positives: Vec<FpWindow>,
     pub wall_s: f64,
     pub events: u64,
+}
+
+/// One node cut off and healed, seen by the others: first and all, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CutOne {
+    pub dead_first_s: Option<f64>,
+    pub dead_all_s: Option<f64>,
+    pub alive_first_s: Option<f64>,
+    pub alive_all_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
