@@ -84,19 +84,24 @@ fn sums(fleet: &SimFleet) -> (u64, u64, u64) {
     })
 }
 
-/// Running nodes (but `except`) whose view of `subject` has `status`; once seen, an
-/// observer is not asked again (`seen`).
-fn count_seeing(fleet: &SimFleet, subject: &str, status: MemberStatus, seen: &mut [bool]) -> usize {
+/// Running nodes other than node `subject` whose view of it has `status` (a node lists
+/// itself alive: only the others count); once seen, an observer is not asked again (`seen`).
+fn count_seeing(
+    fleet: &SimFleet,
+    subject: usize,
+    status: MemberStatus,
+    seen: &mut [bool],
+) -> usize {
+    let subject_id = sim_node_id(subject);
     for i in fleet.running().collect::<Vec<_>>() {
-        // A node lists itself alive: only the others count.
-        if seen[i] || sim_node_id(i) == subject {
+        if seen[i] || i == subject {
             continue;
         }
         let row = fleet.nodes[i]
             .engine
             .members()
             .into_iter()
-            .find(|m| m.node_id == subject);
+            .find(|m| m.node_id == subject_id);
         if row.is_some_and(|m| m.status == status) {
             seen[i] = true;
         }
@@ -104,10 +109,10 @@ fn count_seeing(fleet: &SimFleet, subject: &str, status: MemberStatus, seen: &mu
     seen.iter().filter(|&&s| s).count()
 }
 
-/// From now until the first, and until every, running node lists `subject` as `status`.
+/// From now until the first, and until every, running node lists node `subject` as `status`.
 fn first_and_all(
     fleet: &mut SimFleet,
-    subject: &str,
+    subject: usize,
     status: MemberStatus,
 ) -> (Option<f64>, Option<f64>) {
     first_and_all_others(fleet, subject, status, LOOK)
@@ -117,7 +122,7 @@ fn first_and_all(
 /// (which may be running: a node cut off).
 fn first_and_all_others(
     fleet: &mut SimFleet,
-    subject: &str,
+    subject: usize,
     status: MemberStatus,
     look: Duration,
 ) -> (Option<f64>, Option<f64>) {
@@ -125,10 +130,7 @@ fn first_and_all_others(
     let mut seen = vec![false; fleet.nodes.len()];
     let mut first = None;
     loop {
-        let running = fleet
-            .running()
-            .filter(|&i| sim_node_id(i) != subject)
-            .count();
+        let running = fleet.running().filter(|&i| i != subject).count();
         let count = count_seeing(fleet, subject, status, &mut seen);
         let t = secs(fleet.now() - start);
         if count > 0 && first.is_none() {
@@ -149,15 +151,13 @@ fn first_and_all_others(
 /// harness's churn partition): dead on the first and on every other node, then alive again.
 fn cut_one(fleet: &mut SimFleet) -> CutOne {
     let cut = fleet.nodes.len() - 1;
-    let subject = sim_node_id(cut);
     let start = fleet.now();
     fleet.partition(|i| u32::from(i == cut));
-    let (dead_first_s, dead_all_s) =
-        first_and_all_others(fleet, &subject, MemberStatus::Dead, LOOK);
+    let (dead_first_s, dead_all_s) = first_and_all_others(fleet, cut, MemberStatus::Dead, LOOK);
     fleet.run_until((start + CUT_ONE_HOLD).max(fleet.now()));
     fleet.heal();
     let (alive_first_s, alive_all_s) =
-        first_and_all_others(fleet, &subject, MemberStatus::Alive, FINE_LOOK);
+        first_and_all_others(fleet, cut, MemberStatus::Alive, FINE_LOOK);
     CutOne {
         dead_first_s,
         dead_all_s,
@@ -228,12 +228,11 @@ pub fn one_size(n: usize, seed: u64, base: &SimArgs) -> SizeFigures {
 
     say(n, started, "crash");
     fleet.crash(2);
-    let (crash_first_s, crash_all_s) =
-        first_and_all(&mut fleet, &sim_node_id(2), MemberStatus::Dead);
+    let (crash_first_s, crash_all_s) = first_and_all(&mut fleet, 2, MemberStatus::Dead);
 
     say(n, started, "leave");
     fleet.leave(3);
-    let (_, leave_all_s) = first_and_all(&mut fleet, &sim_node_id(3), MemberStatus::Left);
+    let (_, leave_all_s) = first_and_all(&mut fleet, 3, MemberStatus::Left);
 
     say(n, started, "partition");
     let half = n / 2;
