@@ -1168,13 +1168,17 @@ impl Engine {
 
     /// The members this node holds dead or left, to answer a [`Pull::Gone`].
     pub fn gone_members(&self) -> Vec<GoneMember> {
-        self.tombstones
+        let mut gone: Vec<GoneMember> = self
+            .tombstones
             .values()
             .map(|t| GoneMember {
                 id: t.id.clone(),
                 left: t.left,
             })
-            .collect()
+            .collect();
+        // In a fixed order, so one seed gives one run (the asker suspects them in this order).
+        gone.sort_by(|a, b| a.id.node_id.cmp(&b.id.node_id));
+        gone
     }
 
     /// The answer to a [`Pull::Gone`]: the members `from` holds dead or left.
