@@ -6,20 +6,24 @@
 //! 1. packet loss (first run of each size only, like the steady window): for a window, a
 //!    share of the fleet's UDP packets is dropped and every observer is asked every second
 //!    for live nodes it reports dead (false positives); then the loss stops;
-//! 2. partition and heal: the last node is cut off from all others (both ways) for at least
+//! 2. a paused observer: node 1 is frozen (SIGSTOP) for [`PAUSE`], as a container starved of
+//!    CPU or a laptop that sleeps is, then thawed (SIGCONT); every other node is polled for
+//!    live nodes it reports dead while it is frozen, and every node, the thawed one included,
+//!    for [`PAUSE_WATCH`] after (false positives: nobody was down);
+//! 3. partition and heal: the last node is cut off from all others (both ways) for at least
 //!    [`PARTITION_HOLD`] and until every other node has seen it dead; then the cut is removed
 //!    and the time until the others see it alive again is taken;
-//! 3. SIGKILL of 10 % of the nodes at once (at least one, never node 0) until node 0, then
+//! 4. SIGKILL of 10 % of the nodes at once (at least one, never node 0) until node 0, then
 //!    every live node, sees all of them dead; then the same nodes are started again (same
 //!    name, address and data directory) until node 0, then every node, sees them alive;
-//! 4. address change: node N/2 is killed and at once started again as the same member (same
+//! 5. address change: node N/2 is killed and at once started again as the same member (same
 //!    name and data directory) on another address ([`moved_ip`]), until node 0, then every
 //!    node, lists it alive at its new address.
 //!
 //! Loss comes first and the kills last so that no scenario starts on a fleet still settling
 //! from a restart. Faults are iptables rules in the harness's private namespace ([`chaos`]).
 //! When bytes can be counted, every node's gossip bytes are counted from the partition to the
-//! end of the restart (2 and 3): the bandwidth under churn.
+//! end of the restart (3 and 4): the bandwidth under churn.
 //!
 //! [`chaos`]: crate::chaos
 
@@ -49,6 +53,15 @@ pub const KILL_SHARE: f64 = 0.1;
 /// for good ("conflicting address": memberlist keeps the failed member at its old one), and
 /// waiting longer would only lengthen each run.
 pub const MOVE_LIMIT: Duration = Duration::from_secs(30);
+/// How long the paused observer stays frozen.
+pub const PAUSE: Duration = Duration::from_secs(3);
+/// How long every node is watched for false dead once the paused observer is thawed: long
+/// enough for a suspicion it raised while behind to run out.
+pub const PAUSE_WATCH: Duration = Duration::from_secs(20);
+/// The node that is paused: never node 0 (whose view every timing reads first), and never a
+/// node that the kill ([`victims`]: from node (N-1)/k on), the cut (the last) or the move
+/// (N/2) uses, for N >= 3.
+const PAUSED_NODE: usize = 1;
 
 impl ChurnSettings {
     pub fn new(loss_window: Duration) -> ChurnSettings {
@@ -120,6 +133,9 @@ pub(crate) fn churn_run(
         }
         None => None,
     };
+
+    pause_observer(fleet, &mut times, &say)?;
+    converge(fleet, Instant::now(), &say);
 
     let counters = count_bytes(
         fleet,
@@ -206,6 +222,67 @@ fn loss_window_run(
         dropped_packets.map_or_else(|| "?".to_string(), |d| d.to_string()),
     ));
     Ok(result)
+}
+
+/// Freezes [`PAUSED_NODE`] for [`PAUSE`] and counts the live nodes reported dead, while it is
+/// frozen (by the others) and for [`PAUSE_WATCH`] after it is thawed (by all).
+fn pause_observer(
+    fleet: &mut dyn Fleet,
+    times: &mut ChurnTimes,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    if fleet.len() < 3 {
+        say("pause skipped: fewer than 3 nodes");
+        return Ok(());
+    }
+    let observers: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
+    let live: BTreeSet<String> = names(fleet, &observers).into_iter().collect();
+    let others: Vec<usize> = observers
+        .iter()
+        .copied()
+        .filter(|&i| i != PAUSED_NODE)
+        .collect();
+    let pid = fleet
+        .pid(PAUSED_NODE)
+        .ok_or_else(|| format!("node {PAUSED_NODE} has no process to pause"))?;
+    say(&format!(
+        "pausing {} (SIGSTOP) for {PAUSE:?}",
+        fleet.name(PAUSED_NODE)
+    ));
+    let frozen = Frozen::freeze(pid)?;
+    let during = watch_false_positives(fleet, &others, &live, PAUSE, "paused", say);
+    drop(frozen);
+    let after = watch_false_positives(fleet, &observers, &live, PAUSE_WATCH, "thawed", say);
+    let nodes: BTreeSet<&String> = during.nodes.iter().chain(&after.nodes).collect();
+    times.pause_false_positive_nodes = Some(nodes.len());
+    times.pause_false_positive_reports = Some(during.reports + after.reports);
+    say(&format!(
+        "pause done: {} live nodes reported dead ({} reports) while paused and {PAUSE_WATCH:?} after",
+        nodes.len(),
+        during.reports + after.reports
+    ));
+    Ok(())
+}
+
+/// A process stopped with SIGSTOP, continued (SIGCONT) when this is dropped, so that no
+/// early return leaves it frozen.
+struct Frozen(nix::unistd::Pid);
+
+impl Frozen {
+    fn freeze(pid: u32) -> Result<Frozen, String> {
+        let pid = nix::unistd::Pid::from_raw(
+            i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?,
+        );
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+            .map_err(|e| format!("SIGSTOP to {pid}: {e}"))?;
+        Ok(Frozen(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
 }
 
 fn partition(
@@ -476,6 +553,33 @@ pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Fi
             serf: sf_fp,
         });
     }
+    let paused = |r: &SystemResult| {
+        Stat::of(
+            &r.churn
+                .iter()
+                .filter_map(|c| c.pause_false_positive_nodes)
+                .map(|n| n as f64)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (bo_paused, sf_paused) = (paused(bo), sf.and_then(paused));
+    if bo_paused.is_some() || sf_paused.is_some() {
+        figures.push(Figure {
+            key: "pause_false_positives".into(),
+            label: format!(
+                "live nodes reported dead, one observer paused {:.0} s (and {:.0} s after)",
+                PAUSE.as_secs_f64(),
+                PAUSE_WATCH.as_secs_f64()
+            ),
+            unit: "nodes".into(),
+            ratio: ratio(bo_paused.as_ref(), sf_paused.as_ref()),
+            target: Some("0".into()),
+            // Met only when no run found one: the worst run, not the median.
+            met: bo_paused.map(|s| s.max == 0.0),
+            bocluster: bo_paused,
+            serf: sf_paused,
+        });
+    }
     figures
 }
 
@@ -583,5 +687,31 @@ mod tests {
         let rows = figures(10, &result(&[1.0], None), None);
         assert!(rows.iter().all(|f| f.key != "loss_false_positives"));
         assert_eq!(rows.len(), 11);
+        assert!(rows.iter().all(|f| f.key != "pause_false_positives"));
+    }
+
+    #[test]
+    fn a_paused_observer_row_is_met_only_when_no_run_found_a_false_dead() {
+        let paused = |found: &[usize]| SystemResult {
+            churn: found
+                .iter()
+                .map(|&n| ChurnTimes {
+                    pause_false_positive_nodes: Some(n),
+                    ..ChurnTimes::default()
+                })
+                .collect(),
+            ..SystemResult::default()
+        };
+        let rows = figures(10, &paused(&[0, 0, 1]), Some(&paused(&[3])));
+        let row = rows
+            .iter()
+            .find(|f| f.key == "pause_false_positives")
+            .expect("a row");
+        assert_eq!(row.bocluster.map(|s| s.median), Some(0.0));
+        assert_eq!(row.met, Some(false), "one run of three found one");
+        assert!(row.label.contains("paused 3 s"));
+        let rows = figures(10, &paused(&[0, 0]), None);
+        let row = rows.iter().find(|f| f.key == "pause_false_positives");
+        assert_eq!(row.and_then(|f| f.met), Some(true));
     }
 }

@@ -58,8 +58,9 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_serf: bool,
     /// Also run the churn scenarios on a fleet of each system of their own: SIGKILL of 10 %
-    /// of the nodes and their restart, partition and heal of one node, a node restarted at
-    /// another address, bandwidth under that churn, and (first run) a packet-loss window.
+    /// of the nodes and their restart, one observer paused 3 s, partition and heal of one
+    /// node, a node restarted at another address, bandwidth under that churn, and (first run)
+    /// a packet-loss window.
     /// Needs root (iptables in the private namespace).
     #[arg(long)]
     pub churn: bool,

@@ -30,6 +30,12 @@ pub struct ChurnTimes {
     pub churn_bytes_in_per_s: Option<f64>,
     pub churn_bytes_out_per_s: Option<f64>,
     pub churn_window_s: Option<f64>,
+    /// One observer paused: distinct live nodes reported dead (or left) while it was frozen
+    /// or after, and the (observer, node) reports of that.
+    #[serde(default)]
+    pub pause_false_positive_nodes: Option<usize>,
+    #[serde(default)]
+    pub pause_false_positive_reports: Option<usize>,
 }
 
 /// The packet-loss window's findings.
