@@ -419,7 +419,7 @@ pub fn plot_scale(report: &ScaleReport, dir: &Path) -> Result<Vec<PathBuf>, Stri
             &[one(
                 match report.transport {
                     ScaleTransport::Quic => "UDP bytes / N",
-                    ScaleTransport::Memory => "chitchat bytes / N",
+                    ScaleTransport::Memory => "datagram bytes / N",
                 },
                 BOCLUSTER,
                 points(&|r| r.gossip_bytes_per_s_per_node.map(|v| v / 1000.0)),

@@ -1,9 +1,9 @@
 //! `edge-fleet scale`: N real nodes in this one process, to see how cost grows with N.
 //!
-//! Each node is the real node code (`RunningNode::start_on`: identity, catalog, chitchat
-//! gossip with its guard and pacing, the master view), all on one multi-threaded tokio
+//! Each node is the real node code (`RunningNode::start_on`: identity, catalog, the SWIM
+//! membership engine and its records, the master view), all on one multi-threaded tokio
 //! runtime, all seeded to the first node. The nodes reach each other over an in-process
-//! network (`--transport memory`, the default, which can also lose gossip: `--loss`), or over
+//! network (`--transport memory`, the default, which can also lose datagrams: `--loss`), or over
 //! real QUIC with TLS, each on its own 127.1.x.y address (`--transport quic`). Measured per size: time to start them, time until
 //! every node sees all N alive, resident memory of the process per node, CPU and gossip bytes
 //! per node over a steady window, and the time a change (CREATE DATABASE on one node) takes to
@@ -39,7 +39,7 @@ pub struct ScaleArgs {
     /// How the nodes reach each other
     #[arg(long, value_enum, default_value_t = ScaleTransport::Memory)]
     pub transport: ScaleTransport,
-    /// Share of gossip messages the in-process network drops (0 to 1; `--transport memory`)
+    /// Share of membership datagrams the in-process network drops (0 to 1; `--transport memory`)
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
     /// Stop after the first size that does not converge within --limit
@@ -50,8 +50,9 @@ pub struct ScaleArgs {
     #[arg(long, default_value_t = 8192)]
     pub max_rss_mib: u64,
     /// BO_PROBE_INTERVAL of every node [default: the node's default]. `auto`: the default up
-    /// to 200 nodes, then 8 ms per node (kept from the chitchat engine, whose rounds cost O(N)
-    /// per node; a SWIM probe costs the same at any N, so the default fits any fleet)
+    /// to 200 nodes, then 8 ms per node (kept to rerun the previous engine's figures, whose
+    /// rounds cost O(N) per node; a SWIM probe costs the same at any N, so the default fits any
+    /// fleet)
     #[arg(
         long = "probe-interval",
         alias = "gossip-interval",
@@ -423,7 +424,7 @@ pub fn render_table(report: &ScaleReport) -> String {
         match report.transport {
             ScaleTransport::Quic => "real QUIC with TLS on 127.1.x.y (gossip bytes: UDP with IP headers)".to_string(),
             ScaleTransport::Memory => format!(
-                "in-process network, {:.0} % of gossip messages lost (gossip bytes: chitchat messages)",
+                "in-process network, {:.0} % of datagrams lost (gossip bytes: membership datagrams' plaintext, unsealed)",
                 report.loss * 100.0
             ),
         },
