@@ -254,12 +254,22 @@ fn pause_observer(
     drop(frozen);
     let after = watch_false_positives(fleet, &observers, &live, PAUSE_WATCH, "thawed", say);
     let nodes: BTreeSet<&String> = during.nodes.iter().chain(&after.nodes).collect();
+    let paused_name = fleet.name(PAUSED_NODE);
     times.pause_false_positive_nodes = Some(nodes.len());
     times.pause_false_positive_reports = Some(during.reports + after.reports);
+    times.pause_paused_node_reported = Some(nodes.contains(&paused_name));
     say(&format!(
-        "pause done: {} live nodes reported dead ({} reports) while paused and {PAUSE_WATCH:?} after",
+        "pause done: {} live nodes reported dead ({} reports) while paused and {PAUSE_WATCH:?} after{}",
         nodes.len(),
-        during.reports + after.reports
+        during.reports + after.reports,
+        if nodes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": {}",
+                nodes.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",")
+            )
+        }
     ));
     Ok(())
 }
@@ -579,6 +589,33 @@ pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Fi
             bocluster: bo_paused,
             serf: sf_paused,
         });
+        // Which side of the pause it was: peers that took the silent node for dead (a
+        // silence longer than the detection time looks like a crash from outside) or the
+        // thawed node that took its peers for dead (what local health is there to prevent).
+        let itself = |r: &SystemResult| {
+            let runs: Vec<bool> = r
+                .churn
+                .iter()
+                .filter_map(|c| c.pause_paused_node_reported)
+                .collect();
+            let count = runs.iter().filter(|&&reported| reported).count();
+            (!runs.is_empty())
+                .then(|| Stat::of(&[count as f64]))
+                .flatten()
+        };
+        let (bo_itself, sf_itself) = (itself(bo), sf.and_then(itself));
+        if bo_itself.is_some() || sf_itself.is_some() {
+            figures.push(Figure {
+                key: "pause_paused_node_reported".into(),
+                label: "runs in which peers listed the paused node itself dead".into(),
+                unit: "runs".into(),
+                ratio: None,
+                target: None,
+                met: None,
+                bocluster: bo_itself,
+                serf: sf_itself,
+            });
+        }
     }
     figures
 }
@@ -713,5 +750,19 @@ mod tests {
         let rows = figures(10, &paused(&[0, 0]), None);
         let row = rows.iter().find(|f| f.key == "pause_false_positives");
         assert_eq!(row.and_then(|f| f.met), Some(true));
+        assert!(
+            rows.iter().all(|f| f.key != "pause_paused_node_reported"),
+            "runs from before the field have no count"
+        );
+        let mut told = paused(&[1, 0, 1]);
+        for (run, reported) in told.churn.iter_mut().zip([true, false, false]) {
+            run.pause_paused_node_reported = Some(reported);
+        }
+        let rows = figures(10, &told, None);
+        let itself = rows
+            .iter()
+            .find(|f| f.key == "pause_paused_node_reported")
+            .expect("a row");
+        assert_eq!(itself.bocluster.map(|s| s.median), Some(1.0), "one run");
     }
 }

@@ -36,6 +36,9 @@ pub struct ChurnTimes {
     pub pause_false_positive_nodes: Option<usize>,
     #[serde(default)]
     pub pause_false_positive_reports: Option<usize>,
+    /// Whether the paused node itself was among them (peers took its silence for a crash).
+    #[serde(default)]
+    pub pause_paused_node_reported: Option<bool>,
 }
 
 /// The packet-loss window's findings.
