@@ -6,7 +6,7 @@
 //! 1. packet loss (first run of each size only, like the steady window): for a window, a
 //!    share of the fleet's UDP packets is dropped and every observer is asked every second
 //!    for live nodes it reports dead (false positives); then the loss stops;
-//! 2. a paused observer: node 1 is frozen (SIGSTOP) for [`PAUSE`], as a container starved of
+//! 2. a paused observer: node 1 is frozen (SIGSTOP) for `--pause` ([`PAUSE`] by default), as a container starved of
 //!    CPU or a laptop that sleeps is, then thawed (SIGCONT); every other node is polled for
 //!    live nodes it reports dead while it is frozen, and every node, the thawed one included,
 //!    for [`PAUSE_WATCH`] after (false positives: nobody was down);
@@ -53,7 +53,7 @@ pub const KILL_SHARE: f64 = 0.1;
 /// for good ("conflicting address": memberlist keeps the failed member at its old one), and
 /// waiting longer would only lengthen each run.
 pub const MOVE_LIMIT: Duration = Duration::from_secs(30);
-/// How long the paused observer stays frozen.
+/// How long the paused observer stays frozen by default (`compare --pause`).
 pub const PAUSE: Duration = Duration::from_secs(3);
 /// How long every node is watched for false dead once the paused observer is thawed: long
 /// enough for a suspicion it raised while behind to run out.
@@ -64,7 +64,7 @@ pub const PAUSE_WATCH: Duration = Duration::from_secs(20);
 const PAUSED_NODE: usize = 1;
 
 impl ChurnSettings {
-    pub fn new(loss_window: Duration) -> ChurnSettings {
+    pub fn new(loss_window: Duration, pause: Duration) -> ChurnSettings {
         ChurnSettings {
             kill_share: KILL_SHARE,
             partition_hold_s: PARTITION_HOLD.as_secs_f64(),
@@ -74,6 +74,8 @@ impl ChurnSettings {
             loss_probability: LOSS,
             loss_window_s: loss_window.as_secs_f64(),
             loss_dropped: loss_note(),
+            pause_s: pause.as_secs_f64(),
+            pause_watch_s: PAUSE_WATCH.as_secs_f64(),
         }
     }
 }
@@ -108,6 +110,7 @@ pub(crate) fn churn_run(
     ctx: &RunContext,
     system: System,
     loss_window: Option<Duration>,
+    pause: Option<Duration>,
     start: impl FnOnce(&Path) -> Started,
 ) -> Result<(ChurnTimes, Option<LossWindow>), String> {
     let n = ctx.n;
@@ -134,8 +137,10 @@ pub(crate) fn churn_run(
         None => None,
     };
 
-    pause_observer(fleet, &mut times, &say)?;
-    converge(fleet, Instant::now(), &say);
+    if let Some(pause) = pause {
+        pause_observer(fleet, pause, &mut times, &say)?;
+        converge(fleet, Instant::now(), &say);
+    }
 
     let counters = count_bytes(
         fleet,
@@ -224,10 +229,11 @@ fn loss_window_run(
     Ok(result)
 }
 
-/// Freezes [`PAUSED_NODE`] for [`PAUSE`] and counts the live nodes reported dead, while it is
+/// Freezes [`PAUSED_NODE`] for `pause` and counts the live nodes reported dead, while it is
 /// frozen (by the others) and for [`PAUSE_WATCH`] after it is thawed (by all).
 fn pause_observer(
     fleet: &mut dyn Fleet,
+    pause: Duration,
     times: &mut ChurnTimes,
     say: &dyn Fn(&str),
 ) -> Result<(), String> {
@@ -246,15 +252,16 @@ fn pause_observer(
         .pid(PAUSED_NODE)
         .ok_or_else(|| format!("node {PAUSED_NODE} has no process to pause"))?;
     say(&format!(
-        "pausing {} (SIGSTOP) for {PAUSE:?}",
+        "pausing {} (SIGSTOP) for {pause:?}",
         fleet.name(PAUSED_NODE)
     ));
     let frozen = Frozen::freeze(pid)?;
-    let during = watch_false_positives(fleet, &others, &live, PAUSE, "paused", say);
+    let during = watch_false_positives(fleet, &others, &live, pause, "paused", say);
     drop(frozen);
     let after = watch_false_positives(fleet, &observers, &live, PAUSE_WATCH, "thawed", say);
     let nodes: BTreeSet<&String> = during.nodes.iter().chain(&after.nodes).collect();
     let paused_name = fleet.name(PAUSED_NODE);
+    times.pause_s = Some(pause.as_secs_f64());
     times.pause_false_positive_nodes = Some(nodes.len());
     times.pause_false_positive_reports = Some(during.reports + after.reports);
     times.pause_paused_node_reported = Some(nodes.contains(&paused_name));
@@ -574,11 +581,16 @@ pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Fi
     };
     let (bo_paused, sf_paused) = (paused(bo), sf.and_then(paused));
     if bo_paused.is_some() || sf_paused.is_some() {
+        let paused_for = bo
+            .churn
+            .iter()
+            .chain(sf.into_iter().flat_map(|s| &s.churn))
+            .find_map(|c| c.pause_s)
+            .unwrap_or(PAUSE.as_secs_f64());
         figures.push(Figure {
             key: "pause_false_positives".into(),
             label: format!(
-                "live nodes reported dead, one observer paused {:.0} s (and {:.0} s after)",
-                PAUSE.as_secs_f64(),
+                "live nodes reported dead, one observer paused {paused_for:.0} s (and {:.0} s after)",
                 PAUSE_WATCH.as_secs_f64()
             ),
             unit: "nodes".into(),

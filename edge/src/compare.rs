@@ -58,8 +58,8 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_serf: bool,
     /// Also run the churn scenarios on a fleet of each system of their own: SIGKILL of 10 %
-    /// of the nodes and their restart, one observer paused 3 s, partition and heal of one
-    /// node, a node restarted at another address, bandwidth under that churn, and (first run)
+    /// of the nodes and their restart, one observer paused (--pause), partition and heal of
+    /// one node, a node restarted at another address, bandwidth under that churn, and (first run)
     /// a packet-loss window.
     /// Needs root (iptables in the private namespace).
     #[arg(long)]
@@ -67,6 +67,9 @@ pub struct CompareArgs {
     /// The packet-loss window of --churn (5 % of the fleet's UDP dropped; 0s skips it)
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub loss_window: Duration,
+    /// How long --churn freezes one observer (SIGSTOP, then SIGCONT; 0s skips it)
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
 }
 
 /// Between two questions to node 0 while a join is awaited. A join takes about as long as
@@ -142,7 +145,8 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
             }
             if args.churn {
                 let loss = (run == 0 && !args.loss_window.is_zero()).then_some(args.loss_window);
-                let (times, lw) = churn::churn_run(&ctx, System::Bocluster, loss, |dir| {
+                let pause = (!args.pause.is_zero()).then_some(args.pause);
+                let (times, lw) = churn::churn_run(&ctx, System::Bocluster, loss, pause, |dir| {
                     BoFleet::start(bin, dir, n).map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
                 })?;
                 bo.churn.push(times);
@@ -150,7 +154,7 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
                     bo.loss = lw;
                 }
                 if let (Some((path, _)), Some(sf)) = (&serf_bin, sf.as_mut()) {
-                    let (times, lw) = churn::churn_run(&ctx, System::Serf, loss, |dir| {
+                    let (times, lw) = churn::churn_run(&ctx, System::Serf, loss, pause, |dir| {
                         SerfFleet::start(path, dir, n, args.serf_cli)
                             .map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
                     })?;
@@ -183,7 +187,9 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
             bocluster: System::Bocluster.gossip_interval().as_secs_f64() * 1000.0,
             serf: System::Serf.gossip_interval().as_secs_f64() * 1000.0,
         },
-        churn: args.churn.then(|| ChurnSettings::new(args.loss_window)),
+        churn: args
+            .churn
+            .then(|| ChurnSettings::new(args.loss_window, args.pause)),
     };
     let tables = render_tables(&report);
     println!("{tables}");

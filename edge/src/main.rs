@@ -246,6 +246,7 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
         no_serf: false,
         churn: args.churn,
         loss_window: args.loss_window,
+        pause: churn::PAUSE,
     };
     compare::run(bin, &compare, counting)?;
     let scale = scale::ScaleArgs {

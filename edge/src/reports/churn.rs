@@ -36,6 +36,9 @@ pub struct ChurnTimes {
     pub pause_false_positive_nodes: Option<usize>,
     #[serde(default)]
     pub pause_false_positive_reports: Option<usize>,
+    /// How long the observer was paused.
+    #[serde(default)]
+    pub pause_s: Option<f64>,
     /// Whether the paused node itself was among them (peers took its silence for a crash).
     #[serde(default)]
     pub pause_paused_node_reported: Option<bool>,
@@ -69,18 +72,31 @@ pub struct ChurnSettings {
     pub loss_probability: f64,
     pub loss_window_s: f64,
     pub loss_dropped: String,
+    /// How long one observer was frozen (0: not run), and watched after.
+    #[serde(default)]
+    pub pause_s: f64,
+    #[serde(default)]
+    pub pause_watch_s: f64,
 }
 
 impl ChurnSettings {
     /// One line for the tables' header.
     pub fn describe(&self) -> String {
         format!(
-            "Churn: SIGKILL of {:.0} % of the nodes at once (at least 1, never node 0), then restarted; partition of the last node for >= {:.0} s (bocluster: {}; Serf: {}); node N/2 killed and started at once at another address of its block, same name and data (waited for up to {:.0} s); bandwidth counted from the partition to the end of the restart; loss window of {:.0} s (first run): {}",
+            "Churn: SIGKILL of {:.0} % of the nodes at once (at least 1, never node 0), then restarted; partition of the last node for >= {:.0} s (bocluster: {}; Serf: {}); node N/2 killed and started at once at another address of its block, same name and data (waited for up to {:.0} s); bandwidth counted from the partition to the end of the restart; {}; loss window of {:.0} s (first run): {}",
             self.kill_share * 100.0,
             self.partition_hold_s,
             self.partition_dropped_bocluster,
             self.partition_dropped_serf,
             self.move_limit_s,
+            if self.pause_s > 0.0 {
+                format!(
+                    "node 1 frozen (SIGSTOP) for {:.0} s, then watched for {:.0} s",
+                    self.pause_s, self.pause_watch_s
+                )
+            } else {
+                "no pause".to_string()
+            },
             self.loss_window_s,
             self.loss_dropped,
         )
