@@ -6,10 +6,11 @@
 //! 1. packet loss (first run of each size only, like the steady window): for a window, a
 //!    share of the fleet's UDP packets is dropped and every observer is asked every second
 //!    for live nodes it reports dead (false positives); then the loss stops;
-//! 2. a paused observer: node 1 is frozen (SIGSTOP) for `--pause` ([`PAUSE`] by default), as a container starved of
-//!    CPU or a laptop that sleeps is, then thawed (SIGCONT); every other node is polled for
-//!    live nodes it reports dead while it is frozen, and every node, the thawed one included,
-//!    for [`PAUSE_WATCH`] after (false positives: nobody was down);
+//! 2. a paused observer: node 1 is frozen (SIGSTOP) for `--pause` ([`PAUSE`] by default), as
+//!    a container starved of CPU or a laptop that sleeps is, then thawed (SIGCONT); every
+//!    other node is polled for live nodes it reports dead while it is frozen, and every
+//!    node, the thawed one included, for [`PAUSE_WATCH`] after (false positives: nobody was
+//!    down);
 //! 3. partition and heal: the last node is cut off from all others (both ways) for at least
 //!    [`PARTITION_HOLD`] and until every other node has seen it dead; then the cut is removed
 //!    and the time until the others see it alive again is taken;
