@@ -64,6 +64,11 @@ impl RegistrationOutcome {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PacketLabels {
     direction: &'static str,
     kind: &'static str,
@@ -227,6 +232,10 @@ impl Metrics {
             ("in", "leaving", engine.leaving_in),
             ("out", "digest", engine.digest_out),
             ("in", "digest", engine.digest_in),
+            ("out", "suspected", engine.suspected_out),
+            ("in", "suspected", engine.suspected_in),
+            ("out", "alive", engine.alive_out),
+            ("in", "alive", engine.alive_in),
         ] {
             packets
                 .get_or_create(&PacketLabels { direction, kind })
@@ -234,7 +243,7 @@ impl Metrics {
         }
         scrape.register(
             "membership_packets",
-            "Membership datagrams sent (out) and received (in), by kind: swim (probes, acks and what rides on them), leaving, digest (anti-entropy)",
+            "Membership datagrams sent (out) and received (in), by kind: swim (probes, acks and what rides on them), leaving, digest (anti-entropy), suspected (told to a suspect), alive (a suspect's answer)",
             packets,
         );
         let bytes = Family::<DirectionLabels, Counter>::default();
@@ -264,6 +273,26 @@ impl Metrics {
             "membership_refused",
             "Membership datagrams the engine refused: undecodable (or refused by foca), or answers dropped as bigger than what an unknown source sent (amplification)",
             refused,
+        );
+        let pulls = Family::<KindLabels, Counter>::default();
+        for (kind, n) in [
+            ("record_batch", engine.record_batches),
+            ("owner", engine.owner_pulls),
+            ("anti_entropy", engine.anti_entropy_pulls),
+        ] {
+            pulls.get_or_create(&KindLabels { kind }).inc_by(n);
+        }
+        scrape.register(
+            "membership_pulls",
+            "Record pulls this node asked for over QUIC, by what asked: record_batch (records missing here, from a peer), owner (a record from the member itself), anti_entropy (versions, records or gone members after digests differed)",
+            pulls,
+        );
+        let rejoins = Counter::<u64>::default();
+        rejoins.inc_by(engine.rejoins);
+        scrape.register(
+            "membership_rejoins",
+            "Times this node found itself declared dead and rejoined under a renewed identity",
+            rejoins,
         );
         let by_member_status = Family::<StatusLabels, Gauge>::default();
         for status in [MemberStatus::Alive, MemberStatus::Dead, MemberStatus::Left] {
@@ -334,6 +363,10 @@ mod tests {
         let engine = EngineStats {
             swim_out: 3,
             bytes_out: 200,
+            suspected_in: 4,
+            owner_pulls: 5,
+            anti_entropy_pulls: 6,
+            rejoins: 7,
             ..EngineStats::default()
         };
         let text = metrics.encode(&[], &[], &engine);
@@ -359,6 +392,24 @@ mod tests {
         );
         assert!(
             text.contains(r#"bocluster_membership_packets_total{direction="out",kind="swim"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bocluster_membership_packets_total{direction="in",kind="suspected"} 4"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bocluster_membership_pulls_total{kind="owner"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bocluster_membership_pulls_total{kind="anti_entropy"} 6"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("bocluster_membership_rejoins_total 7"),
             "{text}"
         );
         assert!(

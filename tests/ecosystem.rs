@@ -163,6 +163,17 @@ fn metrics_parse_with_a_prometheus_parser_and_count_what_happened() {
         Some(0.0),
         "{text}"
     );
+    // A lone node pulled no records and was never declared dead.
+    assert_eq!(
+        value("bocluster_membership_pulls_total", &[("kind", "owner")]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("bocluster_membership_rejoins_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
     let histogram = scrape
         .samples
         .iter()
