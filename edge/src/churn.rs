@@ -557,19 +557,16 @@ pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Fi
             .as_ref()
             .or(sf.and_then(|s| s.loss.as_ref()))
             .map_or(0.0, |l| l.window_s);
-        figures.push(Figure {
-            key: "loss_false_positives".into(),
-            label: format!(
+        figures.push(false_dead_row(
+            "loss_false_positives",
+            format!(
                 "live nodes reported dead, {:.0} % UDP loss ({window:.0} s)",
                 LOSS * 100.0
             ),
-            unit: "nodes".into(),
-            ratio: ratio(bo_fp.as_ref(), sf_fp.as_ref()),
-            target: Some("0".into()),
-            met: bo_fp.map(|s| s.median == 0.0),
-            bocluster: bo_fp,
-            serf: sf_fp,
-        });
+            bo_fp,
+            sf_fp,
+            |s| s.median == 0.0,
+        ));
     }
     let paused = |r: &SystemResult| {
         Stat::of(
@@ -588,20 +585,17 @@ pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Fi
             .chain(sf.into_iter().flat_map(|s| &s.churn))
             .find_map(|c| c.pause_s)
             .unwrap_or(PAUSE.as_secs_f64());
-        figures.push(Figure {
-            key: "pause_false_positives".into(),
-            label: format!(
+        figures.push(false_dead_row(
+            "pause_false_positives",
+            format!(
                 "live nodes reported dead, one observer paused {paused_for:.0} s (and {:.0} s after)",
                 PAUSE_WATCH.as_secs_f64()
             ),
-            unit: "nodes".into(),
-            ratio: ratio(bo_paused.as_ref(), sf_paused.as_ref()),
-            target: Some("0".into()),
+            bo_paused,
+            sf_paused,
             // Met only when no run found one: the worst run, not the median.
-            met: bo_paused.map(|s| s.max == 0.0),
-            bocluster: bo_paused,
-            serf: sf_paused,
-        });
+            |s| s.max == 0.0,
+        ));
         // Which side of the pause it was: peers that took the silent node for dead (a
         // silence longer than the detection time looks like a crash from outside) or the
         // thawed node that took its peers for dead (what local health is there to prevent).
@@ -631,6 +625,27 @@ pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Fi
         }
     }
     figures
+}
+
+/// A row of live nodes listed dead: its target is none, judged on bocluster's figure by
+/// `met`.
+fn false_dead_row(
+    key: &str,
+    label: String,
+    ours: Option<Stat>,
+    theirs: Option<Stat>,
+    met: fn(&Stat) -> bool,
+) -> Figure {
+    Figure {
+        key: key.into(),
+        label,
+        unit: "nodes".into(),
+        ratio: ratio(ours.as_ref(), theirs.as_ref()),
+        target: Some("0".into()),
+        met: ours.as_ref().map(met),
+        bocluster: ours,
+        serf: theirs,
+    }
 }
 
 #[cfg(test)]
