@@ -92,10 +92,14 @@ pub struct NodeArgs {
     /// How long a probe waits for its direct answer [default: 400ms (lan), 900ms (wan)]
     #[arg(long, env = "BO_PROBE_TIMEOUT", value_name = "DURATION")]
     pub probe_timeout: Option<String>,
-    /// How long a suspected node has to refute before it is dead, up to 10 nodes (x log10 N
-    /// beyond) [default: 3s (lan), 5s (wan)]
+    /// How long a suspected node that has gone silent has to refute before it is dead, up to
+    /// 10 nodes (x log10 N beyond) [default: 3s (lan), 5s (wan)]
     #[arg(long, env = "BO_SUSPECT_TIMEOUT", value_name = "DURATION")]
     pub suspect_timeout: Option<String>,
+    /// The same for a suspected node whose host answers that nothing listens on its port (its
+    /// process is gone), at most BO_SUSPECT_TIMEOUT [default: 1s (lan), 2s (wan)]
+    #[arg(long, env = "BO_PORT_CLOSED_TIMEOUT", value_name = "DURATION")]
+    pub port_closed_timeout: Option<String>,
     /// How often records are compared with one random peer [default: 10s (lan), 30s (wan)]
     #[arg(long, env = "BO_ANTI_ENTROPY_INTERVAL", value_name = "DURATION")]
     pub anti_entropy_interval: Option<String>,
@@ -458,6 +462,15 @@ fn parse_timings(args: &NodeArgs) -> Result<Timings, ConfigError> {
         s(600),
     )? {
         timings.suspect_timeout = d;
+    }
+    if let Some(d) = duration(
+        &args.port_closed_timeout,
+        "BO_PORT_CLOSED_TIMEOUT",
+        "port-closed-timeout",
+        ms(20),
+        s(600),
+    )? {
+        timings.port_closed_timeout = d;
     }
     if let Some(d) = duration(
         &args.anti_entropy_interval,

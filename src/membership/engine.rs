@@ -138,6 +138,10 @@ pub struct EngineStats {
     pub record_batches: u64,
     pub owner_pulls: u64,
     pub anti_entropy_pulls: u64,
+    /// Word from a member's host that nothing listens on its port (see
+    /// [`Engine::handle_port_closed`]), and the live members suspected because of it.
+    pub ports_closed: u64,
+    pub suspected_on_closed_port: u64,
 }
 
 #[derive(Debug)]
@@ -274,6 +278,9 @@ struct Suspicion {
     /// When this node asked the suspect itself for the last time before declaring it down
     /// (see [`Verdict::Ask`]).
     last_ask_at: Option<Duration>,
+    /// Whether it was given the rest of a longer suspicion (silence, or a member back
+    /// lately) beyond foca's shorter timer (see [`Engine::suspicion_verdict`]).
+    lengthened: bool,
 }
 
 /// What to do with a suspicion whose time ran out here.
@@ -281,6 +288,8 @@ struct Suspicion {
 enum Verdict {
     /// Give it this much more time (and tell the suspect again).
     Extend(Duration),
+    /// Give it the rest of its longer timeout (and tell the suspect again).
+    Lengthen(Duration),
     /// This node has not asked the suspect itself lately: ask, and wait one probe timeout.
     Ask,
     /// This node asked a moment ago: wait this much longer for the answer.
@@ -362,6 +371,9 @@ pub struct Engine {
     /// foca's timer token, for the suspicions this node times itself (see
     /// [`Engine::handle_gone`]).
     timer_token: foca::TimerToken,
+    /// Member addresses whose host said nothing listens there, and when (see
+    /// [`Engine::handle_port_closed`]); cleared when the address is heard from again.
+    port_closed: HashMap<SocketAddr, Duration>,
     /// Members heard from other addresses than their advertised endpoints (see [`paths`]).
     ///
     /// [`paths`]: super::paths
@@ -439,6 +451,7 @@ impl Engine {
             returned: HashMap::new(),
             last_heard: HashMap::new(),
             last_heard_anyone: now,
+            port_closed: HashMap::new(),
             timer_token: 0,
             paths: ReturnPaths::default(),
             member_endpoints: HashSet::new(),
@@ -612,6 +625,10 @@ impl Engine {
                         self.suspicion_mut(&key).extensions += 1;
                         Some(wait)
                     }
+                    Verdict::Lengthen(wait) => {
+                        self.suspicion_mut(&key).lengthened = true;
+                        Some(wait)
+                    }
                     Verdict::Ask => {
                         self.stats.suspects_asked += 1;
                         self.suspicion_mut(&key).last_ask_at = Some(self.now);
@@ -670,6 +687,7 @@ impl Engine {
             since: now,
             extensions: 0,
             last_ask_at: None,
+            lengthened: false,
         })
     }
 
@@ -677,8 +695,11 @@ impl Engine {
     ///
     /// - This node is slow itself (local health): the suspect gets the time it may have lost
     ///   here, once.
-    /// - The suspect came back from `dead` lately: two more timeouts, once, and hearing from
-    ///   it within three timeouts counts (see [`RETURN_WINDOW`]).
+    /// - foca's timer is the short one, for a suspect whose port is closed (its process is
+    ///   gone; see [`Engine::handle_port_closed`]). A silent suspect gets the rest of the
+    ///   longer `suspect_timeout`, once: a frozen or starved process is silent too.
+    /// - The suspect came back from `dead` lately: three times its timeout, once, and hearing
+    ///   from it within that counts (see [`RETURN_WINDOW`]).
     /// - We heard from the suspect itself within the suspicion: it is alive and only some
     ///   path to it lossy, and its refutation is on its way (a crashed node sends nothing, so
     ///   this never delays a real failure), up to [`MAX_HEARD_EXTENSIONS`] times.
@@ -703,17 +724,26 @@ impl Engine {
             .returned
             .get(&member.node_id)
             .is_some_and(|at| self.now.saturating_sub(*at) < RETURN_WINDOW);
+        let base = if self.port_closed_lately(member) {
+            self.short_suspicion_window()
+        } else {
+            self.suspicion_window()
+        };
         // A member back lately is judged on the scale of three timeouts throughout.
-        let window = self.suspicion_window() * if returned_lately { RETURNED_SCALE } else { 1 };
-        if extensions == 0 && returned_lately {
-            return Verdict::Extend(window - self.suspicion_window());
+        let scale = if returned_lately { RETURNED_SCALE } else { 1 };
+        let window = base * scale;
+        let lengthened = suspicion.is_some_and(|s| s.lengthened);
+        if !lengthened && window > self.short_suspicion_window() {
+            return Verdict::Lengthen(window - self.short_suspicion_window());
         }
+        // Heard from near the end of its time (not before a lengthened suspicion began).
+        let recent = self.short_suspicion_window() * scale;
         let heard_lately = self
             .last_heard
             .get(&member.endpoint)
-            .is_some_and(|at| self.now.saturating_sub(*at) <= window);
+            .is_some_and(|at| self.now.saturating_sub(*at) <= recent);
         if heard_lately && extensions < MAX_HEARD_EXTENSIONS {
-            return Verdict::Extend(window);
+            return Verdict::Extend(recent);
         }
         let ask_wait = self.timings.probe_timeout;
         match suspicion.and_then(|s| s.last_ask_at) {
@@ -736,10 +766,72 @@ impl Engine {
             && silence < DEAF_PATIENCE
     }
 
-    /// The suspicion timeout at the fleet size this node knows now.
+    /// The suspicion timeout of a silent suspect at the fleet size this node knows now.
     fn suspicion_window(&self) -> Duration {
         self.timings
             .suspect_timeout_for(self.swim.num_members() + 1)
+    }
+
+    /// The suspicion timeout of a suspect whose port is closed (foca's own timer).
+    fn short_suspicion_window(&self) -> Duration {
+        self.timings
+            .port_closed_timeout_for(self.swim.num_members() + 1)
+    }
+
+    /// Whether `member`'s host said lately that nothing listens on its port, and it has not
+    /// been heard from since.
+    fn port_closed_lately(&self, member: &MemberId) -> bool {
+        let window = self.suspicion_window() * RETURNED_SCALE;
+        [member.endpoint, self.paths.route(member.endpoint, self.now)]
+            .iter()
+            .filter_map(|addr| self.port_closed.get(addr))
+            .any(|at| self.now.saturating_sub(*at) <= window)
+    }
+
+    /// Something this node sent to `addr` was answered by its host with "port unreachable"
+    /// (see `transport::closed_ports`): the process of the member reached there is gone. A
+    /// live member there is suspected at once (its probe would fail a whole period later),
+    /// and its suspicion runs the short `port_closed_timeout` instead of the silent one. A
+    /// running process's socket never gets this answer, so a frozen, starved or cut-off
+    /// member keeps the longer timeout; a forged answer only starts a suspicion, which the
+    /// live member refutes when asked.
+    pub fn handle_port_closed(&mut self, now: Duration, addr: SocketAddr) {
+        self.set_now(now);
+        self.stats.ports_closed += 1;
+        let found = self
+            .swim
+            .iter_members()
+            .find(|m| {
+                m.id().endpoint == addr || self.paths.route(m.id().endpoint, self.now) == addr
+            })
+            .map(|m| (m.id().clone(), m.incarnation(), m.state()));
+        let Some((member, incarnation, state)) = found else {
+            return;
+        };
+        self.port_closed.insert(addr, self.now);
+        if state == State::Alive {
+            self.stats.suspected_on_closed_port += 1;
+            tracing::debug!(member = ?member, "its port is closed: suspecting it");
+            self.suspect_here(&member, incarnation);
+        }
+        self.after_call();
+    }
+
+    /// Suspects `member` here, where no probe of ours failed: foca times a suspicion only
+    /// where its probe failed, so this one is ours to time, as if our probe had failed; and
+    /// the suspect is asked itself.
+    fn suspect_here(&mut self, member: &MemberId, incarnation: u16) {
+        let suspect = FocaMember::new(member.clone(), incarnation, State::Suspect);
+        let window = self.short_suspicion_window();
+        let timer = Timer::ChangeSuspectToDown {
+            member_id: member.clone(),
+            incarnation,
+            token: self.timer_token,
+        };
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.apply_many(std::iter::once(suspect), true, &mut rt);
+        rt.submit_after(timer, window);
+        self.tell_suspect(member);
     }
 
     /// Takes in one datagram's plaintext (already opened) from `from`.
@@ -757,6 +849,7 @@ impl Engine {
         let already_queued = self.out.datagrams.len();
         if known_source {
             self.last_heard.insert(from, self.now);
+            self.port_closed.remove(&from);
         }
         let result = match packet::decode(bytes) {
             Ok(Packet::Swim(data)) => {
@@ -849,6 +942,8 @@ impl Engine {
         let reached_there = self.paths.heard(sender.endpoint, from, stamp, self.now);
         if reached_there {
             self.last_heard.insert(sender.endpoint, self.now);
+            self.port_closed.remove(&sender.endpoint);
+            self.port_closed.remove(&from);
         }
         reached_there
     }
@@ -1211,19 +1306,7 @@ impl Engine {
             } else if state == State::Alive {
                 self.stats.missed_news_repaired += 1;
                 tracing::debug!(peer = %from, member = ?member.id, "a peer holds dead a member held alive here: suspecting it");
-                let suspect = FocaMember::new(member.id.clone(), incarnation, State::Suspect);
-                let window = self.suspicion_window();
-                // foca times a suspicion only where a probe failed: this one is ours to time,
-                // as if our own probe had failed.
-                let timer = Timer::ChangeSuspectToDown {
-                    member_id: member.id.clone(),
-                    incarnation,
-                    token: self.timer_token,
-                };
-                let (swim, mut rt) = self.runtime();
-                let _ = swim.apply_many(std::iter::once(suspect), true, &mut rt);
-                rt.submit_after(timer, window);
-                self.tell_suspect(&member.id);
+                self.suspect_here(&member.id, incarnation);
             }
         }
         self.after_call();
@@ -1474,6 +1557,8 @@ impl Engine {
         self.paths.prune(now);
         let window = self.suspicion_window();
         self.last_heard
+            .retain(|_, at| now.saturating_sub(*at) <= window * RETURNED_SCALE);
+        self.port_closed
             .retain(|_, at| now.saturating_sub(*at) <= window * RETURNED_SCALE);
         // A suspicion lasts at most a few windows (extensions, one ask): what is older was
         // refuted or declared long ago.

@@ -50,6 +50,16 @@ pub struct InboundDatagram {
     pub stamp: Option<SenderStamp>,
 }
 
+/// What the link hands membership.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// One membership datagram received.
+    Datagram(InboundDatagram),
+    /// Something we sent to this address was answered by its host with "port unreachable":
+    /// no process listens there any more (see `transport::closed_ports`).
+    PortClosed(SocketAddr),
+}
+
 /// How the driver reaches other nodes. Implemented over QUIC + the shared UDP socket by the
 /// transport, and by the in-process network.
 #[async_trait]
@@ -146,7 +156,7 @@ impl Membership {
     pub fn start(
         settings: MembershipSettings,
         link: Arc<dyn MembershipLink>,
-        inbound: mpsc::Receiver<InboundDatagram>,
+        inbound: mpsc::Receiver<Inbound>,
     ) -> Membership {
         let self_id = MemberId::new(
             settings.node_id.clone(),
@@ -333,7 +343,7 @@ struct Driver {
     engine: Engine,
     origin: Instant,
     link: Arc<dyn MembershipLink>,
-    inbound: mpsc::Receiver<InboundDatagram>,
+    inbound: mpsc::Receiver<Inbound>,
     commands: mpsc::UnboundedReceiver<Command>,
     self_commands: mpsc::UnboundedSender<Command>,
     members_tx: watch::Sender<Arc<Vec<Member>>>,
@@ -367,8 +377,8 @@ impl Driver {
                 // time its probe out (a starved node must not blame its peers).
                 biased;
                 received = self.inbound.recv() => match received {
-                    Some(datagram) => {
-                        self.take_datagram(datagram);
+                    Some(inbound) => {
+                        self.take_inbound(inbound);
                         self.drain_inbound();
                     }
                     None => return,
@@ -420,8 +430,15 @@ impl Driver {
         }
     }
 
-    fn take_datagram(&mut self, datagram: InboundDatagram) {
+    fn take_inbound(&mut self, inbound: Inbound) {
         let now = self.now();
+        let datagram = match inbound {
+            Inbound::Datagram(datagram) => datagram,
+            Inbound::PortClosed(addr) => {
+                self.engine.handle_port_closed(now, addr);
+                return;
+            }
+        };
         let InboundDatagram {
             from,
             plaintext,
@@ -435,7 +452,7 @@ impl Driver {
     fn drain_inbound(&mut self) {
         for _ in 0..DRAIN_BATCH {
             match self.inbound.try_recv() {
-                Ok(datagram) => self.take_datagram(datagram),
+                Ok(inbound) => self.take_inbound(inbound),
                 Err(_) => return,
             }
         }

@@ -35,7 +35,8 @@ impl Profile {
                 profile: self,
                 probe_interval: Duration::from_millis(1000),
                 probe_timeout: Duration::from_millis(400),
-                suspect_timeout: Duration::from_millis(1000),
+                suspect_timeout: Duration::from_secs(3),
+                port_closed_timeout: Duration::from_millis(1000),
                 anti_entropy_interval: Duration::from_secs(10),
                 dead_node_grace: Duration::from_secs(3600),
             },
@@ -44,6 +45,7 @@ impl Profile {
                 probe_interval: Duration::from_secs(2),
                 probe_timeout: Duration::from_millis(900),
                 suspect_timeout: Duration::from_secs(5),
+                port_closed_timeout: Duration::from_secs(2),
                 anti_entropy_interval: Duration::from_secs(30),
                 dead_node_grace: Duration::from_secs(3600),
             },
@@ -60,10 +62,16 @@ pub struct Timings {
     /// How long a direct probe waits for its ack before asking others to probe
     /// (`BO_PROBE_TIMEOUT`); the rest of the interval is left for the indirect probes.
     pub probe_timeout: Duration,
-    /// How long a suspected member has to refute before it is declared dead, at up to 10
-    /// members; it grows with log10 of the fleet size, as memberlist's does
-    /// (`BO_SUSPECT_TIMEOUT`).
+    /// How long a suspected member that has gone silent has to refute before it is declared
+    /// dead, at up to 10 members; it grows with log10 of the fleet size, as memberlist's does
+    /// (`BO_SUSPECT_TIMEOUT`). Silence is what a frozen or starved process looks like as much
+    /// as a crashed one: 3 s lets a process stopped for 3 s come back alive.
     pub suspect_timeout: Duration,
+    /// The same for a suspect whose host answered that nothing listens on its port (ICMP port
+    /// unreachable: the process is gone), at most `suspect_timeout`
+    /// (`BO_PORT_CLOSED_TIMEOUT`). A frozen process's socket stays open, so this never
+    /// shortens a pause's suspicion, and a crash is told in about a third of the time.
+    pub port_closed_timeout: Duration,
     /// How often a node compares its records with one random member (`BO_ANTI_ENTROPY_INTERVAL`).
     pub anti_entropy_interval: Duration,
     /// How long a dead or left member stays listed before it is forgotten (`BO_DEAD_NODE_GRACE`).
@@ -86,16 +94,28 @@ pub const MIN_TRANSMISSIONS: u8 = 8;
 pub const MAX_PLAINTEXT: usize = crate::seal::MAX_PLAINTEXT;
 
 impl Timings {
-    /// The suspicion timeout for a fleet of `members`: x1 up to 10, x2 at 100, x3 at 1,000.
+    /// How much a fleet of `members` scales the suspicion timeouts: x1 up to 10, x2 at 100,
+    /// x3 at 1,000.
+    fn fleet_scale(members: usize) -> f64 {
+        (members.max(1) as f64).log10().max(1.0)
+    }
+
+    /// The suspicion timeout of a silent suspect in a fleet of `members`.
     pub fn suspect_timeout_for(&self, members: usize) -> Duration {
-        let scale = (members.max(1) as f64).log10().max(1.0);
-        self.suspect_timeout.mul_f64(scale)
+        self.suspect_timeout.mul_f64(Self::fleet_scale(members))
+    }
+
+    /// The suspicion timeout of a suspect whose port is closed, in a fleet of `members`.
+    pub fn port_closed_timeout_for(&self, members: usize) -> Duration {
+        self.port_closed_timeout
+            .min(self.suspect_timeout)
+            .mul_f64(Self::fleet_scale(members))
     }
 
     /// How long foca remembers a down identity: long enough for the news to have spread
     /// (its broadcasts are spent long before), short enough for a partition to heal soon.
     pub fn forget_down_after(&self, members: usize) -> Duration {
-        (self.suspect_timeout_for(members) * 3)
+        (self.port_closed_timeout_for(members) * 3)
             .max(Duration::from_secs(10))
             .min(self.dead_node_grace)
     }
@@ -110,7 +130,9 @@ impl Timings {
         };
         config.probe_period = self.probe_interval;
         config.probe_rtt = self.probe_timeout;
-        config.suspect_to_down_after = self.suspect_timeout_for(members);
+        // foca's timer is the shorter one; a silent suspect is given the rest of its time by
+        // the engine (`Engine::suspicion_verdict`).
+        config.suspect_to_down_after = self.port_closed_timeout_for(members);
         // foca forgets a down identity soon (SHOW NODES keeps listing it for
         // `dead_node_grace` from the engine's own tombstones): SWIM never takes a down
         // identity back, so a node cut off by a partition is taken in again, under the same
@@ -147,8 +169,20 @@ mod tests {
         assert_eq!(t.suspect_timeout_for(3), t.suspect_timeout);
         assert_eq!(t.suspect_timeout_for(100), t.suspect_timeout * 2);
         let config = t.foca_config(1000);
-        assert_eq!(config.suspect_to_down_after, t.suspect_timeout * 3);
+        assert_eq!(config.suspect_to_down_after, t.port_closed_timeout * 3);
         assert!(config.probe_rtt < config.probe_period);
+    }
+
+    #[test]
+    fn a_closed_port_shortens_the_suspicion_and_never_lengthens_it() {
+        let t = Timings::default();
+        assert!(t.port_closed_timeout_for(10) < t.suspect_timeout_for(10));
+        assert_eq!(t.port_closed_timeout_for(100), t.port_closed_timeout * 2);
+        let short = Timings {
+            suspect_timeout: Duration::from_millis(600),
+            ..Timings::default()
+        };
+        assert_eq!(short.port_closed_timeout_for(5), Duration::from_millis(600));
     }
 
     #[test]

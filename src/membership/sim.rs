@@ -118,6 +118,9 @@ struct InFlight {
     to: SocketAddr,
     from: SocketAddr,
     bytes: Vec<u8>,
+    /// The host of `from` answering a datagram sent there with "port unreachable": nothing
+    /// listens there since its node crashed or left (see `Engine::handle_port_closed`).
+    port_closed: bool,
 }
 
 impl PartialEq for InFlight {
@@ -460,6 +463,14 @@ impl SimFleet {
                 let Some(&to) = self.by_addr.get(&datagram.to) else {
                     continue;
                 };
+                if datagram.port_closed {
+                    if self.nodes[to].is_running() {
+                        let now = self.now;
+                        self.nodes[to].engine.handle_port_closed(now, datagram.from);
+                        self.flush(to);
+                    }
+                    continue;
+                }
                 match self.nodes[to].state {
                     NodeState::Running => {
                         let now = self.now;
@@ -471,7 +482,7 @@ impl SimFleet {
                             waiting.push((datagram.from, datagram.bytes));
                         }
                     }
-                    NodeState::Crashed | NodeState::Left => {}
+                    NodeState::Crashed | NodeState::Left => self.answer_port_closed(datagram),
                 }
             } else if let Some(Reverse((_, i))) = self.timers.pop() {
                 self.scheduled[i] = None;
@@ -526,6 +537,20 @@ impl SimFleet {
         if let Some(seed) = node.seed {
             self.join(index, seed);
         }
+    }
+
+    /// The host of a node that crashed or left answers a datagram for it: nothing listens
+    /// there (the answer comes back over the same latency).
+    fn answer_port_closed(&mut self, datagram: InFlight) {
+        self.seq += 1;
+        self.in_flight.push(Reverse(InFlight {
+            at: self.now + self.net.latency,
+            seq: self.seq,
+            to: datagram.from,
+            from: datagram.to,
+            bytes: Vec::new(),
+            port_closed: true,
+        }));
     }
 
     /// Hands one datagram to a running node.
@@ -594,6 +619,7 @@ impl SimFleet {
                 to,
                 from,
                 bytes,
+                port_closed: false,
             }));
         }
     }
@@ -1081,15 +1107,15 @@ mod tests {
     }
 
     /// Anti-entropy of liveness: node 0 hears from a peer that two members it holds alive
-    /// are dead (as if it had missed that news). The one that crashed is declared dead by
-    /// node 0 before anyone else finds out by probing; the one that runs answers its
-    /// suspicion and stays alive everywhere.
+    /// are dead (as if it had missed that news). The one that went silent (cut off: no
+    /// closed port tells on it) is declared dead by node 0 before anyone else finds out by
+    /// probing; the one that runs answers its suspicion and stays alive everywhere.
     #[test]
     fn a_member_a_peer_holds_dead_is_suspected_here_and_dead_only_if_silent() {
         let mut fleet = fleet(30, 13);
         let now = fleet.now();
         let (crashed, running) = (29, 2);
-        fleet.crash(crashed);
+        fleet.nodes[crashed].group = 1;
         let gone: Vec<GoneMember> = [crashed, running]
             .iter()
             .map(|&i| GoneMember {
@@ -1108,9 +1134,14 @@ mod tests {
         let first = fleet.run_until_true(Duration::from_millis(10), Duration::from_secs(10), |f| {
             f.running().any(|i| dead(f, i))
         });
-        assert!(first.is_some(), "nobody declared the crashed node dead");
-        let first_to_know: Vec<usize> = fleet.running().filter(|&i| dead(&fleet, i)).collect();
+        assert!(first.is_some(), "nobody declared the silent node dead");
+        let first_to_know: Vec<usize> = fleet
+            .running()
+            .filter(|&i| i != crashed && dead(&fleet, i))
+            .collect();
         assert_eq!(first_to_know, vec![0], "node 0 was not the first to know");
+        // Cut off, it would list the others dead in time: it stops here.
+        fleet.crash(crashed);
         assert!(
             !watch_gone(
                 &mut fleet,
@@ -1374,7 +1405,8 @@ mod tests {
     /// A crash is a crash: the suspecter asks the suspect, hears nothing, and declares it
     /// once its suspicion runs out, with no patience added for the one probe that failed
     /// (that failure blames its target, not the suspecter). With the LAN defaults: probed
-    /// within a period or two, suspected a period later, dead one suspicion later.
+    /// within a period or two, suspected at once (its host says its port is closed), dead one
+    /// short suspicion later.
     #[test]
     fn a_crash_is_declared_after_one_period_and_one_suspicion_timeout() {
         let t = timings();
@@ -1390,14 +1422,90 @@ mod tests {
         }
         let mean = took.iter().sum::<Duration>() / took.len() as u32;
         // First probe of the crashed node: each of the 7 others picks it in a period with odds
-        // 1/7, so someone does after 1 / (1 - (6/7)^7) = 1.5 periods on average; suspected a
-        // period later, dead one suspicion timeout after that. One more probe interval (a
-        // failed probe taken as this node's own ill health) fails this.
-        let bound = t.probe_interval * 5 / 2 + t.suspect_timeout_for(8);
+        // 1/7, so someone does after 1 / (1 - (6/7)^7) = 1.5 periods on average; its host
+        // answers at once that nothing listens, and it is dead one short suspicion timeout
+        // later. Waiting for the probe to fail (a period), or the silent timeout, fails this.
+        let bound = t.probe_interval * 2 + t.port_closed_timeout_for(8);
         assert!(
             mean <= bound,
             "crash to dead everywhere took {took:?}, mean over {bound:?}"
         );
+    }
+
+    /// Silence is not a closed port: a member cut off (or frozen: its socket stays open) is
+    /// given the longer suspicion, and declared dead once it runs out.
+    #[test]
+    fn a_silent_member_is_given_the_longer_suspicion() {
+        let t = timings();
+        for seed in 1..=3 {
+            let mut fleet = fleet(8, seed);
+            fleet.nodes[5].group = 1;
+            let found =
+                fleet.run_until_true(Duration::from_millis(20), Duration::from_secs(30), |f| {
+                    (0..8).filter(|&i| i != 5).all(|i| {
+                        f.view(i, "n5")
+                            .is_some_and(|m| m.status == MemberStatus::Dead)
+                    })
+                });
+            let took = found.expect("a cut-off member was never declared dead");
+            assert!(
+                took >= t.suspect_timeout_for(8),
+                "seed {seed}: declared dead after {took:?}, before the silent timeout"
+            );
+            assert!(
+                fleet.nodes[5..=5]
+                    .iter()
+                    .all(|n| n.engine.stats().ports_closed == 0),
+                "a cut-off member's port told on it"
+            );
+        }
+    }
+
+    /// The paused observer: a process frozen for 3 s (SIGSTOP) keeps its socket open,
+    /// so it is silent, not closed, and comes back before the silent suspicion runs out;
+    /// when thawed, it declares no live peer dead either (its timers fired late: local
+    /// health).
+    #[test]
+    fn a_process_frozen_for_3_s_is_not_declared_dead_nor_declares_others() {
+        for seed in 1..=6 {
+            let mut fleet = fleet(10, seed);
+            fleet.pause(1);
+            let mut during = None;
+            let thaw = fleet.now() + Duration::from_secs(3);
+            while fleet.now() < thaw && during.is_none() {
+                fleet.run_until(fleet.now() + Duration::from_millis(10));
+                during = a_live_node_listed_dead(&fleet, usize::MAX).or_else(|| {
+                    fleet
+                        .running()
+                        .find(|&i| {
+                            fleet
+                                .view(i, "n1")
+                                .is_some_and(|m| m.status == MemberStatus::Dead)
+                        })
+                        .map(|observer| (observer, 1))
+                });
+            }
+            fleet.resume(1);
+            let mut after = None;
+            let until = fleet.now() + Duration::from_secs(10);
+            while fleet.now() < until && after.is_none() {
+                fleet.run_until(fleet.now() + Duration::from_millis(10));
+                after = a_live_node_listed_dead(&fleet, usize::MAX);
+            }
+            assert_eq!(
+                during, None,
+                "seed {seed}: (observer, subject) listed dead while frozen"
+            );
+            assert_eq!(
+                after, None,
+                "seed {seed}: (observer, subject) listed dead after the thaw"
+            );
+            assert_eq!(
+                fleet.nodes[1].engine.stats().rejoins,
+                0,
+                "seed {seed}: the frozen node was declared dead"
+            );
+        }
     }
 
     /// A live suspect whose answers were lost for most of its suspicion answers the last
@@ -1537,8 +1645,9 @@ mod tests {
                 f.all_see("n3", MemberStatus::Dead)
             })
             .expect("dead again");
+        // Its port is closed again: three of the short timeouts.
         assert!(
-            again >= t.suspect_timeout_for(6) * 3,
+            again >= t.port_closed_timeout_for(6) * 3,
             "declared {again:?} after its second crash"
         );
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Datagrams, IncomingRequest, PeerLink, RequestError, TransportError};
-use crate::membership::InboundDatagram;
+use crate::membership::{Inbound, InboundDatagram};
 use crate::wire::{Request, Response};
 
 /// Datagrams waiting for one node, like a socket's receive buffer: beyond it, they are
@@ -58,7 +58,7 @@ pub struct MemoryStats {
 
 /// Where one node's traffic is delivered.
 struct Port {
-    datagrams: mpsc::Sender<InboundDatagram>,
+    datagrams: mpsc::Sender<Inbound>,
     requests: mpsc::Sender<IncomingRequest>,
 }
 
@@ -132,13 +132,18 @@ impl MemoryPort {
             return;
         }
         let Some(inbox) = self.network.port(to, |port| port.datagrams.clone()) else {
+            // Nothing listens there: the host says so, as a real one does (ICMP port
+            // unreachable; see `closed_ports`).
+            if let Some(own) = self.network.port(self.addr, |port| port.datagrams.clone()) {
+                let _ = own.try_send(Inbound::PortClosed(to));
+            }
             return;
         };
-        let datagram = InboundDatagram {
+        let datagram = Inbound::Datagram(InboundDatagram {
             from: self.addr,
             plaintext: Bytes::copy_from_slice(plaintext),
             stamp: None,
-        };
+        });
         if inbox.try_send(datagram).is_ok() {
             inner.stats.datagrams.fetch_add(1, Ordering::Relaxed);
             inner

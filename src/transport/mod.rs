@@ -8,6 +8,7 @@
 //! - QUIC carries what needs a stream: our [`Request`]s (introductions, joins, record pulls),
 //!   one bidirectional stream each, over one cached connection per peer address.
 
+mod closed_ports;
 mod memory;
 mod refusals;
 pub mod sealing;
@@ -32,7 +33,8 @@ use sealing::Sealer;
 
 use crate::cluster_key::ClusterKeys;
 use crate::membership::{
-    GoneMember, InboundDatagram, JoinView, MemberId, MembershipLink, RecordUpdate, RecordVersion,
+    GoneMember, Inbound, InboundDatagram, JoinView, MemberId, MembershipLink, RecordUpdate,
+    RecordVersion,
 };
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
 use crate::wire::{Request, Response};
@@ -67,8 +69,8 @@ pub enum StreamKind {
     Request = 2,
 }
 
-/// Membership datagrams received, opened.
-pub type Datagrams = mpsc::Receiver<InboundDatagram>;
+/// Membership datagrams received (opened), and word of peers' closed ports.
+pub type Datagrams = mpsc::Receiver<Inbound>;
 
 /// A request received from a peer, with the channel its answer goes back on.
 pub struct IncomingRequest {
@@ -218,6 +220,10 @@ impl QuicTransport {
             }
         };
         let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        // Without it, a dead peer is told from a silent one only by the longer suspicion.
+        if let Err(e) = closed_ports::ask_for_errors(&socket) {
+            warn!(error = %e, "cannot ask for ICMP errors (IP_RECVERR): a crashed peer is detected as slowly as a silent one");
+        }
         let datagram_socket = socket
             .try_clone()
             .and_then(|clone| {
@@ -261,6 +267,7 @@ impl QuicTransport {
             requests: requests_tx,
         });
         tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(watch_closed_ports(shared.clone(), opened_tx.clone()));
         tokio::spawn(open_datagrams(shared.clone(), sealed_rx, opened_tx));
         let transport = QuicTransport { shared };
         Ok((transport, opened_rx, requests_rx))
@@ -282,7 +289,17 @@ impl QuicTransport {
             warn!(peer = %to, len = plaintext.len(), "a membership datagram too large to seal was not sent");
             return;
         };
-        if let Err(e) = self.shared.datagram_socket.try_send_to(&sealed, to) {
+        let socket = &self.shared.datagram_socket;
+        let sent = socket.try_send_to(&sealed, to).or_else(|e| {
+            // An ICMP error queued for an earlier datagram fails one send (see
+            // `closed_ports`): this one was not sent, and the next try goes out.
+            if e.kind() == io::ErrorKind::ConnectionRefused {
+                socket.try_send_to(&sealed, to)
+            } else {
+                Err(e)
+            }
+        });
+        if let Err(e) = sent {
             debug!(peer = %to, error = %e, "membership datagram not sent");
         }
     }
@@ -473,16 +490,16 @@ async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
 async fn open_datagrams(
     shared: Arc<Shared>,
     mut sealed: mpsc::Receiver<(SocketAddr, Bytes)>,
-    opened: mpsc::Sender<InboundDatagram>,
+    opened: mpsc::Sender<Inbound>,
 ) {
     while let Some((from, datagram)) = sealed.recv().await {
         match shared.sealer.open(from, &datagram) {
             Ok((plaintext, stamp)) => {
-                let datagram = InboundDatagram {
+                let datagram = Inbound::Datagram(InboundDatagram {
                     from,
                     plaintext: Bytes::from(plaintext),
                     stamp: Some(stamp),
-                };
+                });
                 if opened.try_send(datagram).is_err() && opened.is_closed() {
                     return;
                 }
@@ -492,6 +509,34 @@ async fn open_datagrams(
                 if shared.refusals.should_log(from) {
                     warn!(peer = %from, reason = refusal.reason(), "refused a membership datagram that does not open with this cluster's key (another BO_CLUSTER_KEY, garbage, or a replay)");
                 }
+            }
+        }
+    }
+}
+
+/// Drains the socket's error queue as errors arrive, and tells membership of every peer
+/// port found closed (see [`closed_ports`]). Draining at once also clears the error the
+/// socket's next send or receive would otherwise fail with.
+async fn watch_closed_ports(shared: Arc<Shared>, inbound: mpsc::Sender<Inbound>) {
+    use closed_ports::QueuedError;
+    let socket = &shared.datagram_socket;
+    loop {
+        let read = socket
+            .async_io(tokio::io::Interest::ERROR, || {
+                closed_ports::read_error(socket)
+            })
+            .await;
+        match read {
+            Ok(QueuedError::PortClosed(addr)) => {
+                if inbound.try_send(Inbound::PortClosed(addr)).is_err() && inbound.is_closed() {
+                    return;
+                }
+            }
+            Ok(QueuedError::Other) => {}
+            Err(e) => {
+                // Not expected; keep the queue from spinning this task.
+                debug!(error = %e, "reading the socket's error queue");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
