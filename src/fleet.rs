@@ -160,6 +160,24 @@ impl LocalNode {
         ))
     }
 
+    /// The value of one unlabelled sample of this node's `/metrics` (a counter's
+    /// `name_total`, a gauge's `name`). `Err` when it cannot be read.
+    pub fn metric(&self, name: &str) -> Result<f64, String> {
+        let url = format!("http://{}/metrics", self.http_addr());
+        let mut request = api_agent(API_TIMEOUT).get(&url);
+        if let Some(token) = self.token() {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let text = request
+            .call()
+            .and_then(|response| response.into_body().read_to_string())
+            .map_err(|e| format!("cannot read {url}: {e}"))?;
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("{url} has no sample {name}"))
+    }
+
     /// [`LocalNode::sql`] over `session`'s open connection.
     pub fn sql_in(&self, session: &ApiSession, statement: &str) -> Result<(u16, Value), String> {
         let url = format!("http://{}/api", self.http_addr());

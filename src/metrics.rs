@@ -294,6 +294,20 @@ impl Metrics {
             "Times this node found itself declared dead and rejoined under a renewed identity",
             rejoins,
         );
+        let ports_closed = Counter::<u64>::default();
+        ports_closed.inc_by(engine.ports_closed);
+        scrape.register(
+            "membership_ports_closed",
+            "Answers from a peer's host that nothing listens on the port this node sent to (ICMP port unreachable: the peer's process is gone)",
+            ports_closed,
+        );
+        let suspected_on_closed_port = Counter::<u64>::default();
+        suspected_on_closed_port.inc_by(engine.suspected_on_closed_port);
+        scrape.register(
+            "membership_suspected_on_closed_port",
+            "Live members this node suspected at once because their port was closed",
+            suspected_on_closed_port,
+        );
         let by_member_status = Family::<StatusLabels, Gauge>::default();
         for status in [MemberStatus::Alive, MemberStatus::Dead, MemberStatus::Left] {
             let n = members.iter().filter(|m| m.status == status).count();
@@ -367,6 +381,7 @@ mod tests {
             owner_pulls: 5,
             anti_entropy_pulls: 6,
             rejoins: 7,
+            ports_closed: 8,
             ..EngineStats::default()
         };
         let text = metrics.encode(&[], &[], &engine);
@@ -410,6 +425,10 @@ mod tests {
         );
         assert!(
             text.contains("bocluster_membership_rejoins_total 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bocluster_membership_ports_closed_total 8"),
             "{text}"
         );
         assert!(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
@@ -86,6 +86,18 @@ fn sigkill_gives_dead_sigterm_gives_left_and_restart_is_alive_once() {
 
     killed.kill();
     expect_status(&observer, "n11-2", "dead");
+    // The killed node's host answered "port unreachable" (ICMP), and the observer read it
+    // from its socket's error queue: it knocks on dead members, so it hears it in time.
+    let heard = wait_for(DEADLINE, || {
+        let n = observer
+            .metric("bocluster_membership_ports_closed_total")
+            .ok()?;
+        (n > 0.0).then_some(n)
+    });
+    assert!(
+        heard.is_some(),
+        "the observer never heard that n11-2's port is closed"
+    );
 
     assert!(
         stopped.stop(Duration::from_secs(10)),
@@ -124,6 +136,63 @@ fn a_paused_node_is_dead_then_alive_again() {
     expect_status(&observer, "n12-2", "dead");
     paused.signal(Signal::SIGCONT);
     expect_status(&observer, "n12-2", "alive");
+}
+
+/// A frozen process keeps its socket open: it is silent, not gone, and a pause shorter than
+/// the silent suspicion never lists it dead (its peers probe it again and again meanwhile,
+/// each failed probe starting another suspicion timer). A killed one's port is closed: its
+/// host says so, and it is dead after the short timeout.
+#[test]
+fn a_short_pause_is_not_a_death_and_a_kill_is_told_by_the_closed_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 19;
+    let seed = seeds(block);
+    let timings = [
+        ("BO_SUSPECT_TIMEOUT", "3s"),
+        ("BO_PORT_CLOSED_TIMEOUT", "100ms"),
+    ];
+    let observer = start(spec(dir.path(), block, 1, &timings));
+    let with_seed = |host| {
+        let mut env = timings.to_vec();
+        env.push(("BO_SEEDS", seed.as_str()));
+        start(spec(dir.path(), block, host, &env))
+    };
+    let mut paused = with_seed(2);
+    let _third = with_seed(3);
+    expect_status(&observer, "n19-2", "alive");
+    expect_status(&observer, "n19-3", "alive");
+
+    // Frozen for 1.5 s, twice: each time its probe fails within 0.3-0.6 s, and the silent
+    // suspicion (3 s) outlasts the pause.
+    for _ in 0..2 {
+        paused.signal(Signal::SIGSTOP);
+        let thaw = Instant::now() + Duration::from_millis(1500);
+        let mut seen = Vec::new();
+        while Instant::now() < thaw {
+            seen.push(node_status(&observer, "n19-2"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        paused.signal(Signal::SIGCONT);
+        let watch_until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < watch_until {
+            seen.push(node_status(&observer, "n19-2"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            seen.iter().all(|s| s.as_deref() == Some("alive")),
+            "a node frozen for 1.5 s was listed {seen:?}"
+        );
+    }
+
+    paused.kill();
+    expect_status(&observer, "n19-2", "dead");
+    let told = observer
+        .metric("bocluster_membership_ports_closed_total")
+        .unwrap();
+    assert!(
+        told > 0.0,
+        "the killed node's closed port was never heard of"
+    );
 }
 
 #[test]

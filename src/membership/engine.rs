@@ -278,9 +278,11 @@ struct Suspicion {
     /// When this node asked the suspect itself for the last time before declaring it down
     /// (see [`Verdict::Ask`]).
     last_ask_at: Option<Duration>,
-    /// Whether it was given the rest of a longer suspicion (silence, or a member back
-    /// lately) beyond foca's shorter timer (see [`Engine::suspicion_verdict`]).
-    lengthened: bool,
+    /// Until when it was given the rest of a longer suspicion (silence, or a member back
+    /// lately) beyond foca's shorter timer (see [`Engine::suspicion_verdict`]). foca starts
+    /// a timer for every failed probe of a suspect, so one suspicion may see several: each
+    /// waits for this same end.
+    lengthened_until: Option<Duration>,
 }
 
 /// What to do with a suspicion whose time ran out here.
@@ -292,7 +294,7 @@ enum Verdict {
     Lengthen(Duration),
     /// This node has not asked the suspect itself lately: ask, and wait one probe timeout.
     Ask,
-    /// This node asked a moment ago: wait this much longer for the answer.
+    /// This node asked a moment ago, or gave it a longer time: wait this much longer.
     AwaitAnswer(Duration),
     /// This node hears no member at all lately (see [`DEAF_PATIENCE`]): look again after
     /// this long.
@@ -626,7 +628,8 @@ impl Engine {
                         Some(wait)
                     }
                     Verdict::Lengthen(wait) => {
-                        self.suspicion_mut(&key).lengthened = true;
+                        let until = self.now + wait;
+                        self.suspicion_mut(&key).lengthened_until = Some(until);
                         Some(wait)
                     }
                     Verdict::Ask => {
@@ -687,7 +690,7 @@ impl Engine {
             since: now,
             extensions: 0,
             last_ask_at: None,
-            lengthened: false,
+            lengthened_until: None,
         })
     }
 
@@ -732,9 +735,14 @@ impl Engine {
         // A member back lately is judged on the scale of three timeouts throughout.
         let scale = if returned_lately { RETURNED_SCALE } else { 1 };
         let window = base * scale;
-        let lengthened = suspicion.is_some_and(|s| s.lengthened);
-        if !lengthened && window > self.short_suspicion_window() {
-            return Verdict::Lengthen(window - self.short_suspicion_window());
+        match suspicion.and_then(|s| s.lengthened_until) {
+            None if window > self.short_suspicion_window() => {
+                return Verdict::Lengthen(window - self.short_suspicion_window());
+            }
+            Some(until) if self.now < until => {
+                return Verdict::AwaitAnswer(until - self.now);
+            }
+            _ => {}
         }
         // Heard from near the end of its time (not before a lengthened suspicion began).
         let recent = self.short_suspicion_window() * scale;

@@ -29,6 +29,9 @@ const ICMP_PORT_UNREACH: u8 = 3;
 const ICMP6_DST_UNREACH: u8 = 1;
 const ICMP6_DST_UNREACH_NOPORT: u8 = 4;
 
+/// Bytes for one error's control messages (an error and its offender take about 64).
+const CONTROL_BUFFER: usize = 512;
+
 /// Asks the kernel to queue the ICMP errors of what this socket sends.
 pub fn ask_for_errors(socket: &std::net::UdpSocket) -> io::Result<()> {
     let v4 = setsockopt(socket, sockopt::Ipv4RecvErr, &true);
@@ -55,7 +58,10 @@ pub fn read_error(socket: &impl AsFd) -> io::Result<QueuedError> {
     // The payload is the start of the datagram that was refused: not needed.
     let mut payload = [0u8; 64];
     let mut iov = [IoSliceMut::new(&mut payload)];
-    let mut control = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
+    // Room for the error and its offender, and for what else quinn asked the socket to
+    // report with every datagram (packet info, ECN, segment size), which comes along: a
+    // control buffer too small for all of it loses the error.
+    let mut control = [0u8; CONTROL_BUFFER];
     let message = recvmsg::<SockaddrStorage>(
         socket.as_fd().as_raw_fd(),
         &mut iov,
@@ -119,6 +125,9 @@ mod tests {
     fn a_closed_port_is_named_and_an_open_one_is_not() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         ask_for_errors(&socket).expect("IP_RECVERR");
+        // As quinn's socket does: every message carries its packet info and TOS as well.
+        setsockopt(&socket, sockopt::Ipv4PacketInfo, &true).expect("IP_PKTINFO");
+        setsockopt(&socket, sockopt::IpRecvTos, &true).expect("IP_RECVTOS");
         // A port that was open a moment ago and is closed now, as a killed node's.
         let closed = {
             let gone = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -137,6 +146,29 @@ mod tests {
         assert_eq!(
             read_error(&socket).map_err(|e| e.kind()),
             Err(io::ErrorKind::WouldBlock)
+        );
+    }
+
+    /// The transport waits for errors with tokio (`Interest::ERROR`), not by polling.
+    #[tokio::test]
+    async fn tokio_wakes_on_the_error_queue() {
+        let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        ask_for_errors(&std_socket).expect("IP_RECVERR");
+        std_socket.set_nonblocking(true).unwrap();
+        let socket = tokio::net::UdpSocket::from_std(std_socket).unwrap();
+        let closed = {
+            let gone = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            gone.local_addr().expect("addr")
+        };
+        socket.send_to(b"\x01ping", closed).await.expect("send");
+        let read = tokio::time::timeout(
+            Duration::from_secs(3),
+            socket.async_io(tokio::io::Interest::ERROR, || read_error(&socket)),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(QueuedError::PortClosed(a))) if a == closed),
+            "{read:?}"
         );
     }
 }
