@@ -241,9 +241,7 @@ impl QuicTransport {
         endpoint_config.grease_quic_bit(false);
         let runtime = Arc::new(quinn::TokioRuntime);
         let (sealed_tx, sealed_rx) = mpsc::channel(DATAGRAM_INBOX);
-        let quinn_socket =
-            quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(bind_error)?;
-        let mux = udp_mux::MuxSocket::new(quinn_socket, sealed_tx);
+        let mux = udp_mux::MuxSocket::new(socket, sealed_tx).map_err(bind_error)?;
         let mut endpoint = Endpoint::new_with_abstract_socket(
             endpoint_config,
             Some(server_config),

@@ -6,19 +6,30 @@
 //! first byte has the bit clear is taken out and handed to membership; the rest goes to quinn.
 //! With receive offload one buffer may hold several datagrams of one sender (`stride`): each
 //! is classified on its own.
+//!
+//! It drives the socket itself (quinn's own UDP state, with tokio's readiness), as quinn's
+//! tokio runtime does, for one difference: the socket asks for ICMP errors (see
+//! `closed_ports`), and a queued error fails the next send once. quinn's wrapper drops that
+//! packet and logs a warning; here the send is tried again, since the error was about an
+//! earlier datagram.
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quinn::udp::{RecvMeta, Transmit};
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::io::Interest;
 use tokio::sync::mpsc;
+
+/// A failed QUIC send is logged as a warning at most this often.
+const SEND_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Whether a datagram starting with `first_byte` is ours rather than QUIC's.
 pub fn is_membership_datagram(first_byte: u8) -> bool {
@@ -27,10 +38,13 @@ pub fn is_membership_datagram(first_byte: u8) -> bool {
 
 /// quinn's socket, with membership datagrams taken out on the way in.
 pub struct MuxSocket {
-    inner: Arc<dyn AsyncUdpSocket>,
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
     membership: mpsc::Sender<(SocketAddr, Bytes)>,
     /// Membership datagrams dropped because membership had not kept up.
     pub overflow: Arc<AtomicU64>,
+    /// When a failed send was last logged as a warning.
+    last_send_warning: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for MuxSocket {
@@ -40,14 +54,45 @@ impl fmt::Debug for MuxSocket {
 }
 
 impl MuxSocket {
+    /// Takes `socket` over (it must be in a tokio runtime) for quinn and membership.
     pub fn new(
-        inner: Arc<dyn AsyncUdpSocket>,
+        socket: std::net::UdpSocket,
         membership: mpsc::Sender<(SocketAddr, Bytes)>,
-    ) -> MuxSocket {
-        MuxSocket {
-            inner,
+    ) -> io::Result<MuxSocket> {
+        // Sets the socket non-blocking, and asks for what quinn needs with every datagram.
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(MuxSocket {
+            io: tokio::net::UdpSocket::from_std(socket)?,
+            state,
             membership,
             overflow: Arc::new(AtomicU64::new(0)),
+            last_send_warning: Mutex::new(None),
+        })
+    }
+
+    /// One send; a failure that only reports an earlier datagram's ICMP error is tried again.
+    fn send(&self, transmit: &Transmit) -> io::Result<()> {
+        match self.state.try_send((&self.io).into(), transmit) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.state.try_send((&self.io).into(), transmit)
+            }
+            sent => sent,
+        }
+    }
+
+    /// A send that failed for good: QUIC resends what it lost, as for a lost packet.
+    fn send_failed(&self, transmit: &Transmit, error: &io::Error) {
+        let mut last = self
+            .last_send_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|at| at.elapsed() >= SEND_WARNING_EVERY);
+        // Refused twice in a row: two ICMP errors were queued (a peer that just died).
+        if due && error.kind() != io::ErrorKind::ConnectionRefused {
+            *last = Some(Instant::now());
+            tracing::warn!(peer = %transmit.destination, error = %error, "a QUIC packet could not be sent (warned at most once a minute)");
+        } else {
+            tracing::debug!(peer = %transmit.destination, error = %error, "a QUIC packet could not be sent");
         }
     }
 
@@ -87,13 +132,34 @@ pub fn split_buffer(
     write
 }
 
+/// Tells quinn when the socket can take more.
+#[derive(Debug)]
+struct WritablePoller {
+    socket: Arc<MuxSocket>,
+}
+
+impl UdpPoller for WritablePoller {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.socket.io.poll_send_ready(cx)
+    }
+}
+
 impl AsyncUdpSocket for MuxSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.inner.clone().create_io_poller()
+        Box::pin(WritablePoller { socket: self })
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.inner.try_send(transmit)
+        match self.io.try_io(Interest::WRITABLE, || self.send(transmit)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            // An MTU probe larger than the path: expected, as quinn's own socket treats it.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EMSGSIZE) => Ok(()),
+            Err(e) => {
+                self.send_failed(transmit, &e);
+                Ok(())
+            }
+        }
     }
 
     fn poll_recv(
@@ -103,7 +169,13 @@ impl AsyncUdpSocket for MuxSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
-            let received = ready!(self.inner.poll_recv(cx, bufs, meta))?;
+            ready!(self.io.poll_recv_ready(cx))?;
+            // Any other error (a queued ICMP error fails one receive) is read past.
+            let Ok(received) = self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&self.io).into(), bufs, meta)
+            }) else {
+                continue;
+            };
             let mut kept = 0usize;
             for i in 0..received.min(bufs.len()).min(meta.len()) {
                 let from = meta[i].addr;
@@ -129,19 +201,19 @@ impl AsyncUdpSocket for MuxSocket {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.io.local_addr()
     }
 
     fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
+        self.state.may_fragment()
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
+        self.state.max_gso_segments()
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        self.state.gro_segments()
     }
 }
 
