@@ -258,9 +258,9 @@ const FORMING: Duration = Duration::from_secs(30);
 const MAX_HEARD_EXTENSIONS: u32 = 3;
 
 /// For this long after a member came back from `dead` (a partition healed, or it restarted),
-/// a suspicion of it waits three suspicion timeouts instead of one: the paths to it may still
-/// be settling (after a network is reconnected, one direction can work seconds before the
-/// other), and a short suspicion would send it straight back to `dead`.
+/// a suspicion of it waits at least three of the short (port closed) suspicion timeouts: the
+/// paths to it may still be settling (after a network is reconnected, one direction can work
+/// seconds before the other), and a short suspicion would send it straight back to `dead`.
 const RETURN_WINDOW: Duration = Duration::from_secs(30);
 
 /// How many suspicion timeouts a member back lately gets (see [`RETURN_WINDOW`]), and how far
@@ -701,7 +701,7 @@ impl Engine {
     /// - foca's timer is the short one, for a suspect whose port is closed (its process is
     ///   gone; see [`Engine::handle_port_closed`]). A silent suspect gets the rest of the
     ///   longer `suspect_timeout`, once: a frozen or starved process is silent too.
-    /// - The suspect came back from `dead` lately: three times its timeout, once, and hearing
+    /// - The suspect came back from `dead` lately: at least three short timeouts, and hearing
     ///   from it within that counts (see [`RETURN_WINDOW`]).
     /// - We heard from the suspect itself within the suspicion: it is alive and only some
     ///   path to it lossy, and its refutation is on its way (a crashed node sends nothing, so
@@ -732,9 +732,10 @@ impl Engine {
         } else {
             self.suspicion_window()
         };
-        // A member back lately is judged on the scale of three timeouts throughout.
+        // A member back lately is judged on the scale of three short timeouts throughout; the
+        // silent timeout is about that long already, and is not stretched further.
         let scale = if returned_lately { RETURNED_SCALE } else { 1 };
-        let window = base * scale;
+        let window = base.max(self.short_suspicion_window() * scale);
         match suspicion.and_then(|s| s.lengthened_until) {
             None if window > self.short_suspicion_window() => {
                 return Verdict::Lengthen(window - self.short_suspicion_window());

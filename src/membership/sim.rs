@@ -1641,6 +1641,33 @@ mod tests {
         assert!(keeps.is_some(), "n1 is not alive at node 1 everywhere");
     }
 
+    /// A member back from `dead` lately that then goes silent (cut off) gets the silent
+    /// timeout: that is already about three short ones, and is not tripled on top (9 s).
+    #[test]
+    fn a_member_back_lately_that_goes_silent_is_not_given_three_silent_timeouts() {
+        let t = timings();
+        let mut fleet = fleet(6, 31);
+        fleet.crash(3);
+        fleet.run_until(fleet.now() + Duration::from_secs(10));
+        fleet.restart(3);
+        fleet.run_until(fleet.now() + Duration::from_secs(3));
+        assert!(fleet.all_see("n3", MemberStatus::Alive));
+        fleet.nodes[3].group = 1;
+        let silent = fleet
+            .run_until_true(STEP, Duration::from_secs(60), |f| {
+                (0..6).filter(|&i| i != 3).any(|i| {
+                    f.view(i, "n3")
+                        .is_some_and(|m| m.status == MemberStatus::Dead)
+                })
+            })
+            .expect("dead once cut off");
+        let bound = t.suspect_timeout_for(6) + t.probe_interval * 3;
+        assert!(
+            silent <= bound,
+            "declared {silent:?} after it went silent, over {bound:?}"
+        );
+    }
+
     /// A member that came back from `dead` lately (here: restarted) is given three
     /// suspicion timeouts before it is declared again: the paths to a member that returns
     /// after a partition may still be settling.
