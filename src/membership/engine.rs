@@ -261,6 +261,7 @@ const MAX_HEARD_EXTENSIONS: u32 = 3;
 /// a suspicion of it waits at least three of the short (port closed) suspicion timeouts: the
 /// paths to it may still be settling (after a network is reconnected, one direction can work
 /// seconds before the other), and a short suspicion would send it straight back to `dead`.
+/// Unless its port is closed: then its process is gone, whatever the paths do.
 const RETURN_WINDOW: Duration = Duration::from_secs(30);
 
 /// How many suspicion timeouts a member back lately gets (see [`RETURN_WINDOW`]), and how far
@@ -727,15 +728,21 @@ impl Engine {
             .returned
             .get(&member.node_id)
             .is_some_and(|at| self.now.saturating_sub(*at) < RETURN_WINDOW);
-        let base = if self.port_closed_lately(member) {
+        // A member back lately is judged on the scale of three short timeouts throughout; the
+        // silent timeout is about that long already, and is not stretched further. A closed
+        // port is no path still settling: its process is gone.
+        let port_closed = self.port_closed_lately(member);
+        let scale = if returned_lately && !port_closed {
+            RETURNED_SCALE
+        } else {
+            1
+        };
+        let window = if port_closed {
             self.short_suspicion_window()
         } else {
             self.suspicion_window()
+                .max(self.short_suspicion_window() * scale)
         };
-        // A member back lately is judged on the scale of three short timeouts throughout; the
-        // silent timeout is about that long already, and is not stretched further.
-        let scale = if returned_lately { RETURNED_SCALE } else { 1 };
-        let window = base.max(self.short_suspicion_window() * scale);
         match suspicion.and_then(|s| s.lengthened_until) {
             None if window > self.short_suspicion_window() => {
                 return Verdict::Lengthen(window - self.short_suspicion_window());

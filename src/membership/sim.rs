@@ -1668,33 +1668,59 @@ mod tests {
         );
     }
 
-    /// A member that came back from `dead` lately (here: restarted) is given three
-    /// suspicion timeouts before it is declared again: the paths to a member that returns
-    /// after a partition may still be settling.
+    /// A member that came back from `dead` lately (here: restarted) and goes silent is given
+    /// at least three short suspicion timeouts before it is declared again: the paths to a
+    /// member that returns after a partition may still be settling. A closed port is no
+    /// settling path: a crash right after the return is declared at the short timeout.
     #[test]
     fn a_member_that_came_back_lately_is_given_three_suspicion_timeouts() {
-        let t = timings();
-        let mut fleet = fleet(6, 31);
+        // Silence as short as a closed port, as the tests' nodes have it.
+        let t = Timings {
+            suspect_timeout: Duration::from_millis(1000),
+            port_closed_timeout: Duration::from_millis(1000),
+            ..timings()
+        };
+        let mut fleet = fleet_with(t.clone(), 6, 31);
+        let mut back_again = |fleet: &mut SimFleet| {
+            fleet.crash(3);
+            let dead = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+                f.all_see("n3", MemberStatus::Dead)
+            });
+            assert!(dead.is_some());
+            fleet.restart(3);
+            let back = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
+                f.all_see("n3", MemberStatus::Alive)
+            });
+            assert!(back.is_some());
+        };
+        back_again(&mut fleet);
+        fleet.nodes[3].group = 1;
+        let silent = fleet
+            .run_until_true(STEP, Duration::from_secs(30), |f| {
+                (0..6).filter(|&i| i != 3).all(|i| {
+                    f.view(i, "n3")
+                        .is_some_and(|m| m.status == MemberStatus::Dead)
+                })
+            })
+            .expect("dead once silent");
+        assert!(
+            silent >= t.suspect_timeout_for(6) * 3,
+            "declared {silent:?} after it went silent"
+        );
+
+        fleet.heal();
+        back_again(&mut fleet);
         fleet.crash(3);
-        let dead = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
-            f.all_see("n3", MemberStatus::Dead)
-        });
-        assert!(dead.is_some());
-        fleet.restart(3);
-        let back = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
-            f.all_see("n3", MemberStatus::Alive)
-        });
-        assert!(back.is_some());
-        fleet.crash(3);
-        let again = fleet
+        let crashed = fleet
             .run_until_true(STEP, Duration::from_secs(30), |f| {
                 f.all_see("n3", MemberStatus::Dead)
             })
             .expect("dead again");
-        // Its port is closed again: three of the short timeouts.
+        // Sooner than three short timeouts (the damping), from the crash.
+        let damped = t.port_closed_timeout_for(6) * 3;
         assert!(
-            again >= t.port_closed_timeout_for(6) * 3,
-            "declared {again:?} after its second crash"
+            crashed < damped,
+            "declared {crashed:?} after its second crash, not before {damped:?}"
         );
     }
 }
