@@ -1681,7 +1681,7 @@ mod tests {
             ..timings()
         };
         let mut fleet = fleet_with(t.clone(), 6, 31);
-        let mut back_again = |fleet: &mut SimFleet| {
+        let back_again = |fleet: &mut SimFleet| {
             fleet.crash(3);
             let dead = fleet.run_until_true(STEP, Duration::from_secs(30), |f| {
                 f.all_see("n3", MemberStatus::Dead)
