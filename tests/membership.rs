@@ -7,6 +7,18 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 
+/// Whether `observer` counts a closed port in its `/metrics` before the deadline (its
+/// counters reach `/metrics` about once a second).
+fn hears_a_closed_port(observer: &LocalNode) -> bool {
+    wait_for(DEADLINE, || {
+        let n = observer
+            .metric("bocluster_membership_ports_closed_total")
+            .ok()?;
+        (n > 0.0).then_some(())
+    })
+    .is_some()
+}
+
 fn seeds(block: u8) -> String {
     format!("127.0.{block}.1:9091")
 }
@@ -88,14 +100,8 @@ fn sigkill_gives_dead_sigterm_gives_left_and_restart_is_alive_once() {
     expect_status(&observer, "n11-2", "dead");
     // The killed node's host answered "port unreachable" (ICMP), and the observer read it
     // from its socket's error queue: it knocks on dead members, so it hears it in time.
-    let heard = wait_for(DEADLINE, || {
-        let n = observer
-            .metric("bocluster_membership_ports_closed_total")
-            .ok()?;
-        (n > 0.0).then_some(n)
-    });
     assert!(
-        heard.is_some(),
+        hears_a_closed_port(&observer),
         "the observer never heard that n11-2's port is closed"
     );
 
@@ -186,15 +192,8 @@ fn a_short_pause_is_not_a_death_and_a_kill_is_told_by_the_closed_port() {
 
     paused.kill();
     expect_status(&observer, "n19-2", "dead");
-    // The counters reach /metrics about once a second; the observer also knocks on the dead.
-    let told = wait_for(DEADLINE, || {
-        let n = observer
-            .metric("bocluster_membership_ports_closed_total")
-            .ok()?;
-        (n > 0.0).then_some(n)
-    });
     assert!(
-        told.is_some(),
+        hears_a_closed_port(&observer),
         "the killed node's closed port was never heard of"
     );
 }

@@ -811,6 +811,17 @@ mod tests {
         }
     }
 
+    /// Whether every other node lists `subject` dead (`all_see` asks `subject` too, and a
+    /// node cut off still runs and lists itself alive).
+    fn dead_on_every_other(fleet: &SimFleet, subject: usize) -> bool {
+        let id = sim_node_id(subject);
+        (0..fleet.nodes.len()).filter(|&i| i != subject).all(|i| {
+            fleet
+                .view(i, &id)
+                .is_some_and(|m| m.status == MemberStatus::Dead)
+        })
+    }
+
     /// Whether any running node lists another running node (other than `except`) `dead`,
     /// and which.
     fn a_live_node_listed_dead(fleet: &SimFleet, except: usize) -> Option<(usize, usize)> {
@@ -1443,14 +1454,10 @@ mod tests {
         for (n, seed) in [(2, 1), (3, 1), (3, 2), (8, 1), (8, 2), (8, 3)] {
             let mut fleet = fleet(n, seed);
             let cut = n - 1;
-            let cut_id = sim_node_id(cut);
             fleet.nodes[cut].group = 1;
             let found =
                 fleet.run_until_true(Duration::from_millis(20), Duration::from_secs(30), |f| {
-                    (0..n).filter(|&i| i != cut).all(|i| {
-                        f.view(i, &cut_id)
-                            .is_some_and(|m| m.status == MemberStatus::Dead)
-                    })
+                    dead_on_every_other(f, cut)
                 });
             let took = found.expect("a cut-off member was never declared dead");
             // Its probe fails (most of a period), then the whole silent timeout runs.
@@ -1696,12 +1703,7 @@ mod tests {
         back_again(&mut fleet);
         fleet.nodes[3].group = 1;
         let silent = fleet
-            .run_until_true(STEP, Duration::from_secs(30), |f| {
-                (0..6).filter(|&i| i != 3).all(|i| {
-                    f.view(i, "n3")
-                        .is_some_and(|m| m.status == MemberStatus::Dead)
-                })
-            })
+            .run_until_true(STEP, Duration::from_secs(30), |f| dead_on_every_other(f, 3))
             .expect("dead once silent");
         assert!(
             silent >= t.suspect_timeout_for(6) * 3,

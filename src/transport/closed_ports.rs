@@ -6,13 +6,13 @@
 //! in the kernel and no such answer comes; neither does one through a partition. This is the
 //! one signal that tells a dead process from a silent one, so membership can declare the
 //! first quickly and give the second the time a pause needs (see
-//! `membership::settings::Timings::refused_timeout`).
+//! `membership::settings::Timings::port_closed_timeout`).
 //!
 //! Linux hands these answers to an unconnected UDP socket only if it asked (`IP_RECVERR`):
 //! they are queued on the socket's error queue, read here with `MSG_ERRQUEUE`. A queued error
-//! also fails the socket's next send or receive once (`ECONNREFUSED`); quinn retries its
-//! receives and resends what it lost, and membership's own sends retry once (see
-//! `QuicTransport::send_datagram`), and draining the queue at once clears it.
+//! also fails the socket's next send or receive once (`ECONNREFUSED`): receives read past it,
+//! every send goes through [`send_past_queued_error`], and draining the queue at once clears
+//! it.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -41,6 +41,15 @@ pub fn ask_for_errors(socket: &std::net::UdpSocket) -> io::Result<()> {
         Ok(())
     } else {
         v4.map_err(io::Error::from)
+    }
+}
+
+/// Runs `send` again once if it failed with `ECONNREFUSED`: that reports an ICMP error queued
+/// for an earlier datagram, and this one was not sent.
+pub fn send_past_queued_error<T>(mut send: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    match send() {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => send(),
+        sent => sent,
     }
 }
 

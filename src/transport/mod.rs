@@ -288,15 +288,7 @@ impl QuicTransport {
             return;
         };
         let socket = &self.shared.datagram_socket;
-        let sent = socket.try_send_to(&sealed, to).or_else(|e| {
-            // An ICMP error queued for an earlier datagram fails one send (see
-            // `closed_ports`): this one was not sent, and the next try goes out.
-            if e.kind() == io::ErrorKind::ConnectionRefused {
-                socket.try_send_to(&sealed, to)
-            } else {
-                Err(e)
-            }
-        });
+        let sent = closed_ports::send_past_queued_error(|| socket.try_send_to(&sealed, to));
         if let Err(e) = sent {
             debug!(peer = %to, error = %e, "membership datagram not sent");
         }

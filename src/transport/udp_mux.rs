@@ -72,12 +72,9 @@ impl MuxSocket {
 
     /// One send; a failure that only reports an earlier datagram's ICMP error is tried again.
     fn send(&self, transmit: &Transmit) -> io::Result<()> {
-        match self.state.try_send((&self.io).into(), transmit) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                self.state.try_send((&self.io).into(), transmit)
-            }
-            sent => sent,
-        }
+        super::closed_ports::send_past_queued_error(|| {
+            self.state.try_send((&self.io).into(), transmit)
+        })
     }
 
     /// A send that failed for good: QUIC resends what it lost, as for a lost packet.
