@@ -138,8 +138,9 @@ pub struct EngineStats {
     pub record_batches: u64,
     pub owner_pulls: u64,
     pub anti_entropy_pulls: u64,
-    /// Word from a member's host that nothing listens on its port (see
-    /// [`Engine::handle_port_closed`]), and the live members suspected because of it.
+    /// Word from a peer's host that nothing listens on the port this node sent to (a member's
+    /// or not; see [`Engine::handle_port_closed`]), and the live members suspected because
+    /// of it.
     pub ports_closed: u64,
     pub suspected_on_closed_port: u64,
 }
