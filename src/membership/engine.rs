@@ -176,6 +176,10 @@ struct Collect<'a> {
     /// suspect itself once more before it lets the suspicion end (see
     /// `Engine::suspicion_verdict`).
     ask_ahead: Duration,
+    /// foca's probe rounds are held back this much: its period is the base
+    /// `probe_interval`, which it cannot change while it runs, and a larger fleet probes less
+    /// often (`Timings::probe_interval_for`).
+    probe_stretch: Duration,
     timers: &'a mut BinaryHeap<Reverse<Scheduled>>,
     seq: &'a mut u64,
     datagrams: &'a mut Vec<(SocketAddr, Vec<u8>)>,
@@ -200,6 +204,7 @@ impl Runtime<MemberId> for Collect<'_> {
         }
         let after = match timer {
             Timer::ChangeSuspectToDown { .. } => after.saturating_sub(self.ask_ahead),
+            Timer::ProbeRandomMember(_) => after + self.probe_stretch,
             _ => after,
         };
         *self.seq += 1;
@@ -542,11 +547,15 @@ impl Engine {
     }
 
     fn runtime(&mut self) -> (&mut Swim, Collect<'_>) {
+        let probe_stretch = self
+            .probe_period()
+            .saturating_sub(self.timings.probe_interval);
         (
             &mut self.swim,
             Collect {
                 now: self.now,
                 ask_ahead: self.timings.probe_timeout,
+                probe_stretch,
                 timers: &mut self.timers,
                 seq: &mut self.seq,
                 datagrams: &mut self.out.datagrams,
@@ -717,11 +726,11 @@ impl Engine {
     /// - Otherwise (asked a last time, and no answer): down.
     fn suspicion_verdict(&self, member: &MemberId, key: &(String, u16)) -> Verdict {
         if self.hears_no_one() {
-            return Verdict::HearNoOne(self.timings.probe_interval);
+            return Verdict::HearNoOne(self.probe_period());
         }
         let suspicion = self.suspicions.get(key);
         let extensions = suspicion.map_or(0, |s| s.extensions);
-        let patience = self.health.patience(self.now, self.timings.probe_interval);
+        let patience = self.health.patience(self.now, self.probe_period());
         if extensions == 0 && !patience.is_zero() {
             return Verdict::Extend(patience);
         }
@@ -779,8 +788,13 @@ impl Engine {
         let silence = self.now.saturating_sub(self.last_heard_anyone);
         // The suspect is one of the active members.
         self.swim.num_members() > DEAF_WITNESSES
-            && silence >= self.timings.probe_interval * 2
+            && silence >= self.probe_period() * 2
             && silence < DEAF_PATIENCE
+    }
+
+    /// How often this node probes at the fleet size it knows now (foca's probe period).
+    fn probe_period(&self) -> Duration {
+        self.timings.probe_interval_for(self.swim.num_members() + 1)
     }
 
     /// The suspicion timeout of a silent suspect at the fleet size this node knows now.

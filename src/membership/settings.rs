@@ -57,7 +57,12 @@ impl Profile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timings {
     pub profile: Profile,
-    /// Each node probes one member this often (`BO_PROBE_INTERVAL`).
+    /// Each node probes one member this often, at up to 10 members; the period grows with
+    /// log10 of the fleet size, as the suspicion timeouts do (`BO_PROBE_INTERVAL`). Detection
+    /// and dissemination take longer in a larger fleet anyway (memberlist's too), so probing
+    /// as often at 1,000 members as at 10 would buy a smaller share of the detection time for
+    /// the same bytes: scaled, a node's bytes fall as the fleet grows, and detection stays a
+    /// fixed share of Serf's.
     pub probe_interval: Duration,
     /// How long a direct probe waits for its ack before asking others to probe
     /// (`BO_PROBE_TIMEOUT`); the rest of the interval is left for the indirect probes.
@@ -100,6 +105,11 @@ impl Timings {
         (members.max(1) as f64).log10().max(1.0)
     }
 
+    /// The probe period in a fleet of `members`: x1 up to 10, x2 at 100, x3 at 1,000.
+    pub fn probe_interval_for(&self, members: usize) -> Duration {
+        self.probe_interval.mul_f64(Self::fleet_scale(members))
+    }
+
     /// The suspicion timeout of a silent suspect in a fleet of `members`.
     pub fn suspect_timeout_for(&self, members: usize) -> Duration {
         self.suspect_timeout.mul_f64(Self::fleet_scale(members))
@@ -128,6 +138,9 @@ impl Timings {
             Profile::Lan => foca::Config::new_lan(size),
             Profile::Wan => foca::Config::new_wan(size),
         };
+        // foca refuses a new probe period once it runs (`Foca::set_config`), so its period is
+        // the base one, and the engine holds each probe round back for the rest of
+        // `probe_interval_for(members)` (`Collect::submit_after`).
         config.probe_period = self.probe_interval;
         config.probe_rtt = self.probe_timeout;
         // foca's timer is the shorter one; a silent suspect is given the rest of its time by
@@ -171,6 +184,27 @@ mod tests {
         let config = t.foca_config(1000);
         assert_eq!(config.suspect_to_down_after, t.port_closed_timeout * 3);
         assert!(config.probe_rtt < config.probe_period);
+    }
+
+    #[test]
+    fn the_probe_period_grows_with_log_of_fleet_size() {
+        let t = Timings::default();
+        assert_eq!(t.probe_interval_for(10), t.probe_interval);
+        assert_eq!(t.probe_interval_for(100), t.probe_interval * 2);
+        assert_eq!(t.probe_interval_for(1000), t.probe_interval * 3);
+    }
+
+    /// foca refuses a config whose probe period or probe timeout differs from the one it
+    /// runs with: a config for another fleet size must keep both, or it is not applied at all.
+    #[test]
+    fn a_config_for_another_fleet_size_is_one_foca_accepts() {
+        let t = Timings::default();
+        let first = t.foca_config(1);
+        for members in [2, 10, 11, 100, 1000, 10_000] {
+            let later = t.foca_config(members);
+            assert_eq!(later.probe_period, first.probe_period, "{members}");
+            assert_eq!(later.probe_rtt, first.probe_rtt, "{members}");
+        }
     }
 
     #[test]

@@ -1217,6 +1217,27 @@ mod tests {
         (fleet.datagrams_sent - before) as f64 / running / span.as_secs_f64()
     }
 
+    /// A bigger fleet probes less often (`Timings::probe_interval_for`): a node of 40 sends
+    /// about 1 / log10(40) = 0.62 of the datagrams a node of 10 sends, once both are steady.
+    #[test]
+    fn a_node_of_a_bigger_fleet_probes_less_often() {
+        let mut per_node = Vec::new();
+        for n in [10, 40] {
+            let mut fleet = fleet_with(Timings::default(), n, 3);
+            // The joins' broadcasts are spent first.
+            fleet.run_until(fleet.now() + Duration::from_secs(60));
+            per_node.push(datagrams_per_node_per_s(
+                &mut fleet,
+                Duration::from_secs(60),
+            ));
+        }
+        let (small, big) = (per_node[0], per_node[1]);
+        assert!(
+            big < small * 0.75 && big > small * 0.5,
+            "{big:.2} datagrams/s per node at 40, {small:.2} at 10"
+        );
+    }
+
     /// A member dead for minutes is knocked on seldom: the fleet around it sends about what
     /// a fleet without it sends (knocking every 2 s on every node added half a datagram a
     /// second per node).
