@@ -395,6 +395,9 @@ pub struct Engine {
     next_catch_up: Duration,
     /// The earliest time news may be gossiped at once again (see [`Engine::spread_news`]).
     next_news_gossip: Duration,
+    /// A record update new here (ours, or one foca's handler took as news) was queued for
+    /// gossip since the last [`Engine::after_call`].
+    record_news: bool,
     /// When this engine started.
     started: Duration,
     /// Record pulls in flight, by address, and when they were asked.
@@ -448,6 +451,7 @@ impl Engine {
             catch_up_until: Duration::ZERO,
             next_catch_up: Duration::ZERO,
             next_news_gossip: Duration::ZERO,
+            record_news: false,
             started: now,
             timings,
             timers: BinaryHeap::new(),
@@ -891,11 +895,14 @@ impl Engine {
                 let claims = claims::take_claims(data, self.id());
                 let data = claims.as_ref().map_or(data, |c| c.packet.as_slice());
                 let notes_before = self.notes.len();
+                let records_queued = self.swim.custom_broadcast_backlog();
                 let (swim, mut rt) = self.runtime();
                 if let Err(e) = swim.handle_data(data, &mut rt) {
                     tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
                     self.stats.refused += 1;
                 }
+                // foca queues a record update only when its handler took it as news.
+                self.record_news |= self.swim.custom_broadcast_backlog() > records_queued;
                 let senders: Vec<MemberId> = self.notes[notes_before..]
                     .iter()
                     .filter_map(|note| match note {
@@ -1768,6 +1775,7 @@ impl Engine {
         next.version += 1;
         self.own = next;
         self.publish_own_record();
+        self.record_news = true;
         self.after_call();
         Ok(())
     }
@@ -1923,6 +1931,8 @@ impl Engine {
         }
         if membership_changed {
             self.rebuild_member_endpoints();
+        }
+        if membership_changed || std::mem::take(&mut self.record_news) {
             self.spread_news();
         }
         let active = self.swim.num_members() + 1;
@@ -1942,8 +1952,8 @@ impl Engine {
         }
     }
 
-    /// A member came up or went down here: gossip it on now rather than at the next gossip
-    /// tick, at most once per tick. Each hop of a join, a death or a leave then costs a round
+    /// A member came up or went down here, or a record changed: gossip it on now rather than
+    /// at the next gossip tick, at most once per tick. Each hop of a join, a death or a leave then costs a round
     /// trip instead of half a tick on average (a change takes several hops to reach everyone),
     /// and no more bytes: foca tells each update a fixed number of times, and this is one of
     /// them, told sooner.
@@ -1951,7 +1961,8 @@ impl Engine {
         let Some(tick) = self.timings.gossip_interval() else {
             return;
         };
-        if self.now < self.next_news_gossip || self.swim.updates_backlog() == 0 {
+        let queued = self.swim.updates_backlog() + self.swim.custom_broadcast_backlog();
+        if self.now < self.next_news_gossip || queued == 0 {
             return;
         }
         self.next_news_gossip = self.now + tick;
