@@ -1953,10 +1953,10 @@ impl Engine {
     }
 
     /// A member came up or went down here, or a record changed: gossip it on now rather than
-    /// at the next gossip tick, at most once per tick. Each hop of a join, a death or a leave then costs a round
-    /// trip instead of half a tick on average (a change takes several hops to reach everyone),
-    /// and no more bytes: foca tells each update a fixed number of times, and this is one of
-    /// them, told sooner.
+    /// at the next gossip tick, at most once per tick. Each hop of a join, a death, a leave or
+    /// a record change then costs a round trip instead of half a tick on average (news takes
+    /// several hops to reach everyone), and no more tellings: foca tells each update a fixed
+    /// number of times, and this is one of them, told sooner.
     fn spread_news(&mut self) {
         let Some(tick) = self.timings.gossip_interval() else {
             return;
