@@ -393,11 +393,6 @@ pub struct Engine {
     /// Until when this node asks for members after its list grew (see [`CATCH_UP_PERIODS`]).
     catch_up_until: Duration,
     next_catch_up: Duration,
-    /// The earliest time news may be gossiped at once again (see [`Engine::spread_news`]).
-    next_news_gossip: Duration,
-    /// A record update new here (ours, or one foca's handler took as news) was queued for
-    /// gossip since the last [`Engine::after_call`].
-    record_news: bool,
     /// When this engine started.
     started: Duration,
     /// Record pulls in flight, by address, and when they were asked.
@@ -450,8 +445,6 @@ impl Engine {
             next_knock: now + KNOCK_EVERY,
             catch_up_until: Duration::ZERO,
             next_catch_up: Duration::ZERO,
-            next_news_gossip: Duration::ZERO,
-            record_news: false,
             started: now,
             timings,
             timers: BinaryHeap::new(),
@@ -895,14 +888,11 @@ impl Engine {
                 let claims = claims::take_claims(data, self.id());
                 let data = claims.as_ref().map_or(data, |c| c.packet.as_slice());
                 let notes_before = self.notes.len();
-                let records_queued = self.swim.custom_broadcast_backlog();
                 let (swim, mut rt) = self.runtime();
                 if let Err(e) = swim.handle_data(data, &mut rt) {
                     tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
                     self.stats.refused += 1;
                 }
-                // foca queues a record update only when its handler took it as news.
-                self.record_news |= self.swim.custom_broadcast_backlog() > records_queued;
                 let senders: Vec<MemberId> = self.notes[notes_before..]
                     .iter()
                     .filter_map(|note| match note {
@@ -1775,7 +1765,6 @@ impl Engine {
         next.version += 1;
         self.own = next;
         self.publish_own_record();
-        self.record_news = true;
         self.after_call();
         Ok(())
     }
@@ -1932,9 +1921,6 @@ impl Engine {
         if membership_changed {
             self.rebuild_member_endpoints();
         }
-        if membership_changed || std::mem::take(&mut self.record_news) {
-            self.spread_news();
-        }
         let active = self.swim.num_members() + 1;
         // Only while this node is new: a partition that heals also grows the list, and asking
         // members that still hold us down would have them tell us so, and renew us for nothing.
@@ -1950,28 +1936,6 @@ impl Engine {
                 tracing::debug!(error = %e, "membership config not updated");
             }
         }
-    }
-
-    /// A member came up or went down here, or a record changed: gossip it on now rather than
-    /// at the next gossip tick, at most once per tick. Each hop of a join, a death, a leave or
-    /// a record change then costs a round trip instead of half a tick on average (news takes
-    /// several hops to reach everyone), and no more tellings: foca tells each update a fixed
-    /// number of times, and this is one of them, told sooner.
-    fn spread_news(&mut self) {
-        let Some(tick) = self.timings.gossip_interval() else {
-            return;
-        };
-        let queued = self.swim.updates_backlog() + self.swim.custom_broadcast_backlog();
-        if self.now < self.next_news_gossip || queued == 0 {
-            return;
-        }
-        self.next_news_gossip = self.now + tick;
-        let (swim, rt) = self.runtime();
-        if let Err(e) = swim.gossip(rt) {
-            tracing::debug!(error = %e, "news not gossiped at once");
-        }
-        // What it sent is counted like the rest (no member changes come of a gossip sent).
-        self.after_call();
     }
 
     /// A member came up whose record (at its generation) we do not hold: it is asked for

@@ -1142,11 +1142,9 @@ mod tests {
             f.view(observer, &sim_node_id(crashed))
                 .is_some_and(|m| m.status == MemberStatus::Dead)
         };
-        // In steps shorter than the network's 1 ms: node 0 gossips the death on at once.
-        let first =
-            fleet.run_until_true(Duration::from_micros(500), Duration::from_secs(10), |f| {
-                f.running().any(|i| dead(f, i))
-            });
+        let first = fleet.run_until_true(Duration::from_millis(10), Duration::from_secs(10), |f| {
+            f.running().any(|i| dead(f, i))
+        });
         assert!(first.is_some(), "nobody declared the silent node dead");
         let first_to_know: Vec<usize> = fleet
             .running()
@@ -1217,71 +1215,6 @@ mod tests {
         fleet.run_until(fleet.now() + span);
         let running = fleet.running().count() as f64;
         (fleet.datagrams_sent - before) as f64 / running / span.as_secs_f64()
-    }
-
-    /// How long `news` (made on a steady fleet of `n`) takes to reach every member, by
-    /// `reached`: the median over 6 seeds, and every seed's time.
-    fn news_reaches_all(
-        n: usize,
-        news: impl Fn(&mut SimFleet) -> String,
-        reached: impl Fn(&SimFleet, usize, &str) -> bool,
-    ) -> (Duration, Vec<Duration>) {
-        let mut took = Vec::new();
-        for seed in 1..=6 {
-            let mut fleet = fleet_with(Timings::default(), n, seed);
-            // The joins' broadcasts are spent: nothing else rides the gossip.
-            fleet.run_until(fleet.now() + Duration::from_secs(30));
-            let subject = news(&mut fleet);
-            let found =
-                fleet.run_until_true(Duration::from_millis(5), Duration::from_secs(5), |f| {
-                    (0..n).all(|i| reached(f, i, &subject))
-                });
-            took.push(found.expect("the news never reached everyone"));
-        }
-        took.sort();
-        (took[took.len() / 2], took)
-    }
-
-    /// News is gossiped on as it arrives (`Engine::spread_news`): a node that joins a steady
-    /// fleet through node 0 is listed by every member within a few round trips, not the
-    /// several gossip ticks a hop waited for before (half of a 200 ms tick on average).
-    #[test]
-    fn a_join_reaches_a_steady_fleet_in_round_trips_not_gossip_ticks() {
-        let (median, took) = news_reaches_all(
-            12,
-            |fleet| sim_node_id(fleet.start_node(1, Some(0))),
-            |f, i, newcomer| {
-                f.view(i, newcomer)
-                    .is_some_and(|m| m.status == MemberStatus::Alive)
-            },
-        );
-        assert!(
-            median <= Duration::from_millis(100),
-            "a join reached all after {took:?}"
-        );
-    }
-
-    /// The same for a record change (CREATE DATABASE on one node).
-    #[test]
-    fn a_record_change_reaches_a_steady_fleet_in_round_trips_not_gossip_ticks() {
-        let (median, took) = news_reaches_all(
-            12,
-            |fleet| {
-                let now = fleet.now();
-                fleet.nodes[5]
-                    .engine
-                    .update_record(now, |r| r.databases = vec!["sales".into()])
-                    .unwrap();
-                sim_node_id(5)
-            },
-            |f, i, changed| f.view(i, changed).is_some_and(|m| m.databases == ["sales"]),
-        );
-        // One node tells it first (a join is told by the seed and the newcomer both): the few
-        // the first two hops miss hear it at the next tick. Tick by tick it took 355-555 ms.
-        assert!(
-            median <= Duration::from_millis(250),
-            "a change reached all after {took:?}"
-        );
     }
 
     /// A bigger fleet probes less often (`Timings::probe_interval_for`): a node of 40 sends
@@ -1492,17 +1425,13 @@ mod tests {
         };
         let mut fleet = fleet_with(timings, 5, 5);
         fleet.nodes[2].loss_out = 1.0;
-        // Until a probe of it fails (when depends on the probe order), and a second more.
-        let told = fleet.run_until_true(Duration::from_millis(10), Duration::from_secs(10), |f| {
-            f.nodes[2].engine.stats().suspected_in > 0
-        });
-        assert!(told.is_some(), "the suspect was never told");
-        fleet.run_until(fleet.now() + Duration::from_secs(1));
+        let start = fleet.now();
+        fleet.run_until(start + Duration::from_millis(2500));
         fleet.nodes[2].loss_out = 0.0;
         fleet.run_until(fleet.now() + Duration::from_secs(10));
         let stats = fleet.nodes[2].engine.stats();
+        assert!(stats.suspected_in > 0, "the suspect was told");
         assert_eq!(stats.rejoins, 0, "declared dead although it refuted");
-        assert!(fleet.all_see("n2", MemberStatus::Alive));
     }
 
     /// A crash is a crash: the suspecter asks the suspect, hears nothing, and declares it
