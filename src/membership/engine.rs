@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::claims::{self, Claims};
 use super::health::LocalHealth;
-use super::id::{MemberId, NodeKey};
+use super::id::{self, MemberId, NodeKey};
 use super::missing::MissingRecords;
 use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected, Taken};
 use super::paths::{ReturnPaths, SenderStamp};
@@ -105,6 +105,9 @@ pub struct EngineStats {
     pub swim_in: u64,
     pub leaving_out: u64,
     pub leaving_in: u64,
+    /// Goodbyes passed on, from a leaver that did not know every member this node knows
+    /// (see `Engine::pass_goodbye_on`); counted in `leaving_out` too.
+    pub goodbyes_passed_on: u64,
     pub digest_out: u64,
     pub digest_in: u64,
     pub suspected_out: u64,
@@ -349,6 +352,15 @@ const FEW_RECORDS: usize = 8;
 /// How long a record pull may be outstanding before it is asked again.
 const PULL_RETRY: Duration = Duration::from_secs(5);
 
+/// A goodbye that must be passed on goes to this many members from each node that takes
+/// it as news: the fan-out of foca's own gossip, enough for news to reach everyone.
+const GOODBYE_FANOUT: usize = 3;
+
+/// Goodbyes of node ids this node has not heard of at all are kept (until the next prune)
+/// only while there are fewer than this many more of them than members: a join and a
+/// goodbye that crossed each other, not a flood.
+const EARLY_GOODBYES: usize = 64;
+
 pub struct Engine {
     swim: Swim,
     store: Arc<Mutex<RecordStore>>,
@@ -393,6 +405,11 @@ pub struct Engine {
     /// Until when this node asks for members after its list grew (see [`CATCH_UP_PERIODS`]).
     catch_up_until: Duration,
     next_catch_up: Duration,
+    /// The earliest time news may be gossiped at once again (see [`Engine::spread_news`]).
+    next_news_gossip: Duration,
+    /// A record update new here (ours, or one foca's handler took as news) was queued for
+    /// gossip since the last [`Engine::after_call`].
+    record_news: bool,
     /// When this engine started.
     started: Duration,
     /// Record pulls in flight, by address, and when they were asked.
@@ -445,6 +462,8 @@ impl Engine {
             next_knock: now + KNOCK_EVERY,
             catch_up_until: Duration::ZERO,
             next_catch_up: Duration::ZERO,
+            next_news_gossip: Duration::ZERO,
+            record_news: false,
             started: now,
             timings,
             timers: BinaryHeap::new(),
@@ -888,11 +907,14 @@ impl Engine {
                 let claims = claims::take_claims(data, self.id());
                 let data = claims.as_ref().map_or(data, |c| c.packet.as_slice());
                 let notes_before = self.notes.len();
+                let records_queued = self.swim.custom_broadcast_backlog();
                 let (swim, mut rt) = self.runtime();
                 if let Err(e) = swim.handle_data(data, &mut rt) {
                     tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
                     self.stats.refused += 1;
                 }
+                // foca queues a record update only when its handler took it as news.
+                self.record_news |= self.swim.custom_broadcast_backlog() > records_queued;
                 let senders: Vec<MemberId> = self.notes[notes_before..]
                     .iter()
                     .filter_map(|note| match note {
@@ -912,7 +934,14 @@ impl Engine {
             }
             Ok(Packet::Leaving(leaving)) => {
                 self.stats.leaving_in += 1;
-                self.member_leaves(leaving);
+                let news = self.member_leaves(&leaving.node_id, leaving.generation);
+                if news
+                    && leaving
+                        .told
+                        .is_some_and(|told| told != self.others_hash(&leaving))
+                {
+                    self.pass_goodbye_on(from, &leaving);
+                }
                 Ok(())
             }
             Ok(Packet::Digest(digest)) => {
@@ -1215,27 +1244,87 @@ impl Engine {
         }
     }
 
-    /// A member said it is leaving: list it `left` now, and tell foca it is down.
-    fn member_leaves(&mut self, leaving: Leaving) {
-        let known = self
-            .swim
-            .iter_membership_state()
-            .find(|m| m.id().node_id == leaving.node_id && m.id().generation == leaving.generation)
-            .map(|m| m.id().clone());
-        let Some(id) = known else {
-            return;
-        };
-        if let Some(tombstone) = self.tombstones.get_mut(&leaving.node_id) {
-            tombstone.left |= tombstone.id.generation == leaving.generation;
+    /// A member said it is leaving: list it `left` now, and tell foca it is down. True when
+    /// this was news here.
+    ///
+    /// A goodbye from a start of the node not heard of yet (its join is still on its way
+    /// here: it joined through another member and stopped at once) is remembered, so it is
+    /// listed `left` when the join arrives (see [`Engine::after_call`]). One from an older
+    /// start than one this node knows is stale, and ignored.
+    fn member_leaves(&mut self, node_id: &str, generation: u64) -> bool {
+        if self.left.get(node_id).is_some_and(|&g| g >= generation) {
+            return false;
         }
-        self.left.insert(leaving.node_id, leaving.generation);
+        let mut exact = None;
+        let mut newest_known = self.tombstones.get(node_id).map(|t| t.id.generation);
+        for member in self.swim.iter_membership_state() {
+            let id = member.id();
+            if id.node_id == node_id {
+                newest_known = newest_known.max(Some(id.generation));
+                if id.generation == generation {
+                    exact = Some(id.clone());
+                }
+            }
+        }
+        if newest_known.is_some_and(|g| g > generation) {
+            return false;
+        }
+        // Of a node never heard of, only a few: the goodbyes of strangers are not kept.
+        if newest_known.is_none()
+            && self.left.len() >= self.swim.num_members() + self.tombstones.len() + EARLY_GOODBYES
+        {
+            return false;
+        }
+        if let Some(tombstone) = self.tombstones.get_mut(node_id) {
+            tombstone.left |= tombstone.id.generation == generation;
+        }
+        self.left.insert(node_id.to_string(), generation);
         self.changed = true;
-        let (swim, mut rt) = self.runtime();
-        let _ = swim.apply_many(
-            std::iter::once(FocaMember::new(id, u16::MAX, State::Down)),
-            true,
-            &mut rt,
-        );
+        if let Some(id) = exact {
+            let (swim, mut rt) = self.runtime();
+            let _ = swim.apply_many(
+                std::iter::once(FocaMember::new(id, u16::MAX, State::Down)),
+                true,
+                &mut rt,
+            );
+        }
+        true
+    }
+
+    /// The hash of the identities this node would have told, had it been the one leaving:
+    /// its active members other than the leaver, and itself. Equal to the leaver's `told`,
+    /// everyone this node knows heard the goodbye first-hand.
+    fn others_hash(&self, leaving: &Leaving) -> u64 {
+        let others = self
+            .swim
+            .iter_members()
+            .map(|m| m.id())
+            .filter(|id| id.node_id != leaving.node_id);
+        id::identities_hash(others.chain(std::iter::once(self.id())))
+    }
+
+    /// A goodbye that was news here, from a leaver that did not tell everyone this node
+    /// knows (it had just joined, or had not yet heard of a newcomer): pass it on to a few
+    /// members, as SWIM passes on a death. Each node passes it on once (the second time it
+    /// is not news), so a goodbye costs a few datagrams per member only when it is needed;
+    /// otherwise a member the leaver did not know would list it `dead`.
+    fn pass_goodbye_on(&mut self, from: SocketAddr, leaving: &Leaving) {
+        let mut targets: Vec<SocketAddr> = self
+            .swim
+            .iter_members()
+            .map(|m| m.id())
+            .filter(|id| id.node_id != leaving.node_id && id.endpoint != from)
+            .map(|id| id.endpoint)
+            .collect();
+        // In a fixed order before the pick, so one seed gives one run (the simulator).
+        targets.sort();
+        let bytes = packet::encode_leaving(leaving);
+        for _ in 0..GOODBYE_FANOUT.min(targets.len()) {
+            let pick = self.rng.random_range(0..targets.len());
+            let target = targets.swap_remove(pick);
+            self.stats.goodbyes_passed_on += 1;
+            self.send_packet(target, bytes.clone(), PacketKind::Leaving);
+        }
     }
 
     /// A member holds something other than we do: pull what it has that we lack, and answer
@@ -1330,10 +1419,7 @@ impl Engine {
             };
             if member.left {
                 self.stats.missed_news_repaired += 1;
-                self.member_leaves(Leaving {
-                    node_id: member.id.node_id.clone(),
-                    generation: member.id.generation,
-                });
+                self.member_leaves(&member.id.node_id, member.id.generation);
             } else if state == State::Alive {
                 self.stats.missed_news_repaired += 1;
                 tracing::debug!(peer = %from, member = ?member.id, "a peer holds dead a member held alive here: suspecting it");
@@ -1765,6 +1851,7 @@ impl Engine {
         next.version += 1;
         self.own = next;
         self.publish_own_record();
+        self.record_news = true;
         self.after_call();
         Ok(())
     }
@@ -1823,17 +1910,20 @@ impl Engine {
         }
         self.leaving = true;
         let _ = self.update_record(now, |r| r.leaving = true);
+        let told: Vec<MemberId> = self.swim.iter_members().map(|m| m.id().clone()).collect();
         let leaving = Leaving {
             node_id: self.id().node_id.clone(),
             generation: self.id().generation,
+            told: Some(id::identities_hash(told.iter())),
         };
-        let bytes = packet::encode_leaving(&leaving);
-        let targets: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().endpoint).collect();
-        for target in targets {
-            self.send_packet(target, bytes.clone(), PacketKind::Leaving);
-        }
+        // foca's goodbye first: it carries the record that says `leaving`, which a member
+        // takes only from a sender it still holds alive, so before our `Leaving` downs us.
         let (swim, mut rt) = self.runtime();
         let _ = swim.leave_cluster(&mut rt);
+        let bytes = packet::encode_leaving(&leaving);
+        for target in told {
+            self.send_packet(target.endpoint, bytes.clone(), PacketKind::Leaving);
+        }
         self.after_call();
     }
 
@@ -1858,9 +1948,16 @@ impl Engine {
                     | OwnedNotification::MemberDown(_)
             )
         });
+        let mut gone_before_heard = Vec::new();
         for note in std::mem::take(&mut self.notes) {
             match note {
                 OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
+                    // A renewed identity ran on after a goodbye of its start (one forged,
+                    // or replayed): it is not downed again.
+                    if self.left.get(&id.node_id) == Some(&id.generation) && id.renewal == 0 {
+                        gone_before_heard.push(id);
+                        continue;
+                    }
                     if self.tombstones.remove(&id.node_id).is_some() {
                         self.returned.insert(id.node_id.clone(), self.now);
                     }
@@ -1921,6 +2018,19 @@ impl Engine {
         if membership_changed {
             self.rebuild_member_endpoints();
         }
+        if !gone_before_heard.is_empty() {
+            // Joins that arrived after the member's goodbye: it is gone, listed `left`.
+            let downs = gone_before_heard
+                .into_iter()
+                .map(|id| FocaMember::new(id, u16::MAX, State::Down));
+            let (swim, mut rt) = self.runtime();
+            let _ = swim.apply_many(downs, true, &mut rt);
+            self.after_call();
+            return;
+        }
+        if membership_changed || std::mem::take(&mut self.record_news) {
+            self.spread_news();
+        }
         let active = self.swim.num_members() + 1;
         // Only while this node is new: a partition that heals also grows the list, and asking
         // members that still hold us down would have them tell us so, and renew us for nothing.
@@ -1936,6 +2046,28 @@ impl Engine {
                 tracing::debug!(error = %e, "membership config not updated");
             }
         }
+    }
+
+    /// A member came up or went down here, or a record changed: gossip it on now rather than
+    /// at the next gossip tick, at most once per tick. Each hop of a join, a death, a leave or
+    /// a record change then costs a round trip instead of half a tick on average (news takes
+    /// several hops to reach everyone), and no more tellings: foca tells each update a fixed
+    /// number of times, and this is one of them, told sooner.
+    fn spread_news(&mut self) {
+        let Some(tick) = self.timings.gossip_interval() else {
+            return;
+        };
+        let queued = self.swim.updates_backlog() + self.swim.custom_broadcast_backlog();
+        if self.now < self.next_news_gossip || queued == 0 {
+            return;
+        }
+        self.next_news_gossip = self.now + tick;
+        let (swim, rt) = self.runtime();
+        if let Err(e) = swim.gossip(rt) {
+            tracing::debug!(error = %e, "news not gossiped at once");
+        }
+        // What it sent is counted like the rest (no member changes come of a gossip sent).
+        self.after_call();
     }
 
     /// A member came up whose record (at its generation) we do not hold: it is asked for

@@ -99,6 +99,18 @@ impl MemberId {
     }
 }
 
+/// An order-free hash of a set of identities (node id and generation; a renewal is the same
+/// start): a leaver sends the hash of the members it told, and a receiver that knows another
+/// set passes the goodbye on. Each identity is mixed before the sum (see
+/// [`super::record::mix`]), so two different sets collide by chance only.
+pub fn identities_hash<'a>(ids: impl Iterator<Item = &'a MemberId>) -> u64 {
+    ids.map(|id| {
+        let key = id.key.0;
+        super::record::mix((key as u64) ^ ((key >> 64) as u64) ^ id.generation.rotate_left(29))
+    })
+    .fold(0u64, u64::wrapping_add)
+}
+
 impl fmt::Debug for MemberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -147,6 +159,21 @@ mod tests {
             id(1, 1).addr(),
             MemberId::new("b", 1, ([127, 0, 0, 1], 1).into()).addr()
         );
+    }
+
+    #[test]
+    fn the_identities_hash_is_of_the_set_not_its_order_or_endpoints() {
+        let a = id(1, 1);
+        let b = MemberId::new("b", 5, ([127, 0, 0, 2], 1).into());
+        let c = MemberId::new("c", 5, ([127, 0, 0, 3], 1).into());
+        let hash = |ids: &[&MemberId]| identities_hash(ids.iter().copied());
+        assert_eq!(hash(&[&a, &b]), hash(&[&b, &a]));
+        // A renewal or a move is the same start of the same node.
+        assert_eq!(hash(&[&a, &b]), hash(&[&id(1, 9).renew().unwrap(), &b]));
+        assert_ne!(hash(&[&a, &b]), hash(&[&a, &c]));
+        assert_ne!(hash(&[&a, &b]), hash(&[&a]));
+        // A restart is another identity: a leaver that knew the old one did not tell it.
+        assert_ne!(hash(&[&a, &b]), hash(&[&id(2, 1), &b]));
     }
 
     #[test]

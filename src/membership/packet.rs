@@ -2,7 +2,9 @@
 //!
 //! - `Swim`: one foca packet (probe, ack, gossip, announce...), passed to foca as is.
 //! - `Leaving`: "this node stops now", sent by a node to every live member as it stops, so
-//!   every peer lists it `left` at once instead of `dead` after a timeout.
+//!   every peer lists it `left` at once instead of `dead` after a timeout. It names whom the
+//!   leaver told (as a hash of their identities), so a receiver that knows members the leaver
+//!   did not passes the goodbye on.
 //! - `Digest`: anti-entropy: a digest of the records the sender holds; a receiver that holds
 //!   something else pulls the difference over QUIC.
 //! - `Suspected`: "I could not reach you, and now suspect you", sent straight to the suspect
@@ -61,10 +63,22 @@ pub struct Suspected {
     pub incarnation: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaving {
     pub node_id: String,
     pub generation: u64,
+    /// The hash of the identities the leaver told directly (see
+    /// `super::id::identities_hash`); none from a sender that predates it.
+    pub told: Option<u64>,
+}
+
+/// What every version of `Leaving` starts with. `told` follows it on the wire: a receiver
+/// that predates it ignores trailing bytes (postcard does), and one that knows it reads a
+/// packet without it as `told: None`.
+#[derive(Serialize, Deserialize)]
+struct LeavingHead {
+    node_id: String,
+    generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,9 +126,19 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, PacketError> {
     };
     match kind {
         KIND_SWIM => Ok(Packet::Swim(body)),
-        KIND_LEAVING => Ok(Packet::Leaving(
-            postcard::from_bytes(body).map_err(malformed("leaving"))?,
-        )),
+        KIND_LEAVING => {
+            let (head, rest): (LeavingHead, &[u8]) =
+                postcard::take_from_bytes(body).map_err(malformed("leaving"))?;
+            let told = match rest {
+                [] => None,
+                rest => Some(postcard::from_bytes(rest).map_err(malformed("leaving"))?),
+            };
+            Ok(Packet::Leaving(Leaving {
+                node_id: head.node_id,
+                generation: head.generation,
+                told,
+            }))
+        }
         KIND_DIGEST => Ok(Packet::Digest(
             postcard::from_bytes(body).map_err(malformed("digest"))?,
         )),
@@ -145,7 +169,15 @@ pub fn encode_swim(foca_bytes: &[u8]) -> Vec<u8> {
 }
 
 pub fn encode_leaving(leaving: &Leaving) -> Vec<u8> {
-    encode_with(KIND_LEAVING, leaving)
+    let head = LeavingHead {
+        node_id: leaving.node_id.clone(),
+        generation: leaving.generation,
+    };
+    let bytes = encode_with(KIND_LEAVING, &head);
+    match leaving.told {
+        Some(told) => postcard::to_extend(&told, bytes.clone()).unwrap_or(bytes),
+        None => bytes,
+    }
 }
 
 pub fn encode_digest(digest: &Digest) -> Vec<u8> {
@@ -176,14 +208,17 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_garbage() {
-        let leaving = Leaving {
-            node_id: "n1".into(),
-            generation: 7,
-        };
-        assert_eq!(
-            decode(&encode_leaving(&leaving)),
-            Ok(Packet::Leaving(leaving))
-        );
+        for told in [None, Some(0), Some(u64::MAX)] {
+            let leaving = Leaving {
+                node_id: "n1".into(),
+                generation: 7,
+                told,
+            };
+            assert_eq!(
+                decode(&encode_leaving(&leaving)),
+                Ok(Packet::Leaving(leaving))
+            );
+        }
         let digest = Digest {
             from: ([127, 0, 0, 2], 9091).into(),
             digest: 42,
@@ -208,6 +243,40 @@ mod tests {
         assert_eq!(decode(&[9, 1]), Err(PacketError::UnknownKind(9)));
         assert!(matches!(
             decode(&[KIND_DIGEST, 0xff]),
+            Err(PacketError::Malformed { .. })
+        ));
+    }
+
+    /// A goodbye from a node that predates `told` reads as one without it, and a node that
+    /// predates it reads the new one (it decodes the head and ignores the rest).
+    #[test]
+    fn a_goodbye_reads_across_versions() {
+        let old = encode_with(
+            KIND_LEAVING,
+            &LeavingHead {
+                node_id: "n1".into(),
+                generation: 7,
+            },
+        );
+        assert!(matches!(
+            decode(&old),
+            Ok(Packet::Leaving(Leaving { told: None, .. }))
+        ));
+        let new = encode_leaving(&Leaving {
+            node_id: "n1".into(),
+            generation: 7,
+            told: Some(42),
+        });
+        let head: LeavingHead = postcard::from_bytes(&new[1..]).unwrap();
+        assert_eq!((head.node_id.as_str(), head.generation), ("n1", 7));
+        // A cut `told` is refused, not read as another number.
+        let full = encode_leaving(&Leaving {
+            node_id: "n1".into(),
+            generation: 7,
+            told: Some(u64::MAX),
+        });
+        assert!(matches!(
+            decode(&full[..full.len() - 1]),
             Err(PacketError::Malformed { .. })
         ));
     }

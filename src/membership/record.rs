@@ -358,7 +358,7 @@ fn fnv1a(node: &[u8], generation: u64, version: u64) -> u64 {
 /// such differences cancel in a sum (the soak of the simulator found two stores, one at
 /// n3 1.1 and n7 2.1, the other at n3 1.2 and n7 2.2, with one digest: anti-entropy never
 /// repaired them). Mixed, the per-node hashes are unrelated and a sum collides by chance only.
-fn mix(mut h: u64) -> u64 {
+pub(super) fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

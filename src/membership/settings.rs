@@ -110,6 +110,12 @@ impl Timings {
         self.probe_interval.mul_f64(Self::fleet_scale(members))
     }
 
+    /// How often foca gossips the updates it has to tell (its periodic gossip: 200 ms LAN,
+    /// 500 ms WAN), if it does.
+    pub fn gossip_interval(&self) -> Option<Duration> {
+        self.foca_config(1).periodic_gossip.map(|g| g.frequency)
+    }
+
     /// The suspicion timeout of a silent suspect in a fleet of `members`.
     pub fn suspect_timeout_for(&self, members: usize) -> Duration {
         self.suspect_timeout.mul_f64(Self::fleet_scale(members))

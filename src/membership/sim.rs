@@ -902,6 +902,115 @@ mod tests {
         );
     }
 
+    /// Gives node `index` a record too big to ride a broadcast whole, so a goodbye cannot
+    /// reach anyone in the record that says `leaving` (it is announced by version, and the
+    /// leaver is gone before anyone pulls it): only the goodbye itself tells `left`.
+    fn give_a_big_record(fleet: &mut SimFleet, index: usize) {
+        let names: Vec<String> = (0..40).map(|i| format!("database_{i:03}")).collect();
+        let now = fleet.now();
+        fleet.update_record(index, now, |r| r.databases = names);
+        fleet.run_until(fleet.now() + Duration::from_secs(5));
+    }
+
+    /// A node that stops before it has heard of a newcomer does not tell it goodbye, but the
+    /// newcomer already knows it (the join's view listed it). Those who heard the goodbye
+    /// pass it on, since the leaver told fewer members than they know, and the newcomer
+    /// lists it `left`, not `dead`.
+    #[test]
+    fn a_goodbye_reaches_a_member_the_leaver_had_not_heard_of() {
+        for big_record in [false, true] {
+            let mut fleet = fleet(6, 21);
+            if big_record {
+                give_a_big_record(&mut fleet, 2);
+            }
+            let newcomer = fleet.start_node(1, Some(0));
+            assert!(fleet.view(newcomer, "n2").is_some());
+            fleet.leave(2);
+            let left =
+                fleet.run_until_true(Duration::from_millis(5), Duration::from_secs(2), |f| {
+                    f.all_see("n2", MemberStatus::Left)
+                });
+            assert!(
+                left.is_some(),
+                "big record {big_record}: n2 is {:?} on the newcomer",
+                fleet.view(newcomer, "n2").map(|m| m.status)
+            );
+            let passed: u64 = fleet
+                .running()
+                .map(|i| fleet.nodes[i].engine.stats().goodbyes_passed_on)
+                .sum();
+            assert!(passed > 0, "nobody passed the goodbye on");
+        }
+    }
+
+    /// The other order: a node that joined through one member and stopped at once told that
+    /// member goodbye; the others may hear the goodbye (passed on) before the news of its
+    /// join. They keep it, and list the node `left` when the join arrives (not `alive` until
+    /// a probe fails, then `dead`).
+    #[test]
+    fn a_goodbye_heard_before_the_join_is_kept_for_it() {
+        let mut fleet = fleet(4, 22);
+        let newcomer = fleet.start_node(1, None);
+        let id = fleet.nodes[newcomer].engine.id().clone();
+        fleet.crash(newcomer);
+        // Its goodbye to the one member it knew (node 0), which no one has heard of yet.
+        let told = super::super::id::identities_hash(std::iter::once(fleet.nodes[0].engine.id()));
+        let goodbye = super::super::packet::encode_leaving(&super::super::packet::Leaving {
+            node_id: id.node_id.clone(),
+            generation: id.generation,
+            told: Some(told),
+        });
+        let now = fleet.now();
+        fleet.deliver(0, id.endpoint, &goodbye, now);
+        fleet.run_until(fleet.now() + Duration::from_millis(20));
+        // Now its join reaches the fleet (node 1 had taken it in over QUIC).
+        let now = fleet.now();
+        fleet.nodes[1].engine.introduce(now, id.clone(), None);
+        fleet.flush(1);
+        // Never listed alive on the way (until a probe of it failed, a second or more).
+        let left = fleet.run_until_true(Duration::from_millis(5), Duration::from_secs(3), |f| {
+            let listed_alive = (0..4).find(|&i| {
+                f.view(i, &id.node_id)
+                    .is_some_and(|m| m.status == MemberStatus::Alive)
+            });
+            assert_eq!(listed_alive, None, "listed alive at {:?}", f.now());
+            f.all_see(&id.node_id, MemberStatus::Left)
+        });
+        assert!(
+            left.is_some(),
+            "seen as {:?}",
+            (0..4)
+                .map(|i| fleet.view(i, &id.node_id).map(|m| m.status))
+                .collect::<Vec<_>>()
+        );
+        // And no late join turns it alive, no probe turns it dead. (A member that first
+        // heard of it as down, never alive, forgets it when foca does.)
+        for _ in 0..40 {
+            fleet.run_until(fleet.now() + Duration::from_millis(500));
+            for i in 0..4 {
+                let status = fleet.view(i, &id.node_id).map(|m| m.status);
+                assert!(
+                    matches!(status, None | Some(MemberStatus::Left)),
+                    "n{i} lists it {status:?} at {:?}",
+                    fleet.now()
+                );
+            }
+        }
+    }
+
+    /// In a steady fleet every member was told first-hand: nobody passes a goodbye on.
+    #[test]
+    fn a_goodbye_to_a_steady_fleet_is_not_passed_on() {
+        let mut fleet = fleet(8, 23);
+        fleet.run_until(fleet.now() + Duration::from_secs(10));
+        fleet.leave(3);
+        fleet.run_until(fleet.now() + Duration::from_secs(2));
+        assert!(fleet.all_see("n3", MemberStatus::Left));
+        for i in fleet.running().collect::<Vec<_>>() {
+            assert_eq!(fleet.nodes[i].engine.stats().goodbyes_passed_on, 0, "n{i}");
+        }
+    }
+
     #[test]
     fn a_restart_is_the_same_row_with_a_newer_generation_and_the_old_one_stays_gone() {
         let mut fleet = fleet(5, 4);
@@ -1142,9 +1251,11 @@ mod tests {
             f.view(observer, &sim_node_id(crashed))
                 .is_some_and(|m| m.status == MemberStatus::Dead)
         };
-        let first = fleet.run_until_true(Duration::from_millis(10), Duration::from_secs(10), |f| {
-            f.running().any(|i| dead(f, i))
-        });
+        // In steps shorter than the network's 1 ms: node 0 gossips the death on at once.
+        let first =
+            fleet.run_until_true(Duration::from_micros(500), Duration::from_secs(10), |f| {
+                f.running().any(|i| dead(f, i))
+            });
         assert!(first.is_some(), "nobody declared the silent node dead");
         let first_to_know: Vec<usize> = fleet
             .running()
@@ -1215,6 +1326,71 @@ mod tests {
         fleet.run_until(fleet.now() + span);
         let running = fleet.running().count() as f64;
         (fleet.datagrams_sent - before) as f64 / running / span.as_secs_f64()
+    }
+
+    /// How long `news` (made on a steady fleet of `n`) takes to reach every member, by
+    /// `reached`: the median over 6 seeds, and every seed's time.
+    fn news_reaches_all(
+        n: usize,
+        news: impl Fn(&mut SimFleet) -> String,
+        reached: impl Fn(&SimFleet, usize, &str) -> bool,
+    ) -> (Duration, Vec<Duration>) {
+        let mut took = Vec::new();
+        for seed in 1..=6 {
+            let mut fleet = fleet_with(Timings::default(), n, seed);
+            // The joins' broadcasts are spent: nothing else rides the gossip.
+            fleet.run_until(fleet.now() + Duration::from_secs(30));
+            let subject = news(&mut fleet);
+            let found =
+                fleet.run_until_true(Duration::from_millis(5), Duration::from_secs(5), |f| {
+                    (0..n).all(|i| reached(f, i, &subject))
+                });
+            took.push(found.expect("the news never reached everyone"));
+        }
+        took.sort();
+        (took[took.len() / 2], took)
+    }
+
+    /// News is gossiped on as it arrives (`Engine::spread_news`): a node that joins a steady
+    /// fleet through node 0 is listed by every member within a few round trips, not the
+    /// several gossip ticks a hop waited for before (half of a 200 ms tick on average).
+    #[test]
+    fn a_join_reaches_a_steady_fleet_in_round_trips_not_gossip_ticks() {
+        let (median, took) = news_reaches_all(
+            12,
+            |fleet| sim_node_id(fleet.start_node(1, Some(0))),
+            |f, i, newcomer| {
+                f.view(i, newcomer)
+                    .is_some_and(|m| m.status == MemberStatus::Alive)
+            },
+        );
+        assert!(
+            median <= Duration::from_millis(100),
+            "a join reached all after {took:?}"
+        );
+    }
+
+    /// The same for a record change (CREATE DATABASE on one node).
+    #[test]
+    fn a_record_change_reaches_a_steady_fleet_in_round_trips_not_gossip_ticks() {
+        let (median, took) = news_reaches_all(
+            12,
+            |fleet| {
+                let now = fleet.now();
+                fleet.nodes[5]
+                    .engine
+                    .update_record(now, |r| r.databases = vec!["sales".into()])
+                    .unwrap();
+                sim_node_id(5)
+            },
+            |f, i, changed| f.view(i, changed).is_some_and(|m| m.databases == ["sales"]),
+        );
+        // One node tells it first (a join is told by the seed and the newcomer both): the few
+        // the first two hops miss hear it at the next tick. Tick by tick it took 355-555 ms.
+        assert!(
+            median <= Duration::from_millis(250),
+            "a change reached all after {took:?}"
+        );
     }
 
     /// A bigger fleet probes less often (`Timings::probe_interval_for`): a node of 40 sends
@@ -1425,13 +1601,17 @@ mod tests {
         };
         let mut fleet = fleet_with(timings, 5, 5);
         fleet.nodes[2].loss_out = 1.0;
-        let start = fleet.now();
-        fleet.run_until(start + Duration::from_millis(2500));
+        // Until a probe of it fails (when depends on the probe order), and a second more.
+        let told = fleet.run_until_true(Duration::from_millis(10), Duration::from_secs(10), |f| {
+            f.nodes[2].engine.stats().suspected_in > 0
+        });
+        assert!(told.is_some(), "the suspect was never told");
+        fleet.run_until(fleet.now() + Duration::from_secs(1));
         fleet.nodes[2].loss_out = 0.0;
         fleet.run_until(fleet.now() + Duration::from_secs(10));
         let stats = fleet.nodes[2].engine.stats();
-        assert!(stats.suspected_in > 0, "the suspect was told");
         assert_eq!(stats.rejoins, 0, "declared dead although it refuted");
+        assert!(fleet.all_see("n2", MemberStatus::Alive));
     }
 
     /// A crash is a crash: the suspecter asks the suspect, hears nothing, and declares it
