@@ -976,12 +976,14 @@ impl Engine {
                 Err(e)
             }
         };
-        if !known_source {
-            self.limit_answers(already_queued, bytes.len());
-        } else if result.is_ok() {
+        if known_source && result.is_ok() {
             self.last_heard_anyone = self.now;
         }
         self.after_call();
+        // After `after_call`: news it gossips at once counts as part of the answer.
+        if !known_source {
+            self.limit_answers(already_queued, bytes.len());
+        }
         result
     }
 

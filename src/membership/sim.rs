@@ -1169,6 +1169,23 @@ mod tests {
             "answered {answered} to {} bytes",
             announce.len()
         );
+        // What a stranger's datagram makes news of (here its `Alive`, which brings it in) is
+        // gossiped at once: to members, but also to it. That counts as the answer too (the
+        // fuzzer found 97 bytes sent for 34).
+        let forged = SocketAddr::from(([10, 200, 0, 2], 9091));
+        let alive = super::super::packet::encode_alive(&super::super::packet::Alive {
+            member: MemberId::new("stranger2", 1, forged),
+            incarnation: 1,
+        });
+        let now = now + Duration::from_secs(1);
+        let target = &mut fleet.nodes[0].engine;
+        let _ = target.handle_datagram(now, forged, None, &alive);
+        let answered = target.take_output().datagram_bytes();
+        assert!(
+            answered <= alive.len(),
+            "answered {answered} to {} bytes",
+            alive.len()
+        );
     }
 
     /// A datagram of a member, captured and sent again from a forged source, opens (the
