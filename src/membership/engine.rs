@@ -410,6 +410,13 @@ pub struct Engine {
     /// A record update new here (ours, or one foca's handler took as news) was queued for
     /// gossip since the last [`Engine::after_call`].
     record_news: bool,
+    /// News arrived that has not been gossiped at once yet (see [`Engine::spread_news`]).
+    news_waiting: bool,
+    /// Set while a datagram is handled, until its source is known to be a member: news that
+    /// datagram brought waits for the next call, since what an unknown source makes this
+    /// node send is capped at what it sent (see [`Engine::limit_answers`]), and news
+    /// gossiped now would be dropped there, its turn and its tellings spent.
+    holding_news: bool,
     /// When this engine started.
     started: Duration,
     /// Record pulls in flight, by address, and when they were asked.
@@ -464,6 +471,8 @@ impl Engine {
             next_catch_up: Duration::ZERO,
             next_news_gossip: Duration::ZERO,
             record_news: false,
+            news_waiting: false,
+            holding_news: false,
             started: now,
             timings,
             timers: BinaryHeap::new(),
@@ -894,6 +903,7 @@ impl Engine {
         bytes: &[u8],
     ) -> Result<(), PacketError> {
         self.set_now(now);
+        self.holding_news = true;
         self.stats.bytes_in += bytes.len() as u64;
         let mut known_source = self.is_member_endpoint(from);
         let already_queued = self.out.datagrams.len();
@@ -979,8 +989,10 @@ impl Engine {
         if known_source && result.is_ok() {
             self.last_heard_anyone = self.now;
         }
+        self.holding_news = !known_source;
         self.after_call();
-        // After `after_call`: news it gossips at once counts as part of the answer.
+        self.holding_news = false;
+        // After `after_call`, so nothing it sends escapes the cap.
         if !known_source {
             self.limit_answers(already_queued, bytes.len());
         }
@@ -2030,7 +2042,9 @@ impl Engine {
             self.after_call();
             return;
         }
-        if membership_changed || std::mem::take(&mut self.record_news) {
+        self.news_waiting |= membership_changed || std::mem::take(&mut self.record_news);
+        if self.news_waiting && !self.holding_news {
+            self.news_waiting = false;
             self.spread_news();
         }
         let active = self.swim.num_members() + 1;
