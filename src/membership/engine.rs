@@ -407,10 +407,9 @@ pub struct Engine {
     next_catch_up: Duration,
     /// The earliest time news may be gossiped at once again (see [`Engine::spread_news`]).
     next_news_gossip: Duration,
-    /// A record update new here (ours, or one foca's handler took as news) was queued for
-    /// gossip since the last [`Engine::after_call`].
-    record_news: bool,
-    /// News arrived that has not been gossiped at once yet (see [`Engine::spread_news`]).
+    /// News (a member up or down here, or a record update new here: ours, or one foca's
+    /// handler took as news) that has not been gossiped at once yet (see
+    /// [`Engine::spread_news`]).
     news_waiting: bool,
     /// Set while a datagram is handled, until its source is known to be a member: news that
     /// datagram brought waits for the next call, since what an unknown source makes this
@@ -470,7 +469,6 @@ impl Engine {
             catch_up_until: Duration::ZERO,
             next_catch_up: Duration::ZERO,
             next_news_gossip: Duration::ZERO,
-            record_news: false,
             news_waiting: false,
             holding_news: false,
             started: now,
@@ -924,7 +922,7 @@ impl Engine {
                     self.stats.refused += 1;
                 }
                 // foca queues a record update only when its handler took it as news.
-                self.record_news |= self.swim.custom_broadcast_backlog() > records_queued;
+                self.news_waiting |= self.swim.custom_broadcast_backlog() > records_queued;
                 let senders: Vec<MemberId> = self.notes[notes_before..]
                     .iter()
                     .filter_map(|note| match note {
@@ -1865,7 +1863,7 @@ impl Engine {
         next.version += 1;
         self.own = next;
         self.publish_own_record();
-        self.record_news = true;
+        self.news_waiting = true;
         self.after_call();
         Ok(())
     }
@@ -2042,7 +2040,7 @@ impl Engine {
             self.after_call();
             return;
         }
-        self.news_waiting |= membership_changed || std::mem::take(&mut self.record_news);
+        self.news_waiting |= membership_changed;
         if self.news_waiting && !self.holding_news {
             self.news_waiting = false;
             self.spread_news();

@@ -173,10 +173,10 @@ pub fn encode_leaving(leaving: &Leaving) -> Vec<u8> {
         node_id: leaving.node_id.clone(),
         generation: leaving.generation,
     };
-    let bytes = encode_with(KIND_LEAVING, &head);
+    // postcard writes a tuple as its fields one after the other: the head, then `told`.
     match leaving.told {
-        Some(told) => postcard::to_extend(&told, bytes.clone()).unwrap_or(bytes),
-        None => bytes,
+        Some(told) => encode_with(KIND_LEAVING, &(head, told)),
+        None => encode_with(KIND_LEAVING, &head),
     }
 }
 
