@@ -21,6 +21,10 @@ use crate::sim_fleet::{agreed, start_fleet, SimArgs, ROWS_UP_TO};
 /// How often the run samples traffic and looks for false positives (virtual time).
 const TICK: Duration = Duration::from_secs(1);
 
+/// How often a forming fleet is looked at (virtual time): a small one forms in a few
+/// hundred milliseconds, and coarser steps would make up much of the figure.
+const FORMING_LOOK: Duration = Duration::from_millis(10);
+
 /// How often progress is printed (wall time).
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -182,8 +186,6 @@ pub fn run_one(args: &SimArgs, scenario: &Scenario, show_progress: bool) -> SimR
     let rss_before = procfs::rss_kib(std::process::id()).unwrap_or(0);
     let mut fleet = start_fleet(args);
     let end = args.duration;
-    let probe = fleet.timings().probe_interval;
-    let step = (probe / 4).max(Duration::from_millis(50));
     let mut samples = Vec::new();
     let mut formed = None;
     let mut last = totals(&fleet);
@@ -192,7 +194,7 @@ pub fn run_one(args: &SimArgs, scenario: &Scenario, show_progress: bool) -> SimR
             formed = Some(fleet.now());
             break;
         }
-        let next = (fleet.now() + step).min(end);
+        let next = (fleet.now() + FORMING_LOOK).min(end);
         fleet.run_until(next);
         if fleet.now() >= last.at + TICK {
             let now_totals = totals(&fleet);

@@ -15,9 +15,10 @@ use crate::sim_fleet::{agreed, start_fleet, SimArgs};
 /// How often the experiments look (virtual time).
 const LOOK: Duration = Duration::from_millis(250);
 
-/// How often the record-change experiment looks: a change reaches everyone in well under a
-/// second, and 250 ms steps would make up a third of the figure (the processes' harness
-/// sweeps every node every 26-56 ms).
+/// How often the cold start and record-change experiments look: a change reaches everyone
+/// in well under a second, a fleet forms within a few hundred milliseconds of its last start,
+/// and 250 ms steps would make up much of the figures (the processes' harness sweeps every
+/// node every 26-56 ms).
 const FINE_LOOK: Duration = Duration::from_millis(20);
 
 /// How long the one-node cut is held (as `compare --churn` holds it).
@@ -194,7 +195,7 @@ pub fn one_size(n: usize, seed: u64, base: &SimArgs) -> SizeFigures {
         if shares[3].is_some() {
             break;
         }
-        let next = fleet.now() + LOOK;
+        let next = fleet.now() + FINE_LOOK;
         fleet.run_until(next);
     }
     let least_seen = fleet

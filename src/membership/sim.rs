@@ -1292,6 +1292,40 @@ mod tests {
         );
     }
 
+    /// A member node 0 holds suspect only from gossip (foca times out only the suspicions
+    /// its own probes raise), whose death node 0 then missed: a peer that holds it dead has
+    /// it suspected here with a timeout of its own, so node 0 declares it dead first, rather
+    /// than listing it alive until its probes come round to it.
+    #[test]
+    fn a_suspect_heard_of_whose_death_was_missed_is_declared_dead_here() {
+        let mut fleet = fleet(30, 15);
+        let now = fleet.now();
+        let crashed = 29;
+        fleet.nodes[crashed].group = 1;
+        let id = fleet.nodes[crashed].engine.id().clone();
+        fleet.nodes[0].engine.hear_suspicion(now, &id);
+        let status = |f: &SimFleet, observer: usize| {
+            f.view(observer, &sim_node_id(crashed)).map(|m| m.status)
+        };
+        assert_eq!(status(&fleet, 0), Some(MemberStatus::Alive));
+        let peer = fleet.nodes[1].addr;
+        let gone = [GoneMember { id, left: false }];
+        fleet.nodes[0].engine.handle_gone(now, peer, &gone);
+        assert_eq!(fleet.nodes[0].engine.stats().missed_news_repaired, 1);
+
+        let first =
+            fleet.run_until_true(Duration::from_micros(500), Duration::from_secs(10), |f| {
+                f.running()
+                    .any(|i| status(f, i) == Some(MemberStatus::Dead))
+            });
+        assert!(first.is_some(), "nobody declared the silent node dead");
+        let first_to_know: Vec<usize> = fleet
+            .running()
+            .filter(|&i| i != crashed && status(&fleet, i) == Some(MemberStatus::Dead))
+            .collect();
+        assert_eq!(first_to_know, vec![0], "node 0 was not the first to know");
+    }
+
     /// Two nodes whose digests differ while their records agree ask each other for the
     /// members they hold gone.
     #[test]
