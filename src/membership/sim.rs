@@ -1695,6 +1695,44 @@ mod tests {
         );
     }
 
+    /// A member killed just after it was heard from: what it sent before its port was found
+    /// closed does not count as hearing from it during the suspicion, so it is dead one
+    /// short suspicion (and the last ask's wait) after that, not two.
+    #[test]
+    fn a_member_heard_from_just_before_its_port_closed_gets_one_short_suspicion() {
+        let t = timings();
+        let mut fleet = fleet(8, 16);
+        let victim = 5;
+        let observer = fleet.nodes[0].engine.id().clone();
+        let id = fleet.nodes[victim].engine.id().clone();
+        let now = fleet.now();
+        let _ = fleet.nodes[victim].engine.take_output();
+        fleet.nodes[victim].engine.announce(now, observer);
+        let (_, heard) = fleet.nodes[victim]
+            .engine
+            .take_output()
+            .datagrams
+            .first()
+            .expect("an announce")
+            .clone();
+        fleet.crash(victim);
+        let engine = &mut fleet.nodes[0].engine;
+        engine
+            .handle_datagram(now, id.endpoint, None, &heard)
+            .unwrap();
+        engine.handle_port_closed(now, id.endpoint);
+        assert_eq!(engine.stats().suspected_on_closed_port, 1);
+
+        let took = fleet
+            .run_until_true(Duration::from_millis(10), Duration::from_secs(10), |f| {
+                f.view(0, &sim_node_id(victim))
+                    .is_some_and(|m| m.status == MemberStatus::Dead)
+            })
+            .expect("never declared dead");
+        let bound = t.port_closed_timeout_for(8) + t.probe_timeout * 2;
+        assert!(took <= bound, "dead after {took:?}, over {bound:?}");
+    }
+
     /// Silence is not a closed port: a member cut off (or frozen: its socket stays open) is
     /// given the longer suspicion, and declared dead once it runs out.
     #[test]
