@@ -374,7 +374,7 @@ const EARLY_GOODBYES: usize = 64;
 /// [`Engine::spread_news`]). A seed takes a fleet's joins within milliseconds of each other,
 /// and every node hears of them as fast: with one gossip per tick, every join after the
 /// first waited up to a tick at each hop (a simulated fleet of 50 started within 200 ms, one
-/// seed: all saw all in a median 1.0 s over 20 seeds; 0.29 s at 16 per tick, 0.21 s with no
+/// seed: all saw all in a median 1.22 s over 20 seeds; 0.35 s at 16 per tick, 0.21 s with no
 /// limit). The limit bounds what a storm of news (a big fleet forming, churn) costs a node
 /// per tick, while the updates themselves are told no more often: only sooner.
 const NEWS_GOSSIPS_PER_TICK: u32 = 16;
