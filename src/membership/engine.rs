@@ -401,6 +401,9 @@ pub struct Engine {
     suspicions: HashMap<(String, u16), Suspicion>,
     /// Members that came back from `dead` lately, and when (see [`RETURN_WINDOW`]).
     returned: HashMap<String, Duration>,
+    /// Senders told our current identity because they addressed an older one, and when (see
+    /// [`Engine::answer_an_older_identity`]).
+    told_current: HashMap<SocketAddr, Duration>,
     /// See [`Engine::rebuild_member_endpoints`].
     member_endpoints: HashSet<SocketAddr>,
     /// When a datagram last came from each member endpoint (see `suspicion_extension`).
@@ -505,6 +508,7 @@ impl Engine {
             health: LocalHealth::default(),
             suspicions: HashMap::new(),
             returned: HashMap::new(),
+            told_current: HashMap::new(),
             last_heard: HashMap::new(),
             last_heard_anyone: now,
             port_closed: HashMap::new(),
@@ -928,6 +932,38 @@ impl Engine {
         self.after_call();
     }
 
+    /// A SWIM message addressed to an older identity of this node (an earlier generation,
+    /// or this one before a renewal) is dropped by foca unanswered: only an announce may name
+    /// another identity of ours. Its sender still holds that identity, and its probes of it
+    /// fail until it declares it dead: a live node listed `dead` (a simulated fleet of 200
+    /// after a partition healed: a node that had missed a peer's renewal declared it dead
+    /// 100 s later, and learned the renewal by a knock 6 s after that). So the sender is
+    /// told our current identity with an announce, at most once per probe period each, and
+    /// replaces the old one (a newer identity wins foca's address conflict).
+    fn answer_an_older_identity(&mut self, data: &[u8], from: SocketAddr) {
+        let Ok((header, _)) = postcard::take_from_bytes::<foca::Header<MemberId>>(data) else {
+            return;
+        };
+        let own = self.id();
+        let older_of_ours = header.dst.addr() == own.addr() && own.is_newer_than(&header.dst);
+        if !older_of_ours || header.message == Message::Announce || header.src.addr() == own.addr()
+        {
+            return;
+        }
+        let period = self.probe_period();
+        if self
+            .told_current
+            .get(&from)
+            .is_some_and(|at| self.now.saturating_sub(*at) < period)
+        {
+            return;
+        }
+        self.told_current.insert(from, self.now);
+        tracing::debug!(peer = ?header.src, addressed = ?header.dst, "a peer addressed an older identity of ours: announcing the current one");
+        let (swim, mut rt) = self.runtime();
+        let _ = swim.announce(header.src, &mut rt);
+    }
+
     /// Whether a suspicion of `member` at `incarnation` has its timeout scheduled here.
     fn times_out_here(&self, member: &MemberId, incarnation: u16) -> bool {
         self.timers.iter().any(|Reverse(scheduled)| {
@@ -986,6 +1022,7 @@ impl Engine {
                     tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
                     self.stats.refused += 1;
                 }
+                self.answer_an_older_identity(data, from);
                 // foca queues a record update only when its handler took it as news.
                 self.news_waiting |= self.swim.custom_broadcast_backlog() > records_queued;
                 let senders: Vec<MemberId> = self.notes[notes_before..]
@@ -1778,6 +1815,9 @@ impl Engine {
             .retain(|_, s| now.saturating_sub(s.since) <= stale);
         self.returned
             .retain(|_, at| now.saturating_sub(*at) < RETURN_WINDOW);
+        let period = self.probe_period();
+        self.told_current
+            .retain(|_, at| now.saturating_sub(*at) < period);
         let Some(target) = self.random_active_member().map(|m| m.endpoint) else {
             return;
         };

@@ -1695,6 +1695,63 @@ mod tests {
         );
     }
 
+    /// A peer that probes an older identity of a node (here its previous generation, as
+    /// after a restart the peer missed) is told the current one, and holds that alive: foca
+    /// alone drops such a probe unanswered, and the peer would declare the node dead.
+    #[test]
+    fn a_probe_of_an_older_identity_is_answered_with_the_current_one() {
+        use crate::membership::packet;
+        use foca::{Codec, Header, Message, PostcardCodec};
+        let mut fleet = fleet(8, 17);
+        let now = fleet.now();
+        let node = fleet.nodes[5].engine.id().clone();
+        let older = MemberId::new(node.node_id.clone(), node.generation - 1, node.endpoint);
+        let prober = fleet.nodes[0].engine.id().clone();
+        let header = Header {
+            src: prober.clone(),
+            src_incarnation: 0,
+            dst: older,
+            message: Message::Ping(7),
+        };
+        let mut ping = Vec::new();
+        PostcardCodec.encode_header(&header, &mut ping).unwrap();
+        ping.extend_from_slice(&0u16.to_be_bytes());
+        let engine = &mut fleet.nodes[5].engine;
+        let _ = engine.take_output();
+        engine
+            .handle_datagram(now, prober.endpoint, None, &packet::encode_swim(&ping))
+            .unwrap();
+        let answers: Vec<Vec<u8>> = engine
+            .take_output()
+            .datagrams
+            .into_iter()
+            .filter(|(to, _)| *to == prober.endpoint)
+            .map(|(_, d)| d)
+            .collect();
+        let announced = answers.iter().any(|d| match packet::decode(d) {
+            Ok(packet::Packet::Swim(data)) => {
+                let mut data = data;
+                PostcardCodec
+                    .decode_header(&mut data)
+                    .is_ok_and(|h: Header<MemberId>| {
+                        h.message == Message::Announce && h.src == node && h.dst == prober
+                    })
+            }
+            _ => false,
+        });
+        assert!(announced, "the prober was not told the current identity");
+
+        // Once per probe period: a second probe of the old identity is not answered again.
+        engine
+            .handle_datagram(now, prober.endpoint, None, &packet::encode_swim(&ping))
+            .unwrap();
+        let again = engine.take_output().datagrams;
+        assert!(
+            again.iter().all(|(to, _)| *to != prober.endpoint),
+            "{again:?}"
+        );
+    }
+
     /// A member killed just after it was heard from: what it sent before its port was found
     /// closed does not count as hearing from it during the suspicion, so it is dead one
     /// short suspicion (and the last ask's wait) after that, not two.
