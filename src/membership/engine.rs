@@ -926,10 +926,15 @@ impl Engine {
         else {
             return;
         };
+        self.hold_suspect(member, incarnation);
+        self.after_call();
+    }
+
+    /// Holds `member` suspect at `incarnation`, as a suspicion gossip brings: no timeout.
+    fn hold_suspect(&mut self, member: &MemberId, incarnation: u16) {
         let suspect = FocaMember::new(member.clone(), incarnation, State::Suspect);
         let (swim, mut rt) = self.runtime();
         let _ = swim.apply_many(std::iter::once(suspect), true, &mut rt);
-        self.after_call();
     }
 
     /// A SWIM message addressed to an older identity of this node (an earlier generation,
@@ -979,15 +984,14 @@ impl Engine {
     /// where its probe failed, so this one is ours to time, as if our probe had failed; and
     /// the suspect is asked itself.
     fn suspect_here(&mut self, member: &MemberId, incarnation: u16) {
-        let suspect = FocaMember::new(member.clone(), incarnation, State::Suspect);
+        self.hold_suspect(member, incarnation);
         let window = self.short_suspicion_window();
         let timer = Timer::ChangeSuspectToDown {
             member_id: member.clone(),
             incarnation,
             token: self.timer_token,
         };
-        let (swim, mut rt) = self.runtime();
-        let _ = swim.apply_many(std::iter::once(suspect), true, &mut rt);
+        let (_, mut rt) = self.runtime();
         rt.submit_after(timer, window);
         self.tell_suspect(member);
     }
@@ -1022,7 +1026,6 @@ impl Engine {
                     tracing::trace!(peer = %from, error = %e, "SWIM packet refused");
                     self.stats.refused += 1;
                 }
-                self.answer_an_older_identity(data, from);
                 // foca queues a record update only when its handler took it as news.
                 self.news_waiting |= self.swim.custom_broadcast_backlog() > records_queued;
                 let senders: Vec<MemberId> = self.notes[notes_before..]
@@ -1032,6 +1035,10 @@ impl Engine {
                         _ => None,
                     })
                     .collect();
+                if senders.is_empty() {
+                    // foca took no payload: perhaps one addressed to an older identity of ours.
+                    self.answer_an_older_identity(data, from);
+                }
                 for sender in senders {
                     known_source |= self.heard_from(&sender, from, stamp);
                 }

@@ -750,6 +750,23 @@ mod tests {
 
     const STEP: Duration = Duration::from_millis(50);
 
+    /// The datagram node `from` sends when it announces itself to node `to` now, taken out of
+    /// its output rather than delivered (to be handed in by the test, from any source).
+    fn announce_of(fleet: &mut SimFleet, from: usize, to: usize) -> Vec<u8> {
+        let now = fleet.now();
+        let target = fleet.nodes[to].engine.id().clone();
+        let engine = &mut fleet.nodes[from].engine;
+        let _ = engine.take_output();
+        engine.announce(now, target);
+        let (_, datagram) = engine
+            .take_output()
+            .datagrams
+            .first()
+            .expect("an announce")
+            .clone();
+        datagram
+    }
+
     /// A fleet of `n` started one after the other through node 0, converged.
     fn fleet(n: usize, seed: u64) -> SimFleet {
         fleet_with(timings(), n, seed)
@@ -1196,17 +1213,8 @@ mod tests {
     fn a_replay_from_a_forged_source_is_not_answered_there() {
         let mut fleet = fleet(3, 12);
         let now = fleet.now();
-        let target = fleet.nodes[0].engine.id().clone();
         let member = fleet.nodes[1].engine.id().clone();
-        let _ = fleet.nodes[1].engine.take_output();
-        fleet.nodes[1].engine.announce(now, target.clone());
-        let (_, captured) = fleet.nodes[1]
-            .engine
-            .take_output()
-            .datagrams
-            .first()
-            .expect("an announce")
-            .clone();
+        let captured = announce_of(&mut fleet, 1, 0);
         let stamp = |seq| Some(SenderStamp { epoch: 1, seq });
         let engine = &mut fleet.nodes[0].engine;
         let _ = engine.take_output();
@@ -1760,18 +1768,9 @@ mod tests {
         let t = timings();
         let mut fleet = fleet(8, 16);
         let victim = 5;
-        let observer = fleet.nodes[0].engine.id().clone();
         let id = fleet.nodes[victim].engine.id().clone();
         let now = fleet.now();
-        let _ = fleet.nodes[victim].engine.take_output();
-        fleet.nodes[victim].engine.announce(now, observer);
-        let (_, heard) = fleet.nodes[victim]
-            .engine
-            .take_output()
-            .datagrams
-            .first()
-            .expect("an announce")
-            .clone();
+        let heard = announce_of(&mut fleet, victim, 0);
         fleet.crash(victim);
         let engine = &mut fleet.nodes[0].engine;
         engine
