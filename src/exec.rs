@@ -8,7 +8,7 @@ use tracing::debug;
 
 use crate::catalog::CatalogError;
 use crate::cluster::dialable::{check_dialable, check_resolved};
-use crate::cluster::master::introduce_soon;
+use crate::cluster::master::dial_unless_greeted;
 use crate::cluster::{AddOutcome, SHOW_CLUSTER_COLUMNS};
 use crate::context::NodeContext;
 use crate::reply::{ExecError, Reply};
@@ -157,15 +157,15 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
             Err(e) => debug!(name, error = %e, "cannot resolve a client name yet"),
         },
     }
-    // Membership's join and the introduction (whose answer proves the client alive) start
-    // before the entry is written: they change no topology, their QUIC handshakes overlap the
-    // fsync, and a client that answered by then is `alive` the moment the entry is in. The
-    // answer still waits for the disk only, never for the client.
+    // Membership's hello (one sealed datagram each way) goes out before the entry is
+    // written: it changes no topology, its round trip overlaps the fsync, and a client that
+    // answered by then is `alive` the moment the entry is in. A client that does not answer
+    // it is dialled over QUIC after the write (see `dial_unless_greeted`). The answer waits
+    // for the disk only, never for the client.
     let addrs = ctx.cluster.addresses_of(&spec.host, spec.port);
     for &addr in &addrs {
-        ctx.membership.join_through(addr);
+        ctx.membership.say_hello(addr);
     }
-    introduce_soon(ctx, addrs);
     // The write blocks on fsync: off the async workers, which meanwhile drive those handshakes.
     let write = {
         let ctx = ctx.clone();
@@ -178,6 +178,7 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
         .await
         .map_err(|e| ExecError::server(format!("writing the entry failed: {e}")))?
         .map_err(|e| ExecError::server(e.to_string()))?;
+    dial_unless_greeted(ctx, addrs);
     ctx.events.cluster_changed();
     Ok(Reply::message(match outcome {
         AddOutcome::Added => format!("client {} added", describe(spec)),

@@ -48,6 +48,18 @@ impl NodeIdentity {
         data_dir: &Path,
         configured_id: Option<&str>,
     ) -> Result<NodeIdentity, IdentityError> {
+        let identity = NodeIdentity::next(data_dir, configured_id)?;
+        identity.save(data_dir)?;
+        Ok(identity)
+    }
+
+    /// The identity this start runs under: the one in `data_dir` (or a new one) with the next
+    /// generation. Nothing is written: [`NodeIdentity::save`] must end before the generation
+    /// is announced to anyone.
+    pub fn next(
+        data_dir: &Path,
+        configured_id: Option<&str>,
+    ) -> Result<NodeIdentity, IdentityError> {
         let path = data_dir.join(IDENTITY_FILE);
         let previous = match fs::read(&path) {
             Ok(bytes) => Some(serde_json::from_slice::<IdentityFile>(&bytes).map_err(
@@ -69,20 +81,24 @@ impl NodeIdentity {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let previous_generation = previous.as_ref().map(|p| p.generation).unwrap_or(0);
-        let generation = now_ms.max(previous_generation + 1);
+        Ok(NodeIdentity {
+            node_id,
+            generation: now_ms.max(previous_generation + 1),
+        })
+    }
+
+    /// Writes this identity to `data_dir` durably.
+    pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
+        let path = data_dir.join(IDENTITY_FILE);
         let file = IdentityFile {
-            node_id: node_id.clone(),
-            generation,
+            node_id: self.node_id.clone(),
+            generation: self.generation,
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| IdentityError::Write {
             path: path.clone(),
             source: io::Error::other(e),
         })?;
-        write_atomic(&path, &bytes).map_err(|source| IdentityError::Write { path, source })?;
-        Ok(NodeIdentity {
-            node_id,
-            generation,
-        })
+        write_atomic(&path, &bytes).map_err(|source| IdentityError::Write { path, source })
     }
 }
 

@@ -106,16 +106,18 @@ impl RunningNode {
         network: PeerNetwork,
     ) -> Result<RunningNode, NodeError> {
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
-        let identity = NodeIdentity::load_and_bump(&config.data_dir, config.node_id.as_deref())?;
-        // The databases and the cluster are opened (BO_DATABASES created, each with its
-        // fsyncs) on a blocking thread while the transport is set up and the node id is
-        // checked with the seeds: that check's QUIC handshake is the dial the registration
-        // and the join reuse, so a `BO_MASTER` client reaches its master sooner. Their errors
-        // are still reported first.
+        let identity = NodeIdentity::next(&config.data_dir, config.node_id.as_deref())?;
+        // The new generation is written, and the databases and the cluster are opened
+        // (BO_DATABASES created), each with its fsyncs, on a blocking thread while the
+        // transport is set up and the node id is checked with the seeds: that check's QUIC
+        // handshake is the dial the registration and the join reuse, so a `BO_MASTER` client
+        // reaches its master sooner. Membership, which announces the generation, starts only
+        // once this is done; and the errors are still reported first.
         let storage = tokio::task::spawn_blocking({
             let data_dir = config.data_dir.clone();
             let databases = config.databases.clone();
-            move || open_storage(&data_dir, &databases)
+            let identity = identity.clone();
+            move || open_storage(&data_dir, &identity, &databases)
         });
 
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -295,11 +297,14 @@ impl RunningNode {
     }
 }
 
-/// The databases (with BO_DATABASES created) and the cluster state in `data_dir`.
+/// Writes `identity`, then opens the databases (with BO_DATABASES created) and the cluster
+/// state in `data_dir`.
 fn open_storage(
     data_dir: &std::path::Path,
+    identity: &NodeIdentity,
     databases: &[crate::db_name::DatabaseName],
 ) -> Result<(Catalog, ClusterView), NodeError> {
+    identity.save(data_dir)?;
     let catalog = Catalog::open(data_dir)?;
     let cluster = ClusterView::open(data_dir)?;
     for name in databases {

@@ -181,12 +181,14 @@ pub async fn introduce_to(ctx: &NodeContext, addr: SocketAddr) {
 /// loop of ADD CLIENT must not pile them up (a skipped one is left to [`reach_out`]).
 const ADD_CLIENT_INTRODUCTIONS: usize = 32;
 
-/// Starts, in the background, an introduction with the client at `addrs` (an ADD CLIENT,
-/// which has already started membership's join with it and writes the entry meanwhile): a
-/// reachable client is `alive` a round trip later, and the statement's answer waits for
-/// neither. One that answers later
-/// is found by [`reach_out`].
-pub fn introduce_soon(ctx: &Arc<NodeContext>, addrs: Vec<SocketAddr>) {
+/// Brings in, in the background, the client at `addrs` that an ADD CLIENT named, once its
+/// entry is written. Membership's hello went out before the write, and a client that
+/// answered it is alive already. One still not live a probe timeout later (the hello or its
+/// answer lost, a client still starting) is dialled over QUIC: membership's join, and an
+/// introduction whose answer proves it alive. Dialling at once would have cost every ADD
+/// CLIENT two TLS handshakes, and on a small machine they held up the statement's answer
+/// and the next SHOW CLUSTER. One that answers later still is found by [`reach_out`].
+pub fn dial_unless_greeted(ctx: &Arc<NodeContext>, addrs: Vec<SocketAddr>) {
     static IN_FLIGHT: Semaphore = Semaphore::const_new(ADD_CLIENT_INTRODUCTIONS);
     for addr in addrs {
         let Ok(permit) = IN_FLIGHT.try_acquire() else {
@@ -195,7 +197,15 @@ pub fn introduce_soon(ctx: &Arc<NodeContext>, addrs: Vec<SocketAddr>) {
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            introduce_to(&ctx, addr).await;
+            tokio::time::sleep(ctx.config.timings.probe_timeout).await;
+            let live =
+                ctx.membership.members().iter().any(|m| {
+                    m.endpoint == addr && m.status == crate::membership::MemberStatus::Alive
+                });
+            if !live {
+                ctx.membership.join_through(addr);
+                introduce_to(&ctx, addr).await;
+            }
             drop(permit);
         });
     }
@@ -330,7 +340,7 @@ enum Started {
 }
 
 /// The reach-out rounds' introductions in flight: at most a cap of them, and at most one per
-/// target. ADD CLIENT's [`introduce_soon`] does not go through it: it starts at once.
+/// target. ADD CLIENT's [`dial_unless_greeted`] does not go through it: it starts at once.
 #[derive(Debug)]
 pub struct Introductions {
     cap: usize,

@@ -23,13 +23,13 @@ use super::claims::{self, Claims};
 use super::health::LocalHealth;
 use super::id::{self, MemberId, NodeKey};
 use super::missing::MissingRecords;
-use super::packet::{self, Alive, Digest, Leaving, Packet, PacketError, Suspected, Taken};
+use super::packet::{self, Alive, Digest, Hello, Leaving, Packet, PacketError, Suspected, Taken};
 use super::paths::{ReturnPaths, SenderStamp};
 use super::record::{
     lock, Record, RecordBroadcasts, RecordStore, RecordUpdate, RecordVersion, INLINE_RECORD_BYTES,
     MAX_RECORD_BYTES,
 };
-use super::settings::Timings;
+use super::settings::{Timings, MAX_PLAINTEXT};
 use super::view::{Member, MemberStatus};
 
 type Swim = Foca<MemberId, PostcardCodec, SmallRng, RecordBroadcasts>;
@@ -114,6 +114,8 @@ pub struct EngineStats {
     pub suspected_in: u64,
     pub alive_out: u64,
     pub alive_in: u64,
+    pub hello_out: u64,
+    pub hello_in: u64,
     /// Plaintext bytes out and in (the seal adds its overhead on top).
     pub bytes_out: u64,
     pub bytes_in: u64,
@@ -1078,6 +1080,11 @@ impl Engine {
                 self.suspect_answered(alive);
                 Ok(())
             }
+            Ok(Packet::Hello(hello)) => {
+                self.stats.hello_in += 1;
+                self.hello_received(from, hello, bytes.len());
+                Ok(())
+            }
             Ok(Packet::Taken(taken)) => {
                 if taken.holder.node_id == self.id().node_id && taken.holder != *self.id() {
                     self.own_id_claimed(FocaMember::new(
@@ -1892,10 +1899,66 @@ impl Engine {
     /// A node joined through us (over QUIC): take it in as alive and spread the news.
     pub fn introduce(&mut self, now: Duration, id: MemberId, record: Option<RecordUpdate>) {
         self.set_now(now);
+        self.take_in(id, record);
+        self.after_call();
+    }
+
+    /// Says hello to `addr`, a node known by its address alone (a client a master adds). Its
+    /// answering hello makes it alive here, with its record, one round trip from now (see
+    /// [`packet::Hello`]); the QUIC join started beside it takes over where this is lost.
+    pub fn say_hello(&mut self, now: Duration, addr: SocketAddr) {
+        self.expect(now, addr);
+        // Padded to a whole datagram: the answer may be as big as what we send.
+        let hello = self.own_hello(false, MAX_PLAINTEXT);
+        self.send_packet(
+            addr,
+            packet::encode_hello(&hello, MAX_PLAINTEXT),
+            PacketKind::Hello,
+        );
+        self.after_call();
+    }
+
+    /// Our hello, with our record's body when the whole fits `budget` bytes.
+    fn own_hello(&self, answer: bool, budget: usize) -> Hello {
+        let mut hello = Hello {
+            member: self.id().clone(),
+            record: self.own_update(true),
+            answer,
+        };
+        if packet::encode_hello(&hello, 0).len() > budget {
+            hello.record.body = None;
+        }
+        hello
+    }
+
+    /// A hello from `from` (`len` bytes): answered first, within what it cost its sender,
+    /// then its sender is taken in, as a node that joined through us over QUIC is.
+    fn hello_received(&mut self, from: SocketAddr, hello: Hello, len: usize) {
+        if hello.member.node_id == self.id().node_id {
+            return;
+        }
+        if !hello.answer {
+            let answer = self.own_hello(true, len);
+            self.send_packet(from, packet::encode_hello(&answer, 0), PacketKind::Hello);
+        }
+        // A record is taken only as the sender's own, at the generation it says hello from.
+        let record = Some(hello.record).filter(|r| {
+            r.node_id == hello.member.node_id && r.generation == hello.member.generation
+        });
+        // Both sides ask the other for its members: a client a master added learns the fleet
+        // from it. The ask rides on what the first hello paid for, after the answer, and is
+        // dropped when that does not fit (the answer to a bare hello, e.g.).
+        self.take_in(hello.member, record);
+    }
+
+    /// Takes a node that introduced itself in as alive, with its record, spreads it, and asks
+    /// it for its members.
+    fn take_in(&mut self, id: MemberId, record: Option<RecordUpdate>) {
         if id.node_id == self.id().node_id {
             return;
         }
         if let Some(record) = record {
+            let now = self.now;
             self.handle_records(now, None, vec![record]);
         }
         let (swim, mut rt) = self.runtime();
@@ -1908,7 +1971,6 @@ impl Engine {
         // that was joined *through* (an added client, dialled by its master) knows everyone a
         // round trip later, not only the one that dialled it.
         let _ = swim.announce(id, &mut rt);
-        self.after_call();
     }
 
     /// What a joiner gets from us.
@@ -2075,6 +2137,7 @@ impl Engine {
             PacketKind::Suspected => self.stats.suspected_out += 1,
             PacketKind::Alive => self.stats.alive_out += 1,
             PacketKind::Taken => {}
+            PacketKind::Hello => self.stats.hello_out += 1,
         }
         self.out.datagrams.push((to, bytes));
     }
@@ -2290,6 +2353,7 @@ impl Engine {
 }
 
 enum PacketKind {
+    Hello,
     Leaving,
     Digest,
     Suspected,

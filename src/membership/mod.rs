@@ -121,6 +121,7 @@ enum Command {
         oneshot::Sender<Result<(), RecordError>>,
     ),
     JoinThrough(SocketAddr),
+    SayHello(SocketAddr),
     Joined(SocketAddr, Result<JoinView, String>),
     JoinView(oneshot::Sender<JoinView>),
     Introduce(MemberId, RecordUpdate),
@@ -287,6 +288,13 @@ impl Membership {
     /// Joins (or re-joins) through the node at `addr` now: exchanges views over QUIC.
     pub fn join_through(&self, addr: SocketAddr) {
         let _ = self.commands.send(Command::JoinThrough(addr));
+    }
+
+    /// Says hello to the node at `addr` in one sealed datagram: it is alive here, record and
+    /// all, one round trip later if it answers (see [`packet::Hello`]). Beside
+    /// [`Membership::join_through`], which takes a QUIC handshake first.
+    pub fn say_hello(&self, addr: SocketAddr) {
+        let _ = self.commands.send(Command::SayHello(addr));
     }
 
     /// Our view, for a node that joins through us.
@@ -468,6 +476,11 @@ impl Driver {
                 let _ = reply.send(self.engine.check_record(change));
             }
             Command::JoinThrough(addr) => self.start_join(addr),
+            Command::SayHello(addr) => {
+                if addr != self.engine.id().endpoint {
+                    self.engine.say_hello(now, addr);
+                }
+            }
             Command::Joined(addr, Ok(view)) => {
                 debug!(peer = %addr, members = view.members.len(), "joined through peer");
                 self.engine.join(now, view);

@@ -16,6 +16,12 @@
 //! - `Taken`: "your node id is held by this newer identity", sent to a process whose
 //!   datagrams name an identity that lost its node id to a newer one (see `claims`): nothing
 //!   else would tell it, since every peer has dropped it from its member list.
+//! - `Hello`: "here I am, who are you?", sent to a node known by its address alone (a
+//!   master's ADD CLIENT): the receiver takes the sender in and answers with a `Hello` of its
+//!   own, so each holds the other alive, record and all, one round trip after the first
+//!   datagram. Joining over QUIC takes a handshake first: two round trips, and on a small
+//!   machine most of the time an ADD CLIENT took. The first hello is padded to a whole
+//!   datagram, because the answer to an unknown source is never bigger than what it sent.
 
 use std::net::SocketAddr;
 
@@ -27,6 +33,7 @@ const KIND_DIGEST: u8 = 3;
 const KIND_SUSPECTED: u8 = 4;
 const KIND_ALIVE: u8 = 5;
 const KIND_TAKEN: u8 = 6;
+const KIND_HELLO: u8 = 7;
 
 /// A decoded membership datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +44,16 @@ pub enum Packet<'a> {
     Suspected(Suspected),
     Alive(Alive),
     Taken(Taken),
+    Hello(Hello),
+}
+
+/// "Here I am": the sender, its record (with the body when it fits), and whether this is the
+/// answer to a hello (never answered itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub member: super::id::MemberId,
+    pub record: super::record::RecordUpdate,
+    pub answer: bool,
 }
 
 /// "Your node id is held by `holder`", from a peer that holds `holder` alive.
@@ -111,6 +128,7 @@ impl Packet<'_> {
             Packet::Suspected(_) => "suspected",
             Packet::Alive(_) => "alive",
             Packet::Taken(_) => "taken",
+            Packet::Hello(_) => "hello",
         }
     }
 }
@@ -150,6 +168,11 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, PacketError> {
         )),
         KIND_TAKEN => Ok(Packet::Taken(
             postcard::from_bytes(body).map_err(malformed("taken"))?,
+        )),
+        // A first hello is padded with zeros after its body: postcard reads the body and
+        // leaves the rest.
+        KIND_HELLO => Ok(Packet::Hello(
+            postcard::from_bytes(body).map_err(malformed("hello"))?,
         )),
         other => Err(PacketError::UnknownKind(other)),
     }
@@ -196,6 +219,15 @@ pub fn encode_taken(taken: &Taken) -> Vec<u8> {
     encode_with(KIND_TAKEN, taken)
 }
 
+/// A hello, padded with zeros up to `pad_to` bytes when it is shorter.
+pub fn encode_hello(hello: &Hello, pad_to: usize) -> Vec<u8> {
+    let mut bytes = encode_with(KIND_HELLO, hello);
+    if bytes.len() < pad_to {
+        bytes.resize(pad_to, 0);
+    }
+    bytes
+}
+
 fn encode_with(kind: u8, body: &impl Serialize) -> Vec<u8> {
     // Encoding these small plain structs into a Vec cannot fail; an empty body would be
     // refused by every receiver, which is the safe outcome if it ever did.
@@ -238,7 +270,30 @@ mod tests {
             holder: alive.member,
             incarnation: 1,
         };
-        assert_eq!(decode(&encode_taken(&taken)), Ok(Packet::Taken(taken)));
+        assert_eq!(
+            decode(&encode_taken(&taken)),
+            Ok(Packet::Taken(taken.clone()))
+        );
+        let hello = Hello {
+            member: taken.holder,
+            record: super::super::record::RecordUpdate {
+                node_id: "n1".into(),
+                generation: 7,
+                version: 2,
+                owner_endpoint: ([127, 0, 0, 2], 9091).into(),
+                body: None,
+            },
+            answer: false,
+        };
+        let padded = encode_hello(&hello, 1000);
+        assert_eq!(padded.len(), 1000);
+        assert_eq!(decode(&padded), Ok(Packet::Hello(hello.clone())));
+        let short = encode_hello(&hello, 0);
+        assert!(short.len() < 100, "{} bytes unpadded", short.len());
+        assert!(matches!(
+            decode(&short[..short.len() - 1]),
+            Err(PacketError::Malformed { .. })
+        ));
         assert_eq!(decode(&[]), Err(PacketError::Empty));
         assert_eq!(decode(&[9, 1]), Err(PacketError::UnknownKind(9)));
         assert!(matches!(

@@ -326,6 +326,14 @@ impl SimFleet {
         self.flush(index);
     }
 
+    /// Node `index` says hello to node `to` by its address alone (a master's ADD CLIENT).
+    pub fn say_hello(&mut self, index: usize, to: usize) {
+        let now = self.now;
+        let addr = self.nodes[to].addr;
+        self.nodes[index].engine.say_hello(now, addr);
+        self.flush(index);
+    }
+
     /// Whether a QUIC request between `a` and `b` gets through: they reach each other, and
     /// neither drops everything one way (QUIC retries through partial loss, not through a
     /// cut: a node that hears nothing completes no handshake).
@@ -1758,6 +1766,86 @@ mod tests {
             again.iter().all(|(to, _)| *to != prober.endpoint),
             "{again:?}"
         );
+    }
+
+    /// ADD CLIENT's hello: a node known by its address alone (started with no seed) is alive
+    /// on the node that said hello, with its record, one round trip later, and the sayer on
+    /// it; the rest of the fleet hears of it as of any join.
+    #[test]
+    fn a_hello_to_an_address_makes_both_sides_alive_in_one_round_trip() {
+        let mut fleet = fleet(4, 18);
+        let client = fleet.start_node(1, None);
+        let client_id = sim_node_id(client);
+        fleet.say_hello(0, client);
+        // Latency each way, nothing else: no timer fires, no QUIC join is made.
+        let round_trip = fleet.now() + fleet.net.latency * 2;
+        fleet.run_until(round_trip);
+        let seen = fleet.view(0, &client_id).expect("the client is listed");
+        assert_eq!(seen.status, MemberStatus::Alive);
+        assert!(!seen.api.is_empty(), "its record came with it: {seen:?}");
+        let master = fleet
+            .view(client, "n0")
+            .expect("the sayer is listed on the client");
+        assert_eq!(master.status, MemberStatus::Alive);
+        assert!(!master.api.is_empty(), "{master:?}");
+        let everyone = fleet.run_until_true(STEP, Duration::from_secs(5), |f| {
+            f.all_see(&client_id, MemberStatus::Alive)
+                && (0..4).all(|i| f.all_see(&sim_node_id(i), MemberStatus::Alive))
+        });
+        assert!(everyone.is_some(), "the fleet did not take the client in");
+    }
+
+    /// Never amplify: a hello that was not padded (a replay from a forged source, say) is
+    /// answered with no more bytes than it holds, and the answer is then only the version of
+    /// the record, not its body.
+    #[test]
+    fn a_hello_is_answered_within_what_it_cost_its_sender() {
+        use crate::membership::packet;
+        let mut fleet = fleet(2, 19);
+        // A record of some 500 bytes: more than a bare hello, less than a padded one.
+        give_a_big_record(&mut fleet, 1);
+        let now = fleet.now();
+        let stranger = MemberId::new("stranger-with-a-long-name", 1, sim_addr(40));
+        let hello = packet::Hello {
+            member: stranger.clone(),
+            record: crate::membership::record::RecordUpdate {
+                node_id: stranger.node_id.clone(),
+                generation: 1,
+                version: 1,
+                owner_endpoint: stranger.endpoint,
+                body: None,
+            },
+            answer: false,
+        };
+        let engine = &mut fleet.nodes[1].engine;
+        for pad_to in [0, crate::membership::settings::MAX_PLAINTEXT] {
+            let bytes = packet::encode_hello(&hello, pad_to);
+            let _ = engine.take_output();
+            engine
+                .handle_datagram(now, stranger.endpoint, None, &bytes)
+                .unwrap();
+            let answers: Vec<Vec<u8>> = engine
+                .take_output()
+                .datagrams
+                .into_iter()
+                .filter(|(to, _)| *to == stranger.endpoint)
+                .map(|(_, d)| d)
+                .collect();
+            let sent: usize = answers.iter().map(Vec::len).sum();
+            assert!(
+                sent <= bytes.len(),
+                "{sent} bytes answered to {}",
+                bytes.len()
+            );
+            let answer = answers.iter().find_map(|d| match packet::decode(d) {
+                Ok(packet::Packet::Hello(h)) => Some(h),
+                _ => None,
+            });
+            let answer = answer.expect("the hello was answered");
+            assert!(answer.answer);
+            assert_eq!(answer.member, *engine.id());
+            assert_eq!(answer.record.body.is_some(), pad_to > 0, "{answer:?}");
+        }
     }
 
     /// A member killed just after it was heard from: what it sent before its port was found
