@@ -236,6 +236,8 @@ impl Metrics {
             ("in", "suspected", engine.suspected_in),
             ("out", "alive", engine.alive_out),
             ("in", "alive", engine.alive_in),
+            ("out", "hello", engine.hello_out),
+            ("in", "hello", engine.hello_in),
         ] {
             packets
                 .get_or_create(&PacketLabels { direction, kind })
@@ -243,7 +245,7 @@ impl Metrics {
         }
         scrape.register(
             "membership_packets",
-            "Membership datagrams sent (out) and received (in), by kind: swim (probes, acks and what rides on them), leaving, digest (anti-entropy), suspected (told to a suspect), alive (a suspect's answer)",
+            "Membership datagrams sent (out) and received (in), by kind: swim (probes, acks and what rides on them), leaving, digest (anti-entropy), suspected (told to a suspect), alive (a suspect's answer), hello (ADD CLIENT's greeting and its answer)",
             packets,
         );
         let bytes = Family::<DirectionLabels, Counter>::default();
@@ -378,6 +380,7 @@ mod tests {
             swim_out: 3,
             bytes_out: 200,
             suspected_in: 4,
+            hello_in: 9,
             owner_pulls: 5,
             anti_entropy_pulls: 6,
             rejoins: 7,
@@ -413,6 +416,10 @@ mod tests {
             text.contains(
                 r#"bocluster_membership_packets_total{direction="in",kind="suspected"} 4"#
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bocluster_membership_packets_total{direction="in",kind="hello"} 9"#),
             "{text}"
         );
         assert!(
