@@ -238,6 +238,13 @@ impl RunningNode {
         if !named_seeds.is_empty() {
             background.push(tokio::spawn(refresh_named_seeds(ctx.clone(), named_seeds)));
         }
+        // Off the start's path: the first ADD CLIENT then is one append, not two new files.
+        let prepare = ctx.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = prepare.cluster.prepare_journal() {
+                warn!(error = %e, "cannot prepare the cluster's files; the first change will");
+            }
+        });
         for address in &ctx.config.masters {
             background.push(tokio::spawn(keep_registered(
                 ctx.clone(),

@@ -275,19 +275,38 @@ impl Journal {
         Ok(())
     }
 
+    /// Creates the snapshot and the log if they do not exist yet, so that the first change is
+    /// one append. Creating two files, each with its fsyncs and the directory's, made the
+    /// first ADD CLIENT on a new master take 2-9 ms instead of half of one.
+    pub fn prepare(&mut self, state: &ClusterState) -> Result<(), JournalError> {
+        if self.snapshot_len.is_none() {
+            self.snapshot(state, self.seq)?;
+        }
+        if self.log.is_none() {
+            self.open_log().map_err(|source| self.write_err(source))?;
+        }
+        Ok(())
+    }
+
+    /// Opens (creating it durably) the log, holding just the records this journal knows of.
+    fn open_log(&mut self) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        // The log must not hold whole records beyond what this journal knows of.
+        file.set_len(self.log_len)?;
+        file.sync_all()?;
+        if let Some(dir) = self.log_path.parent() {
+            sync_dir(dir)?;
+        }
+        self.log = Some(file);
+        Ok(())
+    }
+
     fn write_log(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.log.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log_path)?;
-            // The log must not hold whole records beyond what this journal knows of.
-            file.set_len(self.log_len)?;
-            file.sync_all()?;
-            if let Some(dir) = self.log_path.parent() {
-                sync_dir(dir)?;
-            }
-            self.log = Some(file);
+            self.open_log()?;
         }
         let Some(file) = self.log.as_mut() else {
             return Err(io::Error::other("the cluster log is not open"));
@@ -465,6 +484,27 @@ mod tests {
             assert_eq!(journal.log_len() as usize, first_len, "cut at {cut}");
             assert_eq!(std::fs::read(&log).unwrap().len(), first_len);
         }
+    }
+
+    /// A prepared journal takes its first change as an append, and the snapshot it wrote
+    /// ahead (of an empty cluster) reads back with that change.
+    #[test]
+    fn a_prepared_journal_appends_its_first_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, mut state) = Journal::open(dir.path()).unwrap();
+        journal.prepare(&state).unwrap();
+        assert!(dir.path().join(SNAPSHOT_FILE).exists());
+        assert!(dir.path().join(LOG_FILE).exists());
+        add(&mut journal, &mut state, "10.0.0.1", "a");
+        assert!(journal.log_len() > 0, "the first change was not appended");
+        // Preparing again (the next start) leaves what is there.
+        journal.prepare(&state).unwrap();
+        drop(journal);
+        let (mut reopened, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, state);
+        reopened.prepare(&read).unwrap();
+        drop(reopened);
+        assert_eq!(Journal::open(dir.path()).unwrap().1, state);
     }
 
     #[test]

@@ -101,6 +101,12 @@ impl ClusterView {
             .map(|m| m.node_id.clone())
     }
 
+    /// Creates the files a first change would otherwise create (see [`Journal::prepare`]).
+    pub fn prepare_journal(&self) -> Result<(), ClusterError> {
+        let state = lock(&self.state);
+        lock(&self.journal).prepare(&state)
+    }
+
     /// ADD CLIENT, durable before it returns.
     pub fn add_client(
         &self,
