@@ -117,11 +117,16 @@ fn an_entry_with_port_0_is_refused_at_load_naming_it() {
     let mut node = start(spec(dir.path(), 153, 3, &[]));
     ok(&node, "ADD CLIENT ip=127.0.153.210 db=log1");
     assert!(node.stop(DEADLINE), "stops on SIGTERM");
+    // The entry went to the log (the node wrote an empty snapshot at start): plant it, with
+    // port 0, in the snapshot instead, and take the log away.
     let path = node.spec.data_dir.join("cluster.json");
     let snapshot = std::fs::read_to_string(&path).expect("cluster.json");
-    let edited = snapshot.replace("\"port\":9091", "\"port\":0");
+    let entry =
+        r#"{"key":{"host":"127.0.153.210","port":0,"db":"log1"},"source":"add","node_id":null}"#;
+    let edited = snapshot.replace("\"entries\":[]", &format!("\"entries\":[{entry}]"));
     assert_ne!(edited, snapshot, "{snapshot}");
     std::fs::write(&path, &edited).unwrap();
+    std::fs::remove_file(node.spec.data_dir.join("cluster.log")).expect("cluster.log");
     let log_before = node.log().len();
     node.restart().expect("restart");
     let code = node.wait_exit(DEADLINE);
