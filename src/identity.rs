@@ -43,16 +43,6 @@ pub struct NodeIdentity {
 }
 
 impl NodeIdentity {
-    /// Loads (or creates) the identity in `data_dir` and bumps the generation durably.
-    pub fn load_and_bump(
-        data_dir: &Path,
-        configured_id: Option<&str>,
-    ) -> Result<NodeIdentity, IdentityError> {
-        let identity = NodeIdentity::next(data_dir, configured_id)?;
-        identity.save(data_dir)?;
-        Ok(identity)
-    }
-
     /// The identity this start runs under: the one in `data_dir` (or a new one) with the next
     /// generation. Nothing is written: [`NodeIdentity::save`] must end before the generation
     /// is announced to anyone.
@@ -111,14 +101,24 @@ fn generate_node_id() -> String {
 mod tests {
     use super::*;
 
+    /// What a node's start does with its identity: the next one, written.
+    fn load_and_bump(
+        dir: &Path,
+        configured_id: Option<&str>,
+    ) -> Result<NodeIdentity, IdentityError> {
+        let identity = NodeIdentity::next(dir, configured_id)?;
+        identity.save(dir)?;
+        Ok(identity)
+    }
+
     #[test]
     fn id_is_kept_and_generation_grows() {
         let dir = tempfile::tempdir().unwrap();
-        let first = NodeIdentity::load_and_bump(dir.path(), None).unwrap();
-        let second = NodeIdentity::load_and_bump(dir.path(), None).unwrap();
+        let first = load_and_bump(dir.path(), None).unwrap();
+        let second = load_and_bump(dir.path(), None).unwrap();
         assert_eq!(first.node_id, second.node_id);
         assert!(second.generation > first.generation);
-        let named = NodeIdentity::load_and_bump(dir.path(), Some("edge-7")).unwrap();
+        let named = load_and_bump(dir.path(), Some("edge-7")).unwrap();
         assert_eq!(named.node_id, "edge-7");
         assert!(named.generation > second.generation);
     }
@@ -127,7 +127,7 @@ mod tests {
     fn corrupt_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(IDENTITY_FILE), b"{not json").unwrap();
-        let err = NodeIdentity::load_and_bump(dir.path(), None).unwrap_err();
+        let err = load_and_bump(dir.path(), None).unwrap_err();
         assert!(err.to_string().contains("identity.json"), "{err}");
     }
 }

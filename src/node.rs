@@ -400,16 +400,12 @@ async fn refresh_named_seeds(ctx: Arc<NodeContext>, names: Vec<String>) {
     let mut ticker = tokio::time::interval(SEED_REFRESH);
     loop {
         ticker.tick().await;
-        let members = ctx.membership.members();
         for name in &names {
             let Ok(addrs) = resolve_host_port(name).await else {
                 continue;
             };
             for addr in addrs {
-                let live = members.iter().any(|m| {
-                    m.endpoint == addr && m.status == crate::membership::MemberStatus::Alive
-                });
-                if !live {
+                if !ctx.membership.alive_at(addr) {
                     ctx.membership.join_through(addr);
                 }
             }

@@ -198,11 +198,7 @@ pub fn dial_unless_greeted(ctx: &Arc<NodeContext>, addrs: Vec<SocketAddr>) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(ctx.config.timings.probe_timeout).await;
-            let live =
-                ctx.membership.members().iter().any(|m| {
-                    m.endpoint == addr && m.status == crate::membership::MemberStatus::Alive
-                });
-            if !live {
+            if !ctx.membership.alive_at(addr) {
                 ctx.membership.join_through(addr);
                 introduce_to(&ctx, addr).await;
             }
@@ -340,7 +336,7 @@ enum Started {
 }
 
 /// The reach-out rounds' introductions in flight: at most a cap of them, and at most one per
-/// target. ADD CLIENT's [`dial_unless_greeted`] does not go through it: it starts at once.
+/// target. ADD CLIENT's [`dial_unless_greeted`] does not go through it: it has its own cap.
 #[derive(Debug)]
 pub struct Introductions {
     cap: usize,

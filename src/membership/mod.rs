@@ -231,6 +231,14 @@ impl Membership {
         self.members.borrow().clone()
     }
 
+    /// Whether the latest snapshot lists a member alive at `endpoint`.
+    pub fn alive_at(&self, endpoint: SocketAddr) -> bool {
+        self.members
+            .borrow()
+            .iter()
+            .any(|m| m.endpoint == endpoint && m.status == MemberStatus::Alive)
+    }
+
     /// A receiver that sees every new member snapshot.
     pub fn watch_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
         self.members.clone()
