@@ -4,7 +4,8 @@
 //! `config -> cluster_key -> tls / seal -> transport (UDP: QUIC + sealed datagrams) ->
 //! membership (SWIM: foca) -> context -> cluster -> exec -> api / web / mysql / cli`, with
 //! `catalog` (local databases) beside them, and `metrics` and `events` fed by the layers and
-//! read by `web`. `node` wires them together.
+//! read by `web`. `node` wires them together (`first_contact` is its first exchange with
+//! the cluster).
 
 pub mod api;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod db_name;
 pub mod durable;
 pub mod events;
 pub mod exec;
+pub mod first_contact;
 pub mod fleet;
 pub mod identity;
 pub mod membership;

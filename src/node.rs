@@ -17,6 +17,7 @@ use crate::cluster::{master, ClusterError, ClusterView};
 use crate::config::NodeConfig;
 use crate::context::NodeContext;
 use crate::data_dir_lock::{DataDirError, DataDirLock};
+use crate::first_contact::FirstContact;
 use crate::identity::{IdentityError, NodeIdentity};
 use crate::membership::{Membership, MembershipSettings, Record};
 use crate::resolve::resolve_host_port;
@@ -149,29 +150,43 @@ impl RunningNode {
             .filter(|s| s.parse::<SocketAddr>().is_err())
             .cloned()
             .collect();
-        let mut seeds: Vec<SocketAddr> = config
-            .seeds
-            .iter()
-            .chain(&config.masters)
-            .filter_map(|s| s.parse::<SocketAddr>().ok())
-            .collect();
-        for name in &named_seeds {
-            match resolve_host_port(name).await {
-                Ok(addrs) => seeds.extend(addrs),
-                Err(e) => warn!(seed = %name, error = %e, "cannot resolve a seed yet; will retry"),
-            }
-        }
-        let twin = match (&transport, &http) {
-            (Ok((transport, _, _)), Ok(_)) => {
-                live_twin(transport, &seeds, &identity, config.endpoint, &host).await
-            }
+        let master_addrs = resolve_all(&config.masters).await;
+        let first_master = master_addrs
+            .first()
+            .and_then(|addrs| addrs.first())
+            .copied();
+        let mut seeds: Vec<SocketAddr> = resolve_all(&config.seeds).await.concat();
+        seeds.extend(master_addrs.concat());
+
+        // The node id check (and a client's first registration, which makes it) runs beside
+        // the storage: see `first_contact`.
+        let link = match (&transport, &http) {
+            (Ok((link, _, _)), Ok(_)) => Some(link.clone()),
             _ => None,
         };
-
-        let (catalog, cluster) = storage.await.map_err(|e| NodeError::DataDir {
+        let contact = link.as_ref().map(|link| FirstContact {
+            link,
+            identity: &identity,
+            endpoint: config.endpoint,
+            host: &host,
+            seeds: &seeds,
+            master: first_master,
+        });
+        let early = async {
+            match &contact {
+                Some(contact) => Some(contact.early().await),
+                None => None,
+            }
+        };
+        let (storage, early) = tokio::join!(storage, early);
+        let (catalog, cluster) = storage.map_err(|e| NodeError::DataDir {
             path: config.data_dir.clone(),
             source: io::Error::other(e),
         })??;
+        let first = match (&contact, early) {
+            (Some(contact), Some(early)) => contact.finish(early, catalog_names(&catalog)).await,
+            _ => Default::default(),
+        };
         let (transport, datagrams, requests) = transport?;
         let http = http?;
         let http_addr = http.local_addr().unwrap_or(config.http);
@@ -180,16 +195,22 @@ impl RunningNode {
             Some(addr) => Some(crate::mysql::bind(addr).await?),
             None => None,
         };
-        if let Some(endpoint) = twin {
+        if let Some(endpoint) = first.twin {
             return Err(NodeError::DuplicateNodeId {
                 node_id: identity.node_id.clone(),
                 endpoint,
             });
         }
 
-        let databases: Vec<String> = catalog.list().iter().map(|n| n.to_string()).collect();
-        let mut sorted_databases = databases;
+        let mut sorted_databases = catalog_names(&catalog);
         sorted_databases.sort();
+        // A master that registered this node already is advertised from the first record on.
+        let master_ids = Arc::new(MasterIds::default());
+        let mut advertised_masters = Vec::new();
+        if let (Some(address), Some(master_id)) = (config.masters.first(), &first.registered_with) {
+            info!(master = %address, master_node_id = %master_id, "registered all databases with master");
+            advertised_masters = master_ids.record(address, master_id).unwrap_or_default();
+        }
         let settings = MembershipSettings {
             node_id: identity.node_id.clone(),
             generation: identity.generation,
@@ -200,7 +221,7 @@ impl RunningNode {
                 version: 1,
                 api: http_addr.to_string(),
                 databases: sorted_databases,
-                masters: Vec::new(),
+                masters: advertised_masters,
                 software: VERSION.to_string(),
                 host,
                 leaving: false,
@@ -222,7 +243,7 @@ impl RunningNode {
             identity,
             catalog,
             cluster,
-            master_ids: Arc::new(MasterIds::default()),
+            master_ids,
             membership,
             transport,
             http_addr,
@@ -245,11 +266,13 @@ impl RunningNode {
                 warn!(error = %e, "cannot prepare the cluster's files; the first change will");
             }
         });
-        for address in &ctx.config.masters {
+        for (i, address) in ctx.config.masters.iter().enumerate() {
+            let registered = i == 0 && first.registered_with.is_some();
             background.push(tokio::spawn(keep_registered(
                 ctx.clone(),
                 ctx.master_ids.clone(),
                 address.clone(),
+                registered,
             )));
         }
         Ok(RunningNode {
@@ -342,53 +365,29 @@ fn bind_quic(
     Ok((PeerLink::Quic(quic), datagrams, requests))
 }
 
-/// How long each step of the start-time node id check may take.
-const TWIN_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The names of `catalog`'s databases.
+fn catalog_names(catalog: &Catalog) -> Vec<String> {
+    catalog.list().iter().map(|n| n.to_string()).collect()
+}
 
-/// Another process alive under this node's id, elsewhere: asks the seeds whether they list
-/// the id alive at another endpoint, and if one does, whether something answers there as
-/// that id (a node that was killed and restarted at a new address is listed alive at its old
-/// one until it is detected dead, but nothing answers there).
-async fn live_twin(
-    transport: &PeerLink,
-    seeds: &[SocketAddr],
-    identity: &NodeIdentity,
-    own_endpoint: SocketAddr,
-    host: &str,
-) -> Option<SocketAddr> {
-    use crate::wire::{Introduction, Request, Response};
-    let lookup = Request::Lookup {
-        node_id: identity.node_id.clone(),
-    };
-    for seed in seeds.iter().take(3) {
-        let Ok(Response::Lookup(Some((endpoint, _generation)))) =
-            transport.request(*seed, &lookup, TWIN_CHECK_LIMIT).await
-        else {
-            continue;
-        };
-        if endpoint == own_endpoint {
+/// Each of `names` (`host:port` or `ip:port`) resolved, in order; one that does not resolve
+/// yet is logged and left to `refresh_named_seeds`.
+async fn resolve_all(names: &[String]) -> Vec<Vec<SocketAddr>> {
+    let mut resolved = Vec::with_capacity(names.len());
+    for name in names {
+        if let Ok(addr) = name.parse::<SocketAddr>() {
+            resolved.push(vec![addr]);
             continue;
         }
-        let hello = Request::Hello {
-            node: Introduction {
-                node_id: identity.node_id.clone(),
-                generation: identity.generation,
-                endpoint: own_endpoint,
-                host: host.to_string(),
-                databases: Vec::new(),
-            },
-            register: false,
-        };
-        if let Ok(Response::Hello { node }) =
-            transport.request(endpoint, &hello, TWIN_CHECK_LIMIT).await
-        {
-            if node.node_id == identity.node_id {
-                return Some(endpoint);
+        match resolve_host_port(name).await {
+            Ok(addrs) => resolved.push(addrs),
+            Err(e) => {
+                warn!(seed = %name, error = %e, "cannot resolve a seed yet; will retry");
+                resolved.push(Vec::new());
             }
         }
-        return None;
     }
-    None
+    resolved
 }
 
 /// How often seed names are resolved again (a seed container may come back elsewhere).

@@ -28,7 +28,8 @@ pub enum Request {
     /// "Who are you?", with the sender's own introduction. Behind NAT or port mapping the
     /// address dialled says nothing about who answers, so each side learns the other's node id.
     /// `register` is set by a `BO_MASTER` client: it registers all its databases with the
-    /// receiver now (gossip carries the same registration, and keeps it current, later).
+    /// receiver now (gossip carries the same registration, and keeps it current, later). The
+    /// receiver first checks the id, as for [`Request::Register`].
     Hello { node: Introduction, register: bool },
     /// "Let me join through you": the sender's identity and record; answered with the
     /// receiver's whole view, once, so the joiner does not wait for gossip to fill it in.
@@ -47,6 +48,12 @@ pub enum Request {
     /// two nodes' digests differ and their records do not explain it). Kept last: older nodes
     /// answer what they cannot decode with an error, and the asker does without.
     Gone,
+    /// A `BO_MASTER` client's first registration, sent before its membership starts: a
+    /// registering [`Request::Hello`] that is also the start-time node id check. An id the
+    /// receiver lists alive elsewhere, where something answers as that id, is refused with
+    /// [`Response::NodeIdInUse`]. Kept last: an older master answers it with an error, and the
+    /// client checks through `Lookup` and registers with `Hello` instead.
+    Register { node: Introduction },
 }
 
 /// The answer to a [`Request`].
@@ -67,6 +74,11 @@ pub enum Response {
     Lookup(Option<(SocketAddr, u64)>),
     /// The answer to [`Request::Gone`].
     Gone(Vec<GoneMember>),
+    /// A registration refused: another process answers as that node id at
+    /// `endpoint`. Kept last, as [`Response::Gone`] is.
+    NodeIdInUse {
+        endpoint: SocketAddr,
+    },
 }
 
 #[cfg(test)]

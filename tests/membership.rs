@@ -287,6 +287,57 @@ fn a_second_process_with_a_live_node_id_refuses_to_start() {
     }
 }
 
+/// A `BO_MASTER` client's first registration is its node id check: the master refuses an
+/// impostor, which then adds nothing to the master's cluster.
+#[test]
+fn a_second_client_with_a_live_node_id_is_refused_by_the_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = 172;
+    let master_addr = seeds(block);
+    let master = start(spec(dir.path(), block, 1, &[]));
+    let client_env = [
+        ("BO_NODE_ID", "twin"),
+        ("BO_MASTER", master_addr.as_str()),
+        ("BO_DATABASES", "log1"),
+    ];
+    let real = start(spec(dir.path(), block, 2, &client_env));
+    let registered = || {
+        show_cluster(&master)
+            .iter()
+            .any(|(ip, _, db, _, status, _)| {
+                ip == "127.0.172.2" && db == "log1" && status == "alive"
+            })
+    };
+    assert!(
+        wait_for(DEADLINE, || registered().then_some(())).is_some(),
+        "the real client registers: {:?}; log:\n{}",
+        show_cluster(&master),
+        real.log()
+    );
+
+    let mut impostor = LocalNode::start(exe(), spec(dir.path(), block, 3, &client_env)).unwrap();
+    let code = impostor.wait_exit(Duration::from_secs(20));
+    let log = impostor.log();
+    assert_eq!(code, Some(2), "the impostor must exit 2; log:\n{log}");
+    assert!(
+        log.contains("twin") && log.contains("127.0.172.2:9091"),
+        "the refusal names the id and the other endpoint: {log}"
+    );
+    let rows = show_cluster(&master);
+    assert!(
+        rows.iter().all(|(ip, ..)| ip != "127.0.172.3"),
+        "the impostor's endpoint is in no entry: {rows:?}"
+    );
+    assert!(registered(), "the real client stays alive: {rows:?}");
+    for observer in [&master, &real] {
+        expect_status(observer, "twin", "alive");
+        assert_eq!(
+            node_column(observer, "twin", "endpoint").as_deref(),
+            Some("127.0.172.2:9091")
+        );
+    }
+}
+
 #[test]
 fn a_client_with_3000_long_database_names_is_seen_with_all_of_them() {
     let dir = tempfile::tempdir().unwrap();

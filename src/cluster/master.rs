@@ -57,11 +57,9 @@ pub async fn apply_registrations(ctx: Arc<NodeContext>) {
 /// Answers requests from peers.
 pub async fn serve_requests(ctx: Arc<NodeContext>, mut requests: mpsc::Receiver<IncomingRequest>) {
     while let Some(incoming) = requests.recv().await {
-        let response = match incoming.request {
-            Request::Hello { node, register } => {
-                debug!(from = %incoming.from, peer = %node.node_id, generation = node.generation, register, "hello");
-                answer_hello(&ctx, node, register)
-            }
+        let (node, register) = match incoming.request {
+            Request::Hello { node, register } => (node, register),
+            Request::Register { node } => (node, true),
             // Membership's own requests wait on its task: answered off this loop.
             membership_request => {
                 let ctx = ctx.clone();
@@ -72,7 +70,25 @@ pub async fn serve_requests(ctx: Arc<NodeContext>, mut requests: mpsc::Receiver<
                 continue;
             }
         };
-        let _ = incoming.reply.send(response);
+        debug!(from = %incoming.from, peer = %node.node_id, generation = node.generation, register, "hello");
+        let held_elsewhere = ctx
+            .membership
+            .alive_as(&node.node_id)
+            .map(|(endpoint, _)| endpoint)
+            .filter(|endpoint| *endpoint != node.endpoint);
+        match held_elsewhere {
+            // Rare, and it dials: answered off this loop.
+            Some(listed_at) if register => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let response = answer_registration_of_held_id(&ctx, node, listed_at).await;
+                    let _ = incoming.reply.send(response);
+                });
+            }
+            _ => {
+                let _ = incoming.reply.send(answer_hello(&ctx, node, register));
+            }
+        }
     }
 }
 
@@ -93,16 +109,8 @@ async fn answer_membership(ctx: &NodeContext, request: Request) -> Response {
         Request::Versions => Response::Versions(ctx.membership.versions().await),
         Request::Records { nodes } => Response::Records(ctx.membership.records(nodes).await),
         Request::Gone => Response::Gone(ctx.membership.gone().await),
-        Request::Lookup { node_id } => Response::Lookup(
-            ctx.membership
-                .members()
-                .iter()
-                .find(|m| {
-                    m.node_id == node_id && m.status == crate::membership::MemberStatus::Alive
-                })
-                .map(|m| (m.endpoint, m.generation)),
-        ),
-        Request::Hello { .. } => stopping(),
+        Request::Lookup { node_id } => Response::Lookup(ctx.membership.alive_as(&node_id)),
+        Request::Hello { .. } | Request::Register { .. } => stopping(),
     }
 }
 
@@ -135,6 +143,37 @@ fn answer_hello(ctx: &NodeContext, node: Introduction, register: bool) -> Respon
     }
     Response::Hello {
         node: introduction(ctx),
+    }
+}
+
+/// How long the node at the endpoint a registering id is listed alive at may take to answer.
+const HELD_ID_CHECK_LIMIT: Duration = Duration::from_secs(1);
+
+/// A registration under a node id listed alive at `listed_at`, another endpoint: refused if
+/// something answers there as that id (two processes under one id), accepted otherwise (a
+/// node that moved, or restarted elsewhere before its old address was detected dead).
+async fn answer_registration_of_held_id(
+    ctx: &NodeContext,
+    node: Introduction,
+    listed_at: SocketAddr,
+) -> Response {
+    let question = Request::Hello {
+        node: introduction(ctx),
+        register: false,
+    };
+    let answer = ctx
+        .transport
+        .request(listed_at, &question, HELD_ID_CHECK_LIMIT)
+        .await;
+    match answer {
+        Ok(Response::Hello { node: there }) if there.node_id == node.node_id => {
+            warn!(node_id = %node.node_id, registering_from = %node.endpoint, alive_at = %listed_at,
+                "refused a registration: that node id is alive at another endpoint");
+            Response::NodeIdInUse {
+                endpoint: listed_at,
+            }
+        }
+        _ => answer_hello(ctx, node, true),
     }
 }
 

@@ -33,7 +33,7 @@ pub struct MasterIds {
 
 impl MasterIds {
     /// Records `node_id` for `address`; returns the advertised list when it changed.
-    fn record(&self, address: &str, node_id: &str) -> Option<Vec<String>> {
+    pub fn record(&self, address: &str, node_id: &str) -> Option<Vec<String>> {
         let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if by_address.get(address).map(String::as_str) == Some(node_id) {
             return None;
@@ -62,6 +62,12 @@ async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String),
         match ctx.transport.request(addr, &request, ATTEMPT_LIMIT).await {
             Ok(Response::Hello { node }) => return Ok((addr, node.node_id)),
             Ok(Response::Error { message }) => last_error = format!("{addr} answered: {message}"),
+            Ok(Response::NodeIdInUse { endpoint }) => {
+                last_error = format!(
+                    "{addr} refuses: it lists node id {} alive at {endpoint}, and it answers there",
+                    ctx.identity.node_id
+                )
+            }
             Ok(other) => last_error = format!("{addr} answered something else: {other:?}"),
             Err(e) => last_error = e.to_string(),
         }
@@ -70,7 +76,16 @@ async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String),
 }
 
 /// Keeps this node registered with the master at `address`, until the task is aborted.
-pub async fn keep_registered(ctx: Arc<NodeContext>, ids: Arc<MasterIds>, address: String) {
+/// `registered`: the node's start registered it there already (see `first_contact`).
+pub async fn keep_registered(
+    ctx: Arc<NodeContext>,
+    ids: Arc<MasterIds>,
+    address: String,
+    registered: bool,
+) {
+    if registered {
+        tokio::time::sleep(REFRESH).await;
+    }
     let mut backoff = FIRST_BACKOFF;
     let mut failures: u64 = 0;
     let mut last_warned: Option<Instant> = None;

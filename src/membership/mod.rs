@@ -239,6 +239,15 @@ impl Membership {
             .any(|m| m.endpoint == endpoint && m.status == MemberStatus::Alive)
     }
 
+    /// Where, and at which generation, the latest snapshot lists `node_id` alive.
+    pub fn alive_as(&self, node_id: &str) -> Option<(SocketAddr, u64)> {
+        self.members
+            .borrow()
+            .iter()
+            .find(|m| m.node_id == node_id && m.status == MemberStatus::Alive)
+            .map(|m| (m.endpoint, m.generation))
+    }
+
     /// A receiver that sees every new member snapshot.
     pub fn watch_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
         self.members.clone()

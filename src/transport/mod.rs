@@ -162,6 +162,18 @@ impl PeerLink {
         }
     }
 
+    /// Dials `addr` ahead of the requests that will reuse the connection (a no-op in memory);
+    /// whether a connection is open within `limit`.
+    pub async fn connect(&self, addr: SocketAddr, limit: Duration) -> bool {
+        match self {
+            PeerLink::Quic(quic) => {
+                let dial = connection_to(&quic.shared, addr);
+                matches!(tokio::time::timeout(limit, dial).await, Ok(Some(_)))
+            }
+            PeerLink::Memory(_) => true,
+        }
+    }
+
     /// Stops all traffic to and from this node.
     pub async fn close(&self) {
         match self {
