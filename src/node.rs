@@ -109,16 +109,19 @@ impl RunningNode {
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let identity = NodeIdentity::next(&config.data_dir, config.node_id.as_deref())?;
         // The new generation is written, and the databases and the cluster are opened
-        // (BO_DATABASES created), each with its fsyncs, on a blocking thread while the
-        // transport is set up and the node id is checked with the seeds: that check's QUIC
-        // handshake is the dial the registration and the join reuse, so a `BO_MASTER` client
-        // reaches its master sooner. Membership, which announces the generation, starts only
-        // once this is done; and the errors are still reported first.
+        // (BO_DATABASES created), each with its fsyncs, on two blocking threads while the
+        // transport is set up and the node id is checked (see `first_contact`), so a
+        // `BO_MASTER` client reaches its master sooner. Nothing announces the generation
+        // before it is written; and the errors are still reported first.
+        let saved_identity = tokio::task::spawn_blocking({
+            let data_dir = config.data_dir.clone();
+            let identity = identity.clone();
+            move || identity.save(&data_dir)
+        });
         let storage = tokio::task::spawn_blocking({
             let data_dir = config.data_dir.clone();
             let databases = config.databases.clone();
-            let identity = identity.clone();
-            move || open_storage(&data_dir, &identity, &databases)
+            move || open_storage(&data_dir, &databases)
         });
 
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -178,11 +181,13 @@ impl RunningNode {
                 None => None,
             }
         };
-        let (storage, early) = tokio::join!(storage, early);
-        let (catalog, cluster) = storage.map_err(|e| NodeError::DataDir {
+        let (saved_identity, storage, early) = tokio::join!(saved_identity, storage, early);
+        let stopped = |e: tokio::task::JoinError| NodeError::DataDir {
             path: config.data_dir.clone(),
             source: io::Error::other(e),
-        })??;
+        };
+        saved_identity.map_err(stopped)??;
+        let (catalog, cluster) = storage.map_err(stopped)??;
         let first = match (&contact, early) {
             (Some(contact), Some(early)) => contact.finish(early, catalog_names(&catalog)).await,
             _ => Default::default(),
@@ -327,14 +332,11 @@ impl RunningNode {
     }
 }
 
-/// Writes `identity`, then opens the databases (with BO_DATABASES created) and the cluster
-/// state in `data_dir`.
+/// Opens the databases (with BO_DATABASES created) and the cluster state in `data_dir`.
 fn open_storage(
     data_dir: &std::path::Path,
-    identity: &NodeIdentity,
     databases: &[crate::db_name::DatabaseName],
 ) -> Result<(Catalog, ClusterView), NodeError> {
-    identity.save(data_dir)?;
     let catalog = Catalog::open(data_dir)?;
     let cluster = ClusterView::open(data_dir)?;
     for name in databases {
