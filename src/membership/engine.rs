@@ -1976,8 +1976,7 @@ impl Engine {
             return;
         }
         if let Some(record) = record {
-            let now = self.now;
-            self.handle_records(now, None, vec![record]);
+            self.learn_and_spread(record);
         }
         let (swim, mut rt) = self.runtime();
         let _ = swim.apply_many(
@@ -2104,21 +2103,36 @@ impl Engine {
 
     fn publish_own_record(&mut self) {
         let whole = self.own_update(true);
-        let inline = postcard::to_allocvec(&whole)
-            .ok()
-            .filter(|b| b.len() <= INLINE_RECORD_BYTES);
-        let bytes = match inline {
-            Some(bytes) => bytes,
-            None => match postcard::to_allocvec(&self.own_update(false)) {
-                Ok(bytes) => bytes,
-                Err(_) => return,
-            },
+        let Some(bytes) = broadcast_of(&whole) else {
+            return;
         };
         if let Err(e) = self.swim.add_broadcast(&bytes) {
             tracing::warn!(error = %e, "cannot queue this node's record broadcast");
         }
         // The store holds our own record whole, whatever the broadcast carried.
         lock(&self.store).learn(whole);
+        self.changed = true;
+    }
+
+    /// Learns a record its owner handed us directly (a hello, a join over QUIC) and, when it
+    /// is news, gossips it with the owner's arrival, as a record heard in gossip is passed on.
+    /// Otherwise every other node hears the member come up without its record and pulls it
+    /// over QUIC: one connection per node for each node that joins.
+    fn learn_and_spread(&mut self, update: RecordUpdate) {
+        let too_big = update
+            .body
+            .as_ref()
+            .is_some_and(|b| b.encoded_len() > MAX_RECORD_BYTES);
+        if update.node_id == self.id().node_id || too_big {
+            return;
+        }
+        if let Some(bytes) = broadcast_of(&update) {
+            if let Err(e) = self.swim.add_broadcast(&bytes) {
+                tracing::debug!(error = %e, node_id = %update.node_id, "cannot queue a record broadcast");
+            }
+        }
+        // The body, when the broadcast carried the version alone.
+        lock(&self.store).learn(update);
         self.changed = true;
     }
 
@@ -2380,6 +2394,20 @@ enum PacketKind {
     Suspected,
     Alive,
     Taken,
+}
+
+/// What gossips `update`: the whole record when it fits [`INLINE_RECORD_BYTES`], else its
+/// version alone (the body is then pulled over QUIC).
+fn broadcast_of(update: &RecordUpdate) -> Option<Vec<u8>> {
+    let whole = postcard::to_allocvec(update).ok();
+    match whole.filter(|b| b.len() <= INLINE_RECORD_BYTES) {
+        Some(bytes) => Some(bytes),
+        None => postcard::to_allocvec(&RecordUpdate {
+            body: None,
+            ..update.clone()
+        })
+        .ok(),
+    }
 }
 
 /// Whether `store` holds `member`'s record at its generation.

@@ -1798,6 +1798,38 @@ mod tests {
         assert!(everyone.is_some(), "the fleet did not take the client in");
     }
 
+    /// The record a hello hands over is gossiped with the client's arrival: no node pulls it
+    /// over QUIC (that was one connection per node for every client a master added). The
+    /// client here is on a network of its own, which only the master is on too, so the
+    /// master's gossip is the only way its record can reach the others without a pull.
+    #[test]
+    fn a_record_handed_over_in_a_hello_reaches_the_fleet_in_gossip() {
+        let n = 8;
+        let mut fleet = fleet(n, 21);
+        let client = fleet.start_node(1, None);
+        fleet.nodes[client].group = 1;
+        fleet.add_home(0, sim_addr(50), 1);
+        let client_id = sim_node_id(client);
+        let pulls = |fleet: &SimFleet| -> u64 {
+            (0..n)
+                .map(|i| {
+                    let stats = fleet.nodes[i].engine.stats();
+                    stats.record_batches + stats.owner_pulls + stats.anti_entropy_pulls
+                })
+                .sum()
+        };
+        let before = pulls(&fleet);
+        fleet.say_hello(0, client);
+        let everyone_holds_it = fleet.run_until_true(STEP, Duration::from_secs(5), |f| {
+            (0..n).all(|o| f.view(o, &client_id).is_some_and(|m| !m.api.is_empty()))
+        });
+        assert!(
+            everyone_holds_it.is_some(),
+            "the fleet did not get the client's record"
+        );
+        assert_eq!(pulls(&fleet), before, "records were pulled");
+    }
+
     /// Never amplify: a hello that was not padded (a replay from a forged source, say) is
     /// answered with no more bytes than it holds, and the answer is then only the version of
     /// the record, not its body.
