@@ -126,41 +126,49 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
                 steady,
                 counting,
             };
-            let (times, st) = one_run(&ctx, System::Bocluster, |dir| {
+            let outcome = one_run(&ctx, System::Bocluster, |dir| {
                 BoFleet::start(bin, dir, n).map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
-            })?;
-            bo.runs.push(times);
-            if st.is_some() {
-                bo.steady = st;
+            });
+            if let Some((times, st)) = completed(&mut bo, &ctx, "run", outcome) {
+                bo.runs.push(times);
+                if st.is_some() {
+                    bo.steady = st;
+                }
             }
             if let (Some((path, _)), Some(sf)) = (&serf_bin, sf.as_mut()) {
-                let (times, st) = one_run(&ctx, System::Serf, |dir| {
+                let outcome = one_run(&ctx, System::Serf, |dir| {
                     SerfFleet::start(path, dir, n, args.serf_cli)
                         .map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
-                })?;
-                sf.runs.push(times);
-                if st.is_some() {
-                    sf.steady = st;
+                });
+                if let Some((times, st)) = completed(sf, &ctx, "run", outcome) {
+                    sf.runs.push(times);
+                    if st.is_some() {
+                        sf.steady = st;
+                    }
                 }
             }
             if args.churn {
                 let loss = (run == 0 && !args.loss_window.is_zero()).then_some(args.loss_window);
                 let pause = (!args.pause.is_zero()).then_some(args.pause);
-                let (times, lw) = churn::churn_run(&ctx, System::Bocluster, loss, pause, |dir| {
+                let outcome = churn::churn_run(&ctx, System::Bocluster, loss, pause, |dir| {
                     BoFleet::start(bin, dir, n).map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
-                })?;
-                bo.churn.push(times);
-                if lw.is_some() {
-                    bo.loss = lw;
+                });
+                if let Some((times, lw)) = completed(&mut bo, &ctx, "churn run", outcome) {
+                    bo.churn.push(times);
+                    if lw.is_some() {
+                        bo.loss = lw;
+                    }
                 }
                 if let (Some((path, _)), Some(sf)) = (&serf_bin, sf.as_mut()) {
-                    let (times, lw) = churn::churn_run(&ctx, System::Serf, loss, pause, |dir| {
+                    let outcome = churn::churn_run(&ctx, System::Serf, loss, pause, |dir| {
                         SerfFleet::start(path, dir, n, args.serf_cli)
                             .map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
-                    })?;
-                    sf.churn.push(times);
-                    if lw.is_some() {
-                        sf.loss = lw;
+                    });
+                    if let Some((times, lw)) = completed(sf, &ctx, "churn run", outcome) {
+                        sf.churn.push(times);
+                        if lw.is_some() {
+                            sf.loss = lw;
+                        }
                     }
                 }
             }
@@ -473,6 +481,25 @@ type SteadyRow = (
 );
 
 /// The figures of one size, from both systems' results.
+/// A run's figures, or `None` after noting in `result` why it did not complete: one fleet that
+/// does not form (Serf's, at N = 200, once in 120 s) must not throw away the runs before it.
+fn completed<T>(
+    result: &mut SystemResult,
+    ctx: &RunContext,
+    what: &str,
+    outcome: Result<T, String>,
+) -> Option<T> {
+    match outcome {
+        Ok(figures) => Some(figures),
+        Err(error) => {
+            let failure = format!("N = {} {what} {}/{}: {error}", ctx.n, ctx.run + 1, ctx.runs);
+            eprintln!("compare: NOTICE: {failure}; the figures are over the other runs");
+            result.failed.push(failure);
+            None
+        }
+    }
+}
+
 pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> SizeReport {
     let log2_n = (n as f64).log2();
     let runs = |r: &SystemResult, f: fn(&RunTimes) -> Option<f64>| -> Option<Stat> {
@@ -751,6 +778,19 @@ pub fn render_tables(report: &CompareReport) -> String {
                 }
             ));
         }
+        let failed = size
+            .bocluster
+            .failed
+            .iter()
+            .map(|f| ("bocluster", f))
+            .chain(
+                size.serf
+                    .iter()
+                    .flat_map(|s| s.failed.iter().map(|f| ("Serf", f))),
+            );
+        for (system, failure) in failed {
+            out.push_str(&format!("\n{system}: did not complete: {failure}\n"));
+        }
     }
     if let Some(line) = bandwidth_growth(report) {
         out.push('\n');
@@ -777,6 +817,7 @@ mod tests {
                 .collect(),
             churn: Vec::new(),
             loss: None,
+            failed: Vec::new(),
             steady: Some(Steady {
                 window_s: 60.0,
                 polls: 60,
@@ -949,5 +990,30 @@ mod tests {
         assert_eq!(format_value(2_500.0, "B/s"), "2.5 kB/s");
         assert_eq!(format_value(10_240.0, "KiB"), "10.0 MiB");
         assert_eq!(format_value(3.0, "nodes"), "3");
+    }
+
+    /// A run that did not complete is kept out of the figures and named under the table.
+    #[test]
+    fn a_run_that_did_not_complete_is_named_and_left_out() {
+        let ctx = RunContext {
+            n: 200,
+            run: 0,
+            runs: 3,
+            steady: None,
+            counting: false,
+        };
+        let mut sf = result(&[1000.0], &[6000.0]);
+        let kept = completed(&mut sf, &ctx, "run", Ok(7));
+        assert_eq!(kept, Some(7));
+        let lost = completed::<u32>(&mut sf, &ctx, "run", Err("did not form in 120s".into()));
+        assert_eq!(lost, None);
+        let size = size_report(200, result(&[500.0], &[1500.0]), Some(sf));
+        let change = size.figures.iter().find(|f| f.key == "change_ms").unwrap();
+        assert_eq!(change.serf.as_ref().map(|s| s.median), Some(1000.0));
+        let tables = render_tables(&report(vec![size]));
+        assert!(
+            tables.contains("Serf: did not complete: N = 200 run 1/3: did not form in 120s"),
+            "{tables}"
+        );
     }
 }

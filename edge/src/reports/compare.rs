@@ -59,6 +59,10 @@ pub struct SystemResult {
     /// `--churn`: the packet-loss window (first run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossWindow>,
+    /// Runs that did not complete (a fleet that did not form, say), with why: the figures are
+    /// over the other runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// One row of the side-by-side table.
