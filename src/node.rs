@@ -188,10 +188,6 @@ impl RunningNode {
         };
         saved_identity.map_err(stopped)??;
         let (catalog, cluster) = storage.map_err(stopped)??;
-        let first = match (&contact, early) {
-            (Some(contact), Some(early)) => contact.finish(early, catalog_names(&catalog)).await,
-            _ => Default::default(),
-        };
         let (transport, datagrams, requests) = transport?;
         let http = http?;
         let http_addr = http.local_addr().unwrap_or(config.http);
@@ -199,6 +195,11 @@ impl RunningNode {
         let mysql = match config.mysql {
             Some(addr) => Some(crate::mysql::bind(addr).await?),
             None => None,
+        };
+        // Only a node that will run registers: every other start error came first.
+        let first = match (&contact, early) {
+            (Some(contact), Some(early)) => contact.finish(early, catalog_names(&catalog)).await,
+            _ => Default::default(),
         };
         if let Some(endpoint) = first.twin {
             return Err(NodeError::DuplicateNodeId {
