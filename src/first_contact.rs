@@ -130,8 +130,7 @@ impl FirstContact<'_> {
 
     /// Another process alive under this node's id, elsewhere: asks up to 3 `seeds` whether
     /// they list the id alive at another endpoint, and if one does, whether something answers
-    /// there as that id (a node that was killed and restarted at a new address is listed alive
-    /// at its old one until it is detected dead, but nothing answers there).
+    /// there as that id (see [`PeerLink::answers_as`]).
     async fn twin_among(&self, seeds: &[SocketAddr]) -> Option<SocketAddr> {
         let lookup = Request::Lookup {
             node_id: self.identity.node_id.clone(),
@@ -145,18 +144,12 @@ impl FirstContact<'_> {
             if endpoint == self.endpoint {
                 continue;
             }
-            let hello = Request::Hello {
-                node: self.introduction(Vec::new()),
-                register: false,
-            };
-            if let Ok(Response::Hello { node }) =
-                self.link.request(endpoint, &hello, CHECK_LIMIT).await
-            {
-                if node.node_id == self.identity.node_id {
-                    return Some(endpoint);
-                }
-            }
-            return None;
+            let us = self.introduction(Vec::new());
+            let answers = self
+                .link
+                .answers_as(endpoint, &self.identity.node_id, us, CHECK_LIMIT)
+                .await;
+            return answers.then_some(endpoint);
         }
         None
     }

@@ -214,7 +214,6 @@ impl RunningNode {
         let master_ids = Arc::new(MasterIds::default());
         let mut advertised_masters = Vec::new();
         if let (Some(address), Some(master_id)) = (config.masters.first(), &first.registered_with) {
-            info!(master = %address, master_node_id = %master_id, "registered all databases with master");
             advertised_masters = master_ids.record(address, master_id).unwrap_or_default();
         }
         let settings = MembershipSettings {

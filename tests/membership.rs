@@ -260,29 +260,32 @@ fn a_second_process_with_a_live_node_id_refuses_to_start() {
         &[("BO_NODE_ID", "twin"), ("BO_SEEDS", &seed)],
     ));
     expect_status(&first, "twin", "alive");
-    let mut impostor = LocalNode::start(
-        exe(),
-        spec(
-            dir.path(),
-            block,
-            3,
-            &[("BO_NODE_ID", "twin"), ("BO_SEEDS", &seed)],
-        ),
-    )
-    .unwrap();
+    let impostor = spec(
+        dir.path(),
+        block,
+        3,
+        &[("BO_NODE_ID", "twin"), ("BO_SEEDS", &seed)],
+    );
+    expect_twin_refused(impostor, "127.0.170.2:9091", &[&first, &real]);
+}
+
+/// Starts `impostor`, a second process under the id `twin` of a node running at `endpoint`:
+/// it must exit 2 naming the id and that endpoint, and leave the real node untouched: alive,
+/// at its own endpoint, on every one of `observers`.
+fn expect_twin_refused(impostor: NodeSpec, endpoint: &str, observers: &[&LocalNode]) {
+    let mut impostor = LocalNode::start(exe(), impostor).unwrap();
     let code = impostor.wait_exit(Duration::from_secs(20));
     let log = impostor.log();
     assert_eq!(code, Some(2), "the impostor must exit 2; log:\n{log}");
     assert!(
-        log.contains("twin") && log.contains("127.0.170.2:9091"),
+        log.contains("twin") && log.contains(endpoint),
         "the refusal names the id and the other endpoint: {log}"
     );
-    // The real node is untouched: alive, at its own endpoint, on every peer.
-    for observer in [&first, &real] {
+    for observer in observers {
         expect_status(observer, "twin", "alive");
         assert_eq!(
             node_column(observer, "twin", "endpoint").as_deref(),
-            Some("127.0.170.2:9091")
+            Some(endpoint)
         );
     }
 }
@@ -315,27 +318,14 @@ fn a_second_client_with_a_live_node_id_is_refused_by_the_master() {
         real.log()
     );
 
-    let mut impostor = LocalNode::start(exe(), spec(dir.path(), block, 3, &client_env)).unwrap();
-    let code = impostor.wait_exit(Duration::from_secs(20));
-    let log = impostor.log();
-    assert_eq!(code, Some(2), "the impostor must exit 2; log:\n{log}");
-    assert!(
-        log.contains("twin") && log.contains("127.0.172.2:9091"),
-        "the refusal names the id and the other endpoint: {log}"
-    );
+    let impostor = spec(dir.path(), block, 3, &client_env);
+    expect_twin_refused(impostor, "127.0.172.2:9091", &[&master, &real]);
     let rows = show_cluster(&master);
     assert!(
         rows.iter().all(|(ip, ..)| ip != "127.0.172.3"),
         "the impostor's endpoint is in no entry: {rows:?}"
     );
     assert!(registered(), "the real client stays alive: {rows:?}");
-    for observer in [&master, &real] {
-        expect_status(observer, "twin", "alive");
-        assert_eq!(
-            node_column(observer, "twin", "endpoint").as_deref(),
-            Some("127.0.172.2:9091")
-        );
-    }
 }
 
 #[test]

@@ -480,7 +480,6 @@ type SteadyRow = (
     fn(&Steady) -> Option<Stat>,
 );
 
-/// The figures of one size, from both systems' results.
 /// A run's figures, or `None` after noting in `result` why it did not complete: one fleet that
 /// does not form (Serf's, at N = 200, once in 120 s) must not throw away the runs before it.
 fn completed<T>(
@@ -500,6 +499,7 @@ fn completed<T>(
     }
 }
 
+/// The figures of one size, from both systems' results.
 pub fn size_report(n: usize, bo: SystemResult, sf: Option<SystemResult>) -> SizeReport {
     let log2_n = (n as f64).log2();
     let runs = |r: &SystemResult, f: fn(&RunTimes) -> Option<f64>| -> Option<Stat> {

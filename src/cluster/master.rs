@@ -71,14 +71,15 @@ pub async fn serve_requests(ctx: Arc<NodeContext>, mut requests: mpsc::Receiver<
             }
         };
         debug!(from = %incoming.from, peer = %node.node_id, generation = node.generation, register, "hello");
-        let held_elsewhere = ctx
-            .membership
-            .alive_as(&node.node_id)
+        // A registration's id check: the id listed alive at another endpoint.
+        let held_elsewhere = register
+            .then(|| ctx.membership.alive_as(&node.node_id))
+            .flatten()
             .map(|(endpoint, _)| endpoint)
             .filter(|endpoint| *endpoint != node.endpoint);
         match held_elsewhere {
             // Rare, and it dials: answered off this loop.
-            Some(listed_at) if register => {
+            Some(listed_at) => {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let response = answer_registration_of_held_id(&ctx, node, listed_at).await;
@@ -157,23 +158,22 @@ async fn answer_registration_of_held_id(
     node: Introduction,
     listed_at: SocketAddr,
 ) -> Response {
-    let question = Request::Hello {
-        node: introduction(ctx),
-        register: false,
-    };
-    let answer = ctx
+    let held = ctx
         .transport
-        .request(listed_at, &question, HELD_ID_CHECK_LIMIT)
+        .answers_as(
+            listed_at,
+            &node.node_id,
+            introduction(ctx),
+            HELD_ID_CHECK_LIMIT,
+        )
         .await;
-    match answer {
-        Ok(Response::Hello { node: there }) if there.node_id == node.node_id => {
-            warn!(node_id = %node.node_id, registering_from = %node.endpoint, alive_at = %listed_at,
-                "refused a registration: that node id is alive at another endpoint");
-            Response::NodeIdInUse {
-                endpoint: listed_at,
-            }
-        }
-        _ => answer_hello(ctx, node, true),
+    if !held {
+        return answer_hello(ctx, node, true);
+    }
+    warn!(node_id = %node.node_id, registering_from = %node.endpoint, alive_at = %listed_at,
+        "refused a registration: that node id is alive at another endpoint");
+    Response::NodeIdInUse {
+        endpoint: listed_at,
     }
 }
 

@@ -32,12 +32,14 @@ pub struct MasterIds {
 }
 
 impl MasterIds {
-    /// Records `node_id` for `address`; returns the advertised list when it changed.
+    /// Records that the master at `address`, whose node id is `node_id`, registered this node;
+    /// returns the advertised list when it changed.
     pub fn record(&self, address: &str, node_id: &str) -> Option<Vec<String>> {
         let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if by_address.get(address).map(String::as_str) == Some(node_id) {
             return None;
         }
+        info!(master = %address, master_node_id = %node_id, "registered all databases with master");
         by_address.insert(address.to_string(), node_id.to_string());
         let mut ids: Vec<&str> = by_address.values().map(String::as_str).collect();
         ids.sort();
@@ -93,7 +95,6 @@ pub async fn keep_registered(
         match hello(&ctx, &address).await {
             Ok((addr, master_id)) => {
                 if let Some(list) = ids.record(&address, &master_id) {
-                    info!(master = %address, master_node_id = %master_id, "registered all databases with master");
                     ctx.membership.set_masters(list).await;
                 }
                 // Push the registration now rather than at the next round.

@@ -37,7 +37,7 @@ use crate::membership::{
     RecordVersion,
 };
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
-use crate::wire::{Request, Response};
+use crate::wire::{Introduction, Request, Response};
 
 /// Largest request accepted on one stream.
 pub const MAX_STREAM_BYTES: usize = 1 << 20;
@@ -172,6 +172,27 @@ impl PeerLink {
             }
             PeerLink::Memory(_) => true,
         }
+    }
+
+    /// Whether the node at `addr` answers a hello (from `us`, registering nothing) within
+    /// `limit` as `node_id`: how a node id listed alive somewhere is told from a stale listing
+    /// (a node killed and started again elsewhere is listed at its old address until it is
+    /// detected dead, but nothing answers there).
+    pub async fn answers_as(
+        &self,
+        addr: SocketAddr,
+        node_id: &str,
+        us: Introduction,
+        limit: Duration,
+    ) -> bool {
+        let hello = Request::Hello {
+            node: us,
+            register: false,
+        };
+        matches!(
+            self.request(addr, &hello, limit).await,
+            Ok(Response::Hello { node }) if node.node_id == node_id
+        )
     }
 
     /// Stops all traffic to and from this node.
