@@ -38,7 +38,7 @@ use crate::reports::churn::{ChurnSettings, ChurnTimes, LossWindow};
 use crate::reports::compare::{Figure, SystemResult};
 use crate::runs::{
     all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, target_ratio, wait_each,
-    watch_false_positives, RunContext, Started, EVENT_LIMIT, FORM_LIMIT,
+    watch_false_positives, RunContext, Started, EVENT_LIMIT,
 };
 use crate::stats::{ratio, Stat};
 use crate::systems::{block, moved_ip, Fleet, Liveness, Seen, System};
@@ -121,10 +121,11 @@ pub(crate) fn churn_run(
     let (mut fleet, started) = start(dir.path())?;
     let fleet = fleet.as_mut();
     let mut times = ChurnTimes::default();
-    if !converge(fleet, started, &say) {
+    if !converge(fleet, started, ctx.form_limit, &say) {
         return Err(format!(
-            "{} churn fleet of {n} did not form in {FORM_LIMIT:?}",
-            system.name()
+            "{} churn fleet of {n} did not form in {:?}",
+            system.name(),
+            ctx.form_limit
         ));
     }
     say("formed");
@@ -132,7 +133,7 @@ pub(crate) fn churn_run(
     let loss = match loss_window {
         Some(window) => {
             let found = loss_window_run(fleet, system, window, &say)?;
-            converge(fleet, Instant::now(), &say);
+            converge(fleet, Instant::now(), ctx.form_limit, &say);
             Some(found)
         }
         None => None,
@@ -140,7 +141,7 @@ pub(crate) fn churn_run(
 
     if let Some(pause) = pause {
         pause_observer(fleet, pause, &mut times, &say)?;
-        converge(fleet, Instant::now(), &say);
+        converge(fleet, Instant::now(), ctx.form_limit, &say);
     }
 
     let counters = count_bytes(
@@ -154,7 +155,7 @@ pub(crate) fn churn_run(
     let bytes_before = counters.as_ref().map(ByteCounters::read).transpose()?;
 
     partition(fleet, system, &mut times, &say)?;
-    converge(fleet, Instant::now(), &say);
+    converge(fleet, Instant::now(), ctx.form_limit, &say);
     kill_and_restart(fleet, &mut times, &say)?;
 
     if let (Some(counters), Some(before)) = (&counters, bytes_before) {
@@ -174,16 +175,16 @@ pub(crate) fn churn_run(
     }
     drop(counters);
 
-    converge(fleet, Instant::now(), &say);
+    converge(fleet, Instant::now(), ctx.form_limit, &say);
     move_address(fleet, system, &mut times, &say)?;
     Ok((times, loss))
 }
 
 /// Waits (untimed) until every running node sees every running node alive; says so if not.
-fn converge(fleet: &mut dyn Fleet, since: Instant, say: &dyn Fn(&str)) -> bool {
+fn converge(fleet: &mut dyn Fleet, since: Instant, limit: Duration, say: &dyn Fn(&str)) -> bool {
     let running: Vec<usize> = (0..fleet.len()).filter(|&i| fleet.running(i)).collect();
     let running_names = names(fleet, &running);
-    let (seen, _) = wait_each(fleet, &running, since, FORM_LIMIT, |view| {
+    let (seen, _) = wait_each(fleet, &running, since, limit, |view| {
         all_alive(view, &running_names)
     });
     let ok = slowest(&seen).is_some();

@@ -27,7 +27,7 @@ use crate::reports::compare::{
 };
 use crate::runs::{
     all_alive, count_bytes, figure, ms, names, progress, show_ms, slowest, target_ratio, wait_each,
-    watch_false_positives, write_file, RunContext, Started, EVENT_LIMIT, FORM_LIMIT, STEADY_POLL,
+    watch_false_positives, write_file, RunContext, Started, EVENT_LIMIT, STEADY_POLL,
 };
 use crate::serf;
 use crate::stats::{ratio, Stat};
@@ -70,6 +70,11 @@ pub struct CompareArgs {
     /// How long --churn freezes one observer (SIGSTOP, then SIGCONT; 0s skips it)
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub pause: Duration,
+    /// How long a fleet may take to form (every node sees every node alive) before its run is
+    /// given up and named under the table. Serf's fleets of 200 can need more than the default
+    /// on 2 cores; their cold start is then measured, not cut off.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub form_limit: Duration,
 }
 
 /// Between two questions to node 0 while a join is awaited. A join takes about as long as
@@ -125,6 +130,7 @@ pub fn run(bin: &Path, args: &CompareArgs, counting: bool) -> Result<(), String>
                 runs: args.runs,
                 steady,
                 counting,
+                form_limit: args.form_limit,
             };
             let outcome = one_run(&ctx, System::Bocluster, |dir| {
                 BoFleet::start(bin, dir, n).map(|(f, t)| (Box::new(f) as Box<dyn Fleet>, t))
@@ -237,15 +243,16 @@ fn one_run(
 
     let initial: Vec<usize> = (0..n).collect();
     let initial_names = names(fleet, &initial);
-    let (cold, _) = wait_each(fleet, &initial, started, FORM_LIMIT, |view| {
+    let (cold, _) = wait_each(fleet, &initial, started, ctx.form_limit, |view| {
         all_alive(view, &initial_names)
     });
     times.cold_start_ms = slowest(&cold);
     let Some(cold_ms) = times.cold_start_ms else {
         let formed = cold.iter().filter(|t| t.is_some()).count();
         return Err(format!(
-            "{} fleet of {n} did not form in {FORM_LIMIT:?}: {formed} of {n} nodes saw all alive",
-            system.name()
+            "{} fleet of {n} did not form in {:?}: {formed} of {n} nodes saw all alive",
+            system.name(),
+            ctx.form_limit
         ));
     };
     say(&format!(
@@ -294,7 +301,7 @@ fn one_run(
     // of this one, which only the faster side's ADD CLIENT leaves it to.
     let settled: Vec<usize> = (0..fleet.len()).collect();
     let settled_names = names(fleet, &settled);
-    let (in_again, _) = wait_each(fleet, &settled, Instant::now(), FORM_LIMIT, |view| {
+    let (in_again, _) = wait_each(fleet, &settled, Instant::now(), ctx.form_limit, |view| {
         all_alive(view, &settled_names)
     });
     if slowest(&in_again).is_none() {
@@ -317,7 +324,7 @@ fn one_run(
     // Everyone knows everyone again before the kill (not timed).
     let everyone: Vec<usize> = (0..fleet.len()).collect();
     let everyone_names = names(fleet, &everyone);
-    let (again, _) = wait_each(fleet, &everyone, Instant::now(), FORM_LIMIT, |view| {
+    let (again, _) = wait_each(fleet, &everyone, Instant::now(), ctx.form_limit, |view| {
         all_alive(view, &everyone_names)
     });
     if slowest(&again).is_none() {
@@ -1001,6 +1008,7 @@ mod tests {
             runs: 3,
             steady: None,
             counting: false,
+            form_limit: crate::runs::FORM_LIMIT,
         };
         let mut sf = result(&[1000.0], &[6000.0]);
         let kept = completed(&mut sf, &ctx, "run", Ok(7));

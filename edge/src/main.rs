@@ -247,6 +247,7 @@ fn bench(bin: &std::path::Path, args: &BenchArgs, counting: bool) -> Result<(), 
         churn: args.churn,
         loss_window: args.loss_window,
         pause: churn::PAUSE,
+        form_limit: runs::FORM_LIMIT,
     };
     compare::run(bin, &compare, counting)?;
     let scale = scale::ScaleArgs {
@@ -296,4 +297,31 @@ fn plot_again(args: &PlotArgs) -> Result<(), String> {
         eprintln!("plot: wrote {}", f.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compare_args(line: &[&str]) -> compare::CompareArgs {
+        let argv = ["edge-fleet", "compare"].iter().chain(line);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Compare(args),
+                ..
+            }) => args,
+            Ok(_) => panic!("{line:?} parsed as another subcommand"),
+            Err(e) => panic!("{line:?}: {e}"),
+        }
+    }
+
+    /// `--form-limit` defaults to the limit `bench` uses, and takes a human duration.
+    #[test]
+    fn compare_takes_a_formation_limit() {
+        assert_eq!(compare_args(&[]).form_limit, runs::FORM_LIMIT);
+        let longer = compare_args(&["--sizes", "200", "--form-limit", "10m"]);
+        assert_eq!(longer.form_limit, std::time::Duration::from_secs(600));
+        assert_eq!(longer.sizes, vec![200]);
+        assert!(Cli::try_parse_from(["edge-fleet", "compare", "--form-limit", "soon"]).is_err());
+    }
 }

@@ -14,7 +14,7 @@ use crate::systems::{Fleet, Liveness, Seen, System};
 
 /// Between two sweeps over the observers.
 pub(crate) const POLL: Duration = Duration::from_millis(10);
-/// A fleet must have formed by then.
+/// A fleet must have formed by then: the default of `compare --form-limit`.
 pub(crate) const FORM_LIMIT: Duration = Duration::from_secs(120);
 /// A change, a join or a failure must be seen by then.
 pub(crate) const EVENT_LIMIT: Duration = Duration::from_secs(90);
@@ -42,6 +42,8 @@ pub(crate) struct RunContext {
     pub runs: usize,
     pub steady: Option<Duration>,
     pub counting: bool,
+    /// How long a fleet may take to form (all see all) before the run is given up.
+    pub form_limit: Duration,
 }
 
 pub(crate) type Started = Result<(Box<dyn Fleet>, Instant), String>;
