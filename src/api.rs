@@ -419,15 +419,16 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 /// The node's routes: `POST /api` behind the API token (see [`crate::auth`]), `GET /health`
-/// open to all.
-pub fn router(ctx: Arc<NodeContext>) -> Router {
+/// open to all, and the `beside` routes the node serves on the same port (the web doors of
+/// [`crate::web`]), which take the same body limit.
+pub fn router(ctx: Arc<NodeContext>, beside: Router) -> Router {
     let statements = Router::new().route("/api", post(post_statement));
     let statements = require_token(statements, ctx.config.api_token.clone());
     Router::new()
         .route("/health", get(health))
         .merge(statements)
-        .with_state(ctx.clone())
-        .merge(crate::web::routes(ctx))
+        .with_state(ctx)
+        .merge(beside)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
-use crate::cluster::registration::MasterIds;
+use crate::cluster::master_ids::MasterIds;
 use crate::cluster::ClusterView;
 use crate::config::NodeConfig;
 use crate::identity::NodeIdentity;

@@ -7,7 +7,6 @@
 //! a reader that falls behind is told how many events it missed.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,20 +15,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, Notify};
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::cluster::ClusterRow;
-use crate::context::NodeContext;
 use crate::membership::{Member, MembershipChange};
 
 /// Events kept for readers that connect (or reconnect) later.
 pub const HISTORY: usize = 100;
 /// Events a reader may fall behind by before it misses some.
 const CHANNEL: usize = 1024;
-/// How often the entries are compared even when nothing announced a change (contacts expire,
-/// DNS names resolve).
-const ENTRY_RECHECK: Duration = Duration::from_secs(1);
 /// Bytes of a failed handler's output kept for the log.
 const HANDLER_OUTPUT_LOGGED: usize = 2048;
 
@@ -133,7 +127,8 @@ impl EventKind {
         }
     }
 
-    fn of_change(change: &MembershipChange) -> EventKind {
+    /// The event of a membership change.
+    pub fn of_change(change: &MembershipChange) -> EventKind {
         match change {
             MembershipChange::Joined(m) => EventKind::MemberJoin { member: m.into() },
             MembershipChange::Updated(m) => EventKind::MemberUpdate { member: m.into() },
@@ -257,6 +252,12 @@ impl Events {
     pub fn cluster_changed(&self) {
         self.cluster_changed.notify_one();
     }
+
+    /// Resolves at the next [`Events::cluster_changed`] (or at once for one that came while
+    /// nobody waited).
+    pub async fn cluster_change(&self) {
+        self.cluster_changed.notified().await;
+    }
 }
 
 /// Entry events from `before` to `after`, entries matched by (ip, port, db).
@@ -288,83 +289,6 @@ pub fn diff_entries(before: &[ClusterRow], after: &[ClusterRow]) -> Vec<EventKin
         }
     }
     events
-}
-
-/// The tasks that feed the events (and run `BO_EVENT_HANDLER` when set); they end when
-/// aborted with the node.
-pub fn spawn(ctx: Arc<NodeContext>) -> Vec<JoinHandle<()>> {
-    let mut tasks = vec![
-        tokio::spawn(watch_members(ctx.clone())),
-        tokio::spawn(watch_entries(ctx.clone())),
-    ];
-    if let Some(handler) = ctx.config.event_handler.clone() {
-        tasks.push(tokio::spawn(run_handler(
-            ctx.clone(),
-            handler,
-            ctx.config.event_handler_timeout,
-        )));
-    }
-    tasks
-}
-
-async fn watch_members(ctx: Arc<NodeContext>) {
-    let mut changes = ctx.membership.subscribe_changes();
-    loop {
-        match changes.recv().await {
-            Ok(change) => {
-                ctx.events.publish(EventKind::of_change(&change));
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(
-                    missed = n,
-                    "membership changed faster than events were published"
-                );
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-async fn watch_entries(ctx: Arc<NodeContext>) {
-    let mut members = ctx.membership.watch_members();
-    let mut rows = ctx.cluster.rows(&members.borrow_and_update());
-    let mut recheck = tokio::time::interval(ENTRY_RECHECK);
-    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            changed = members.changed() => if changed.is_err() { return },
-            () = ctx.events.cluster_changed.notified() => {}
-            _ = recheck.tick() => {}
-        }
-        let snapshot = members.borrow_and_update().clone();
-        let next = ctx.cluster.rows(&snapshot);
-        for kind in diff_entries(&rows, &next) {
-            ctx.events.publish(kind);
-        }
-        rows = next;
-    }
-}
-
-/// Runs `handler` once per event, one run at a time, each within `timeout`. Events that come
-/// while it runs wait in the channel; if it falls more than the channel behind, the missed ones
-/// are logged and counted, never waited for.
-async fn run_handler(ctx: Arc<NodeContext>, handler: PathBuf, timeout: Duration) {
-    let (_, mut events) = ctx.events.subscribe_since(u64::MAX);
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(handler = %handler.display(), skipped = n, "the event handler is too slow; events skipped");
-                for _ in 0..n {
-                    ctx.metrics.event_handler_run("skipped");
-                }
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let outcome = run_once(&handler, &event, &ctx.identity.node_id, timeout).await;
-        ctx.metrics.event_handler_run(outcome);
-    }
 }
 
 /// One run of the handler; returns its outcome: `ok`, `failed` or `timeout`.

@@ -3,9 +3,9 @@
 //! Layers, in the order data flows:
 //! `config -> cluster_key -> tls / seal -> transport (UDP: QUIC + sealed datagrams) ->
 //! membership (SWIM: foca) -> context -> cluster -> exec -> api / web / mysql / cli`, with
-//! `catalog` (local databases) beside them, and `metrics` and `events` fed by the layers and
-//! read by `web`. `node` wires them together (`first_contact` is its first exchange with
-//! the cluster).
+//! `catalog` (local databases) beside them, and `metrics` and `events` fed by the layers (the
+//! feeding tasks are `event_tasks`) and read by `web`. `node` wires them together
+//! (`first_contact` is its first exchange with the cluster).
 
 pub mod api;
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod context;
 pub mod data_dir_lock;
 pub mod db_name;
 pub mod durable;
+pub mod event_tasks;
 pub mod events;
 pub mod exec;
 pub mod first_contact;

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::cluster::registration::{keep_registered, MasterIds};
+use crate::cluster::master_ids::MasterIds;
+use crate::cluster::registration::keep_registered;
 use crate::cluster::{master, ClusterError, ClusterView};
 use crate::config::NodeConfig;
 use crate::context::NodeContext;
@@ -260,7 +261,7 @@ impl RunningNode {
             tokio::spawn(master::apply_registrations(ctx.clone())),
             tokio::spawn(master::reach_out(ctx.clone())),
         ];
-        background.extend(crate::events::spawn(ctx.clone()));
+        background.extend(crate::event_tasks::spawn(ctx.clone()));
         if !named_seeds.is_empty() {
             background.push(tokio::spawn(refresh_named_seeds(ctx.clone(), named_seeds)));
         }
@@ -303,7 +304,7 @@ impl RunningNode {
             )));
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = crate::api::router(self.ctx.clone());
+        let app = crate::api::router(self.ctx.clone(), crate::web::routes(self.ctx.clone()));
         let server = tokio::spawn(crate::api::serve(self.http, app, async {
             let _ = stop_rx.await;
         }));

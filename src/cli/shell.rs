@@ -10,7 +10,7 @@ use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 use serde_json::Value;
 
-use crate::cli::sql::format_rows;
+use crate::cli::table::format_rows;
 use crate::client::{post_statement_with, ApiOutcome};
 use crate::exec::STATEMENT_KINDS;
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 pub use crate::client::{post_statement, post_statement_with, ApiOutcome};
 
-use super::table::{cell_text, render};
+use super::table::format_rows;
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
@@ -81,30 +81,4 @@ pub fn format_answer(body: &Value) -> String {
         ));
     }
     out
-}
-
-/// The answer's result set as an aligned table, with its row count; `None` without columns.
-pub fn format_rows(body: &Value) -> Option<(String, usize)> {
-    let columns: Vec<String> = body
-        .get("columns")
-        .and_then(Value::as_array)
-        .map(|cols| cols.iter().map(cell_text).collect())
-        .unwrap_or_default();
-    if columns.is_empty() {
-        return None;
-    }
-    let rows: Vec<Vec<String>> = body
-        .get("results")
-        .and_then(Value::as_array)
-        .map(|rows| {
-            rows.iter()
-                .map(|row| {
-                    row.as_array()
-                        .map(|r| r.iter().map(cell_text).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some((render(&columns, &rows), rows.len()))
 }

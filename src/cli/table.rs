@@ -1,4 +1,4 @@
-//! Aligned text tables for `bocluster sql`.
+//! Aligned text tables for `bocluster sql` and its shell.
 
 use serde_json::Value;
 
@@ -40,6 +40,32 @@ pub fn render(columns: &[String], rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The answer's result set as an aligned table, with its row count; `None` without columns.
+pub fn format_rows(body: &Value) -> Option<(String, usize)> {
+    let columns: Vec<String> = body
+        .get("columns")
+        .and_then(Value::as_array)
+        .map(|cols| cols.iter().map(cell_text).collect())
+        .unwrap_or_default();
+    if columns.is_empty() {
+        return None;
+    }
+    let rows: Vec<Vec<String>> = body
+        .get("results")
+        .and_then(Value::as_array)
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    row.as_array()
+                        .map(|r| r.iter().map(cell_text).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((render(&columns, &rows), rows.len()))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod contacts;
 pub mod dialable;
 pub mod journal;
 pub mod master;
+pub mod master_ids;
 pub mod registration;
 pub mod state;
 pub mod status;

@@ -4,14 +4,14 @@
 //! A master that is not up yet is retried with backoff, whatever the start order; the log
 //! says so at a sane rate and hints at the usual cause behind Docker port mapping.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::cluster::master::introduction;
+use crate::cluster::master_ids::MasterIds;
 use crate::context::NodeContext;
 use crate::wire::{Request, Response};
 
@@ -24,29 +24,6 @@ const REFRESH: Duration = Duration::from_secs(30);
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
 /// "Still unreachable" is logged at most this often per master.
 const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// The node ids learned per master address, as advertised in this node's record.
-#[derive(Default)]
-pub struct MasterIds {
-    by_address: Mutex<BTreeMap<String, String>>,
-}
-
-impl MasterIds {
-    /// Records that the master at `address`, whose node id is `node_id`, registered this node;
-    /// returns the advertised list when it changed.
-    pub fn record(&self, address: &str, node_id: &str) -> Option<Vec<String>> {
-        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        if by_address.get(address).map(String::as_str) == Some(node_id) {
-            return None;
-        }
-        info!(master = %address, master_node_id = %node_id, "registered all databases with master");
-        by_address.insert(address.to_string(), node_id.to_string());
-        let mut ids: Vec<&str> = by_address.values().map(String::as_str).collect();
-        ids.sort();
-        ids.dedup();
-        Some(ids.into_iter().map(str::to_string).collect())
-    }
-}
 
 /// Asks the master at `address` (`host:port`) for its node id.
 async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String), String> {
@@ -120,23 +97,5 @@ pub async fn keep_registered(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn advertised_list_is_sorted_unique_and_only_reported_on_change() {
-        let ids = MasterIds::default();
-        assert_eq!(
-            ids.record("m2:9091", "zeta"),
-            Some(vec!["zeta".to_string()])
-        );
-        let both = Some(vec!["alpha".to_string(), "zeta".to_string()]);
-        assert_eq!(ids.record("m1:9091", "alpha"), both);
-        assert_eq!(ids.record("m1:9091", "alpha"), None);
-        assert_eq!(ids.record("m3:9091", "alpha"), both);
     }
 }

@@ -154,9 +154,11 @@ struct Session {
     salt: [u8; auth::SALT_LEN],
 }
 
-/// The version clients see: a MySQL 5.7 protocol level (what drivers check), then ours.
+/// The version clients see: a MySQL 5.7 protocol level (what drivers check), then ours (the
+/// package version, as the node advertises it; read from Cargo here so that this front end
+/// does not reach back into the node that starts it).
 pub fn server_version() -> String {
-    format!("5.7.0-bocluster-{}", crate::node::VERSION)
+    format!("5.7.0-bocluster-{}", env!("CARGO_PKG_VERSION"))
 }
 
 #[async_trait]
