@@ -168,9 +168,10 @@ pub(crate) fn churn_run(
         times.churn_bytes_in_per_s = median_per_s(&bytes.bytes_in);
         times.churn_bytes_out_per_s = median_per_s(&bytes.bytes_out);
         say(&format!(
-            "bandwidth under churn ({elapsed:.1} s): in {} B/s, out {} B/s per node (median)",
+            "bandwidth under churn ({elapsed:.1} s): in {} B/s, out {} B/s per node (median); {} out per node in all",
             times.churn_bytes_in_per_s.map_or(0.0, f64::round),
             times.churn_bytes_out_per_s.map_or(0.0, f64::round),
+            crate::compare::format_value(times.churn_bytes_out().unwrap_or(0.0), "B"),
         ));
     }
     drop(counters);
@@ -521,25 +522,42 @@ pub fn figures(n: usize, bo: &SystemResult, sf: Option<&SystemResult>) -> Vec<Fi
             )
         })
         .collect();
-    let bandwidth: [ChurnRow; 2] = [
+    // The rates are over each system's own window, which ends when its fleet has seen the
+    // restart: a system that gets through the same events sooner spreads its bytes over fewer
+    // seconds. The bytes of the whole sequence compare what the same events cost.
+    let bandwidth: [(ChurnRow, &str); 3] = [
         (
-            "churn_bytes_in_per_s",
-            "bandwidth in per node (partition, kill, restart)".into(),
-            |c| c.churn_bytes_in_per_s,
+            (
+                "churn_bytes_in_per_s",
+                "bandwidth in per node (partition, kill, restart)".into(),
+                |c| c.churn_bytes_in_per_s,
+            ),
+            "B/s",
         ),
         (
-            "churn_bytes_out_per_s",
-            "bandwidth out per node (partition, kill, restart)".into(),
-            |c| c.churn_bytes_out_per_s,
+            (
+                "churn_bytes_out_per_s",
+                "bandwidth out per node (partition, kill, restart)".into(),
+                |c| c.churn_bytes_out_per_s,
+            ),
+            "B/s",
+        ),
+        (
+            (
+                "churn_bytes_out",
+                "bytes out per node, the whole partition, kill and restart".into(),
+                ChurnTimes::churn_bytes_out,
+            ),
+            "B",
         ),
     ];
-    for (key, label, f) in bandwidth {
+    for ((key, label, f), unit) in bandwidth {
         let (ours, theirs) = (runs(bo, f), sf.and_then(|s| runs(s, f)));
         if ours.is_some() || theirs.is_some() {
             figures.push(figure(
                 key,
                 &label,
-                "B/s",
+                unit,
                 ours,
                 theirs,
                 target_ratio(key, n),
@@ -697,6 +715,7 @@ mod tests {
                     kill_first_ms: Some(k),
                     heal_all_ms: Some(2.0 * k),
                     churn_bytes_out_per_s: Some(k / 10.0),
+                    churn_window_s: Some(10.0),
                     ..ChurnTimes::default()
                 })
                 .collect(),
@@ -717,7 +736,9 @@ mod tests {
     fn rows_with_ratios_only_when_churn_ran() {
         assert!(figures(10, &SystemResult::default(), Some(&SystemResult::default())).is_empty());
         let bo = result(&[1000.0, 3000.0, 2000.0], Some(0));
-        let sf = result(&[4000.0], Some(2));
+        let mut sf = result(&[4000.0], Some(2));
+        // Serf took twice as long over the same events: half the rate of the same bytes.
+        sf.churn[0].churn_window_s = Some(20.0);
         let rows = figures(10, &bo, Some(&sf));
         let get = |key: &str| rows.iter().find(|f| f.key == key).unwrap();
         let kill = get("kill_first_ms");
@@ -740,6 +761,11 @@ mod tests {
         );
         let out = get("churn_bytes_out_per_s");
         assert_eq!((out.unit.as_str(), out.ratio), ("B/s", Some(0.5)));
+        let all = get("churn_bytes_out");
+        assert_eq!(all.unit, "B");
+        assert_eq!(all.bocluster.unwrap().median, 2000.0);
+        assert_eq!(all.serf.unwrap().median, 8000.0);
+        assert_eq!(all.ratio, Some(0.25));
         assert!(
             rows.iter().all(|f| f.key != "churn_bytes_in_per_s"),
             "not counted"
@@ -752,7 +778,7 @@ mod tests {
         // Without a loss window, no false-positive row.
         let rows = figures(10, &result(&[1.0], None), None);
         assert!(rows.iter().all(|f| f.key != "loss_false_positives"));
-        assert_eq!(rows.len(), 11);
+        assert_eq!(rows.len(), 12);
         assert!(rows.iter().all(|f| f.key != "pause_false_positives"));
     }
 

@@ -44,6 +44,14 @@ pub struct ChurnTimes {
     pub pause_paused_node_reported: Option<bool>,
 }
 
+impl ChurnTimes {
+    /// Bytes out per node (the median node) over the whole partition, kill and restart: what
+    /// those events cost, whatever time each system took to get through them.
+    pub fn churn_bytes_out(&self) -> Option<f64> {
+        Some(self.churn_bytes_out_per_s? * self.churn_window_s?)
+    }
+}
+
 /// The packet-loss window's findings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LossWindow {
