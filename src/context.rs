@@ -22,7 +22,7 @@ pub struct NodeContext {
     /// This node's cluster, as a master.
     pub cluster: ClusterView,
     /// Node ids of the masters this node registered with (BO_MASTER).
-    pub master_ids: Arc<MasterIds>,
+    pub master_ids: MasterIds,
     pub membership: Membership,
     pub transport: PeerLink,
     pub http_addr: SocketAddr,

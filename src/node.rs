@@ -212,7 +212,7 @@ impl RunningNode {
         let mut sorted_databases = catalog_names(&catalog);
         sorted_databases.sort();
         // A master that registered this node already is advertised from the first record on.
-        let master_ids = Arc::new(MasterIds::default());
+        let master_ids = MasterIds::default();
         let mut advertised_masters = Vec::new();
         if let (Some(address), Some(master_id)) = (config.masters.first(), &first.registered_with) {
             advertised_masters = master_ids.record(address, master_id).unwrap_or_default();
@@ -276,7 +276,6 @@ impl RunningNode {
             let registered = i == 0 && first.registered_with.is_some();
             background.push(tokio::spawn(keep_registered(
                 ctx.clone(),
-                ctx.master_ids.clone(),
                 address.clone(),
                 registered,
             )));

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::cluster::master::introduction;
-use crate::cluster::master_ids::MasterIds;
 use crate::context::NodeContext;
 use crate::wire::{Request, Response};
 
@@ -56,12 +55,7 @@ async fn hello(ctx: &NodeContext, address: &str) -> Result<(SocketAddr, String),
 
 /// Keeps this node registered with the master at `address`, until the task is aborted.
 /// `registered`: the node's start registered it there already (see `first_contact`).
-pub async fn keep_registered(
-    ctx: Arc<NodeContext>,
-    ids: Arc<MasterIds>,
-    address: String,
-    registered: bool,
-) {
+pub async fn keep_registered(ctx: Arc<NodeContext>, address: String, registered: bool) {
     if registered {
         tokio::time::sleep(REFRESH).await;
     }
@@ -71,7 +65,7 @@ pub async fn keep_registered(
     loop {
         match hello(&ctx, &address).await {
             Ok((addr, master_id)) => {
-                if let Some(list) = ids.record(&address, &master_id) {
+                if let Some(list) = ctx.master_ids.record(&address, &master_id) {
                     ctx.membership.set_masters(list).await;
                 }
                 // Push the registration now rather than at the next round.
