@@ -1,6 +1,7 @@
 //! Carries out a parsed statement against the node: parse -> execute -> reply.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -161,7 +162,8 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
     // written: it changes no topology, its round trip overlaps the fsync, and a client that
     // answered by then is `alive` the moment the entry is in. A client that does not answer
     // it is dialled over QUIC after the write (see `dial_unless_greeted`). The answer waits
-    // for the disk only, never for the client.
+    // for the disk, then at most [`GREETING_WAIT`] for the client's answering hello, so that
+    // it can say whether the client is there.
     let addrs = ctx.cluster.addresses_of(&spec.host, spec.port);
     for &addr in &addrs {
         ctx.membership.say_hello(addr);
@@ -178,13 +180,26 @@ async fn add_client(ctx: &Arc<NodeContext>, spec: &ClientSpec) -> Result<Reply, 
         .await
         .map_err(|e| ExecError::server(format!("writing the entry failed: {e}")))?
         .map_err(|e| ExecError::server(e.to_string()))?;
-    dial_unless_greeted(ctx, addrs);
     ctx.events.cluster_changed();
-    Ok(Reply::message(match outcome {
-        AddOutcome::Added => format!("client {} added", describe(spec)),
-        AddOutcome::AlreadyThere => format!("client {} is already in the cluster", describe(spec)),
+    let answered =
+        outcome == AddOutcome::Added && ctx.membership.wait_alive_at(&addrs, GREETING_WAIT).await;
+    dial_unless_greeted(ctx, addrs);
+    Ok(Reply::message(match (outcome, answered) {
+        (AddOutcome::Added, true) => format!("client {} added; its node is alive", describe(spec)),
+        (AddOutcome::Added, false) => format!(
+            "client {} added; its node has not answered yet (SHOW CLUSTER shows when it does)",
+            describe(spec)
+        ),
+        (AddOutcome::AlreadyThere, _) => {
+            format!("client {} is already in the cluster", describe(spec))
+        }
     }))
 }
+
+/// How long ADD CLIENT waits, after the write, for the client to answer the master's hello:
+/// a round trip on a busy LAN, plus the 50 ms for which membership may hold back a new
+/// member list. A client that answers later still turns `alive`; the answer only says so.
+const GREETING_WAIT: Duration = Duration::from_millis(60);
 
 fn drop_client(ctx: &NodeContext, spec: &ClientSpec) -> Result<Reply, ExecError> {
     let removed = ctx

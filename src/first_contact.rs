@@ -5,12 +5,16 @@
 //! Membership announces the node's generation, and a generation newer than a running
 //! twin's would displace it on every peer: so the check comes first. A client's master makes
 //! the check as it registers the client (see `cluster::master`), so a client's start costs
-//! one QUIC handshake and one round trip, not two: the node dials its master while its data
-//! directory opens, and sends the registration once its databases are known. A node without
-//! a master, or whose master does not answer, asks its seeds instead (`Request::Lookup`).
+//! one round trip: the registration goes out, once the databases are known, in one sealed
+//! datagram and is answered in one (see `transport::sealed_requests`), with no handshake.
+//! Where that gets no answer (an older master, a clock a minute off, a lost datagram) it is
+//! sent again over QUIC. A node without a master, or whose master does not answer, asks its
+//! seeds instead (`Request::Lookup`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use tracing::debug;
 
 use crate::identity::NodeIdentity;
 use crate::transport::PeerLink;
@@ -21,6 +25,9 @@ const CHECK_LIMIT: Duration = Duration::from_secs(1);
 /// How long the first registration may take once the master is dialled: its own check may
 /// dial the endpoint it lists this id at ([`CHECK_LIMIT`] there too), then write the entry.
 const FIRST_REGISTRATION_LIMIT: Duration = Duration::from_secs(3);
+/// How long the sealed registration's answer is waited for before it is sent over QUIC: a
+/// round trip and the master's fsync, on a slow disk too.
+const SEALED_ANSWER_LIMIT: Duration = Duration::from_millis(200);
 
 /// Who the node is, and whom it asks.
 pub struct FirstContact<'a> {
@@ -37,8 +44,8 @@ pub struct FirstContact<'a> {
 
 /// What was done while the data directory opened.
 pub enum Early {
-    /// The master was dialled (or not reached in time).
-    MasterDialled { reached: bool },
+    /// Nothing yet: the master is asked once the databases are known.
+    MasterToAsk,
     /// With no master, the seeds were asked: another process answering as this id, and where.
     SeedsAsked { twin: Option<SocketAddr> },
 }
@@ -53,12 +60,12 @@ pub struct Outcome {
 }
 
 impl FirstContact<'_> {
-    /// The part that needs no databases: dial the master, or ask the seeds.
+    /// The part that needs no databases: ask the seeds when there is no master. (A master
+    /// is not dialled ahead: the sealed registration needs no connection, and a handshake
+    /// beside it would only compete with it for the CPU on both sides.)
     pub async fn early(&self) -> Early {
         match self.master {
-            Some(master) => Early::MasterDialled {
-                reached: self.link.connect(master, CHECK_LIMIT).await,
-            },
+            Some(_) => Early::MasterToAsk,
             None => Early::SeedsAsked {
                 twin: self.twin_among(self.seeds).await,
             },
@@ -75,16 +82,28 @@ impl FirstContact<'_> {
                     registered_with: None,
                 }
             }
-            (Early::MasterDialled { reached: true }, Some(master)) => master,
-            _ => return self.without_master().await,
+            (Early::MasterToAsk, Some(master)) => master,
+            (Early::MasterToAsk, None) => return self.without_master().await,
         };
         let registration = Request::Register {
             node: self.introduction(databases),
         };
-        let answer = self
+        let answer = match self
             .link
-            .request(master, &registration, FIRST_REGISTRATION_LIMIT)
-            .await;
+            .request_sealed(master, &registration, SEALED_ANSWER_LIMIT)
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                debug!(master = %master, error = %e, "the sealed registration got no answer; registering over QUIC");
+                if !self.link.connect(master, CHECK_LIMIT).await {
+                    return self.without_master().await;
+                }
+                self.link
+                    .request(master, &registration, FIRST_REGISTRATION_LIMIT)
+                    .await
+            }
+        };
         match answer {
             Ok(Response::Hello { node }) => Outcome {
                 twin: None,

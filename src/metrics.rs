@@ -28,8 +28,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// How a registration reached the master, and what it did.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RegistrationVia {
-    /// A `BO_MASTER` client's hello over QUIC.
+    /// A `BO_MASTER` client's hello (or first registration) over QUIC.
     Hello,
+    /// A `BO_MASTER` client's first registration in one sealed datagram.
+    Datagram,
     /// The masters a member advertises in gossip.
     Gossip,
 }
@@ -49,6 +51,7 @@ impl RegistrationVia {
         match self {
             RegistrationVia::Hello => "hello",
             RegistrationVia::Gossip => "gossip",
+            RegistrationVia::Datagram => "datagram",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Our own node-to-node requests, postcard-encoded on a QUIC bidirectional stream: one
-//! request, one response. (Probes travel as sealed datagrams, see `membership`.)
+//! request, one response; a client's first registration also in one sealed datagram each way
+//! (see `transport::sealed_requests`). (Probes travel as sealed datagrams, see `membership`.)
 
 use std::net::SocketAddr;
 
@@ -54,6 +55,16 @@ pub enum Request {
     /// [`Response::NodeIdInUse`]. Kept last: an older master answers it with an error, and the
     /// client checks through `Lookup` and registers with `Hello` instead.
     Register { node: Introduction },
+}
+
+impl Request {
+    /// Whether a receiver serves this request from one sealed datagram (see
+    /// `transport::sealed_requests`): only a client's first registration, the one request on
+    /// the path of a start, and one that changes nothing when it is replayed within the
+    /// freshness window (the same registration again).
+    pub fn may_travel_sealed(&self) -> bool {
+        matches!(self, Request::Register { .. })
+    }
 }
 
 /// The answer to a [`Request`].

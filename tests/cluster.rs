@@ -90,6 +90,16 @@ fn seed_scenario_client_registers_itself_through_another_port() {
         )
     });
     assert_eq!(row["endpoint"], "127.0.31.2:19091");
+    // Its first registration came in one sealed datagram, not over a QUIC handshake.
+    let via_datagram = wait_for(DEADLINE, || {
+        let scrape = scrape(&master);
+        let changed = [("via", "datagram"), ("outcome", "changed")];
+        counter(&scrape, "bocluster_registrations_total", &changed).filter(|n| *n >= 1.0)
+    });
+    assert!(
+        via_datagram.is_some(),
+        "the master counted no registration in a sealed datagram"
+    );
 
     // Databases it creates later appear; databases it drops disappear.
     ok(&client, "CREATE DATABASE log3");

@@ -70,7 +70,12 @@ pub async fn serve_requests(ctx: Arc<NodeContext>, mut requests: mpsc::Receiver<
                 continue;
             }
         };
-        debug!(from = %incoming.from, peer = %node.node_id, generation = node.generation, register, "hello");
+        debug!(from = %incoming.from, peer = %node.node_id, generation = node.generation, register, sealed = incoming.sealed, "hello");
+        let via = if incoming.sealed {
+            RegistrationVia::Datagram
+        } else {
+            RegistrationVia::Hello
+        };
         // A registration's id check: the id listed alive at another endpoint.
         let held_elsewhere = register
             .then(|| ctx.membership.alive_as(&node.node_id))
@@ -82,12 +87,12 @@ pub async fn serve_requests(ctx: Arc<NodeContext>, mut requests: mpsc::Receiver<
             Some(listed_at) => {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    let response = answer_registration_of_held_id(&ctx, node, listed_at).await;
+                    let response = answer_registration_of_held_id(&ctx, node, listed_at, via).await;
                     let _ = incoming.reply.send(response);
                 });
             }
             _ => {
-                let _ = incoming.reply.send(answer_hello(&ctx, node, register));
+                let _ = incoming.reply.send(answer_hello(&ctx, node, register, via));
             }
         }
     }
@@ -119,7 +124,12 @@ async fn answer_membership(ctx: &NodeContext, request: Request) -> Response {
 /// registration (durable before the answer, so an answered hello is never lost). The contact
 /// goes first: the entry is listed from the moment the write ends, and then already `alive`
 /// rather than `unreachable` until the contact is recorded.
-fn answer_hello(ctx: &NodeContext, node: Introduction, register: bool) -> Response {
+fn answer_hello(
+    ctx: &NodeContext,
+    node: Introduction,
+    register: bool,
+    via: RegistrationVia,
+) -> Response {
     ctx.cluster.record_contact(node.clone());
     if register {
         match ctx.cluster.register_introduction(&node) {
@@ -130,11 +140,10 @@ fn answer_hello(ctx: &NodeContext, node: Introduction, register: bool) -> Respon
                 } else {
                     RegistrationOutcome::Unchanged
                 };
-                ctx.metrics.registration(RegistrationVia::Hello, outcome);
+                ctx.metrics.registration(via, outcome);
             }
             Err(e) => {
-                ctx.metrics
-                    .registration(RegistrationVia::Hello, RegistrationOutcome::Failed);
+                ctx.metrics.registration(via, RegistrationOutcome::Failed);
                 warn!(client = %node.node_id, error = %e, "cannot record a registration");
                 return Response::Error {
                     message: format!("the master cannot record the registration: {e}"),
@@ -157,6 +166,7 @@ async fn answer_registration_of_held_id(
     ctx: &NodeContext,
     node: Introduction,
     listed_at: SocketAddr,
+    via: RegistrationVia,
 ) -> Response {
     let held = ctx
         .transport
@@ -168,7 +178,7 @@ async fn answer_registration_of_held_id(
         )
         .await;
     if !held {
-        return answer_hello(ctx, node, true);
+        return answer_hello(ctx, node, true, via);
     }
     warn!(node_id = %node.node_id, registering_from = %node.endpoint, alive_at = %listed_at,
         "refused a registration: that node id is alive at another endpoint");

@@ -239,6 +239,19 @@ impl Membership {
             .any(|m| m.endpoint == endpoint && m.status == MemberStatus::Alive)
     }
 
+    /// Waits until a snapshot lists a member alive at one of `endpoints`, for at most
+    /// `limit`; whether one did.
+    pub async fn wait_alive_at(&self, endpoints: &[SocketAddr], limit: Duration) -> bool {
+        let mut members = self.members.clone();
+        let alive_there = |members: &Arc<Vec<Member>>| {
+            members
+                .iter()
+                .any(|m| endpoints.contains(&m.endpoint) && m.status == MemberStatus::Alive)
+        };
+        let found = tokio::time::timeout(limit, members.wait_for(alive_there)).await;
+        matches!(found, Ok(Ok(_)))
+    }
+
     /// Where, and at which generation, the latest snapshot lists `node_id` alive.
     pub fn alive_as(&self, node_id: &str) -> Option<(SocketAddr, u64)> {
         self.members

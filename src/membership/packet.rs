@@ -22,6 +22,9 @@
 //!   datagram. Joining over QUIC takes a handshake first: two round trips, and on a small
 //!   machine most of the time an ADD CLIENT took. The first hello is padded to a whole
 //!   datagram, because the answer to an unknown source is never bigger than what it sent.
+//!
+//! Plaintexts opening with 0x20 or 0x21 are the transport's sealed requests and answers
+//! (`transport::sealed_requests`) and never reach membership.
 
 use std::net::SocketAddr;
 

@@ -166,6 +166,7 @@ impl MemoryPort {
         let (reply, answer) = oneshot::channel();
         let incoming = IncomingRequest {
             from: self.addr,
+            sealed: false,
             request: request.clone(),
             reply,
         };

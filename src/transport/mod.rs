@@ -7,10 +7,14 @@
 //!   per probed peer.
 //! - QUIC carries what needs a stream: our [`Request`]s (introductions, joins, record pulls),
 //!   one bidirectional stream each, over one cached connection per peer address.
+//! - A client's first registration, the one request on the path of its start, also travels in
+//!   one sealed datagram each way, with no handshake ([`sealed_requests`]); QUIC is its
+//!   fallback.
 
 mod closed_ports;
 mod memory;
 mod refusals;
+pub mod sealed_requests;
 pub mod sealing;
 pub mod udp_mux;
 
@@ -34,8 +38,9 @@ use sealing::Sealer;
 use crate::cluster_key::ClusterKeys;
 use crate::membership::{
     GoneMember, Inbound, InboundDatagram, JoinView, MemberId, MembershipLink, RecordUpdate,
-    RecordVersion,
+    RecordVersion, SenderStamp,
 };
+use crate::seal::{MAX_PLAINTEXT, SEAL_OVERHEAD};
 use crate::tls::{ClusterIdentity, TlsError, SERVER_NAME};
 use crate::wire::{Introduction, Request, Response};
 
@@ -75,6 +80,8 @@ pub type Datagrams = mpsc::Receiver<Inbound>;
 /// A request received from a peer, with the channel its answer goes back on.
 pub struct IncomingRequest {
     pub from: SocketAddr,
+    /// It came in one sealed datagram (see [`sealed_requests`]), not on a QUIC stream.
+    pub sealed: bool,
     pub request: Request,
     pub reply: oneshot::Sender<Response>,
 }
@@ -116,6 +123,8 @@ struct Shared {
     refusal_sink: Arc<dyn RefusalSink>,
     /// Where received requests go (served by the node).
     requests: mpsc::Sender<IncomingRequest>,
+    /// Sealed requests sent and waiting for their answer.
+    pending: sealed_requests::Pending,
 }
 
 /// A connection to a peer, dialled once and reused until it closes.
@@ -158,6 +167,21 @@ impl PeerLink {
     ) -> Result<Response, RequestError> {
         match self {
             PeerLink::Quic(quic) => quic.request(addr, request, limit).await,
+            PeerLink::Memory(port) => port.request(addr, request, limit).await,
+        }
+    }
+
+    /// Sends `request` to `addr` in one sealed datagram and waits up to `limit` for the
+    /// answer in one (see [`sealed_requests`]); an error when it does not fit, when the
+    /// receiver asks for QUIC instead, or when no answer came in time. In memory, a request.
+    pub async fn request_sealed(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        limit: Duration,
+    ) -> Result<Response, RequestError> {
+        match self {
+            PeerLink::Quic(quic) => quic.request_sealed(addr, request, limit).await,
             PeerLink::Memory(port) => port.request(addr, request, limit).await,
         }
     }
@@ -296,6 +320,7 @@ impl QuicTransport {
             refusals: RefusalLog::default(),
             refusal_sink,
             requests: requests_tx,
+            pending: sealed_requests::Pending::default(),
         });
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(watch_closed_ports(shared.clone(), opened_tx.clone()));
@@ -316,15 +341,7 @@ impl QuicTransport {
     /// Seals and sends one membership datagram. Never blocks: a full socket buffer drops it
     /// (SWIM tolerates loss).
     pub fn send_datagram(&self, to: SocketAddr, plaintext: &[u8]) {
-        let Some(sealed) = self.shared.sealer.seal(plaintext) else {
-            warn!(peer = %to, len = plaintext.len(), "a membership datagram too large to seal was not sent");
-            return;
-        };
-        let socket = &self.shared.datagram_socket;
-        let sent = closed_ports::send_past_queued_error(|| socket.try_send_to(&sealed, to));
-        if let Err(e) = sent {
-            debug!(peer = %to, error = %e, "membership datagram not sent");
-        }
+        send_sealed(&self.shared, to, plaintext);
     }
 
     /// Sends `request` to `addr` and waits up to `limit` for the answer.
@@ -358,6 +375,45 @@ impl QuicTransport {
         tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| RequestError::TimedOut(addr))?
+    }
+
+    /// [`PeerLink::request_sealed`] over the socket.
+    pub async fn request_sealed(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        limit: Duration,
+    ) -> Result<Response, RequestError> {
+        let failed = |reason: &str| RequestError::Failed {
+            addr,
+            reason: reason.to_string(),
+        };
+        let (id, answer) = self.shared.pending.open(addr);
+        // Padded to a whole datagram: the answer may then be as big as the request.
+        let Some(plaintext) =
+            sealed_requests::encode_request(id, request, MAX_PLAINTEXT, MAX_PLAINTEXT)
+        else {
+            self.shared.pending.close(id);
+            return Err(failed("too large for one datagram"));
+        };
+        // Sent waiting for the socket, not dropped when it is not ready yet (as a gossip
+        // datagram may be).
+        let sent = match self.shared.sealer.seal(&plaintext) {
+            Some(sealed) => send_sealed_waiting(&self.shared, addr, &sealed).await,
+            None => Err(io::Error::other("too large to seal")),
+        };
+        if let Err(e) = sent {
+            self.shared.pending.close(id);
+            return Err(failed(&e.to_string()));
+        }
+        let answered = tokio::time::timeout(limit, answer).await;
+        self.shared.pending.close(id);
+        match answered {
+            Ok(Ok(sealed_requests::Answer::Answered(response))) => Ok(response),
+            Ok(Ok(sealed_requests::Answer::AskOverQuic)) => Err(failed("asked to ask over QUIC")),
+            Ok(Err(_)) => Err(failed("the transport stopped")),
+            Err(_) => Err(RequestError::TimedOut(addr)),
+        }
     }
 
     /// Closes every connection and waits (briefly) for the peers to be told.
@@ -469,6 +525,7 @@ async fn serve_requests(shared: Arc<Shared>, connection: Connection) {
                     let (reply, answer) = oneshot::channel();
                     let incoming = IncomingRequest {
                         from,
+                        sealed: false,
                         request,
                         reply,
                     };
@@ -517,6 +574,9 @@ async fn open_datagrams(
 ) {
     while let Some((from, datagram)) = sealed.recv().await {
         match shared.sealer.open(from, &datagram) {
+            Ok((plaintext, stamp)) if sealed_requests::is_sealed_request_or_answer(&plaintext) => {
+                take_sealed_request_or_answer(&shared, from, datagram.len(), &plaintext, stamp);
+            }
             Ok((plaintext, stamp)) => {
                 let datagram = Inbound::Datagram(InboundDatagram {
                     from,
@@ -534,6 +594,94 @@ async fn open_datagrams(
                 }
             }
         }
+    }
+}
+
+/// A sealed request (served as a request over QUIC is, and answered in a sealed datagram no
+/// bigger than `received` bytes) or the answer to one of ours.
+fn take_sealed_request_or_answer(
+    shared: &Arc<Shared>,
+    from: SocketAddr,
+    received: usize,
+    plaintext: &[u8],
+    stamp: SenderStamp,
+) {
+    use sealed_requests::{Answer, Message};
+    let (id, request) = match sealed_requests::decode(plaintext) {
+        Some(Message::Answer { id, answer }) => {
+            if !shared.pending.answer(from, id, answer) {
+                debug!(peer = %from, "a sealed answer nobody waits for (late, or not ours)");
+            }
+            return;
+        }
+        Some(Message::Request { id, request }) => (id, request),
+        None => {
+            debug!(peer = %from, "a malformed sealed request or answer, dropped");
+            return;
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let served = if !request.may_travel_sealed() || !sealed_requests::is_fresh(stamp.epoch, now_ms)
+    {
+        debug!(peer = %from, "a sealed request not served in a datagram (its kind, or its sender's clock); asked to use QUIC");
+        None
+    } else {
+        let (reply, answered) = oneshot::channel();
+        let incoming = IncomingRequest {
+            from,
+            sealed: true,
+            request,
+            reply,
+        };
+        // A full inbox: the asker is told to use QUIC, which waits for room.
+        shared.requests.try_send(incoming).ok().map(|()| answered)
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let answer = match served {
+            Some(answered) => answered.await.map_or(Answer::AskOverQuic, Answer::Answered),
+            None => Answer::AskOverQuic,
+        };
+        let mut bytes = sealed_requests::encode_answer(id, &answer);
+        // Never amplify: an answer bigger than its request is replaced by the refusal.
+        if bytes.len() + SEAL_OVERHEAD > received {
+            bytes = sealed_requests::encode_answer(id, &Answer::AskOverQuic);
+        }
+        let sent = match shared.sealer.seal(&bytes) {
+            Some(sealed) => send_sealed_waiting(&shared, from, &sealed).await,
+            None => Err(io::Error::other("too large to seal")),
+        };
+        if let Err(e) = sent {
+            debug!(peer = %from, error = %e, "a sealed answer was not sent");
+        }
+    });
+}
+
+/// Sends one sealed datagram, waiting until the socket can take it (a fresh socket is not
+/// known writable before its first event), past one ICMP error queued for an earlier
+/// datagram (see [`closed_ports::send_past_queued_error`]).
+async fn send_sealed_waiting(shared: &Shared, to: SocketAddr, sealed: &[u8]) -> io::Result<()> {
+    let socket = &shared.datagram_socket;
+    match socket.send_to(sealed, to).await {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            socket.send_to(sealed, to).await.map(|_| ())
+        }
+        sent => sent.map(|_| ()),
+    }
+}
+
+/// Seals `plaintext` and sends it to `to`, never blocking (a full buffer drops it).
+fn send_sealed(shared: &Shared, to: SocketAddr, plaintext: &[u8]) {
+    let Some(sealed) = shared.sealer.seal(plaintext) else {
+        warn!(peer = %to, len = plaintext.len(), "a datagram too large to seal was not sent");
+        return;
+    };
+    let socket = &shared.datagram_socket;
+    let sent = closed_ports::send_past_queued_error(|| socket.try_send_to(&sealed, to));
+    if let Err(e) = sent {
+        debug!(peer = %to, error = %e, "sealed datagram not sent");
     }
 }
 
@@ -621,5 +769,183 @@ impl MembershipLink for PeerLink {
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::OpenError;
+    use sealed_requests::{Answer, Message};
+
+    const KEY: &str = "kL63lntqa/vXk0YjAysIOtioBkRiaRl3WhUBmpA+Mo8=";
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    struct NoSink;
+    impl RefusalSink for NoSink {
+        fn datagram_refused(&self, _: &OpenError) {}
+        fn tls_handshake_failed(&self) {}
+    }
+
+    fn keys() -> ClusterKeys {
+        ClusterKeys::parse(KEY).unwrap()
+    }
+
+    fn bind(name: &str) -> (QuicTransport, SocketAddr, mpsc::Receiver<IncomingRequest>) {
+        let identity = ClusterIdentity::new(&keys(), name).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (transport, _datagrams, requests) =
+            QuicTransport::bind(any, any, &identity, &keys(), Arc::new(NoSink)).unwrap();
+        let addr = transport.local_addr().unwrap();
+        (transport, addr, requests)
+    }
+
+    fn introduction(node_id: &str, databases: usize) -> Introduction {
+        Introduction {
+            node_id: node_id.into(),
+            generation: 1,
+            endpoint: "127.0.0.1:9091".parse().unwrap(),
+            host: "test".into(),
+            databases: (0..databases).map(|i| format!("database_{i:04}")).collect(),
+        }
+    }
+
+    fn register() -> Request {
+        Request::Register {
+            node: introduction("client", 2),
+        }
+    }
+
+    /// Answers every request with a hello naming `databases` databases.
+    fn answer_with_hello(mut requests: mpsc::Receiver<IncomingRequest>, databases: usize) {
+        tokio::spawn(async move {
+            while let Some(incoming) = requests.recv().await {
+                let _ = incoming.reply.send(Response::Hello {
+                    node: introduction("master", databases),
+                });
+            }
+        });
+    }
+
+    /// Sends `request` sealed by a process started at `epoch`, from a plain socket, padded
+    /// to `pad_to`; the answer's size and what it says.
+    async fn raw_request(
+        to: SocketAddr,
+        epoch: u64,
+        request: &Request,
+        pad_to: usize,
+    ) -> (usize, usize, Answer) {
+        let sealer = sealing::Sealer::with_epoch(&keys(), epoch);
+        let plaintext = sealed_requests::encode_request(9, request, pad_to, MAX_PLAINTEXT).unwrap();
+        let sealed = sealer.seal(&plaintext).unwrap();
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&sealed, to).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (len, from) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let (opened, _) = sealing::Sealer::new(&keys())
+            .open(from, &buf[..len])
+            .unwrap();
+        match sealed_requests::decode(&opened) {
+            Some(Message::Answer { id: 9, answer }) => (sealed.len(), len, answer),
+            other => panic!("not the answer to request 9: {other:?}"),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    #[tokio::test]
+    async fn a_registration_travels_sealed_and_is_answered_sealed_without_a_connection() {
+        let (master, master_addr, requests) = bind("master");
+        let (client, client_addr, _) = bind("client");
+        let mut requests = requests;
+        let served = tokio::spawn(async move {
+            let incoming = requests.recv().await.unwrap();
+            let from = incoming.from;
+            let request = incoming.request.clone();
+            let _ = incoming.reply.send(Response::Hello {
+                node: introduction("master", 3),
+            });
+            (from, request)
+        });
+        let answer = client
+            .request_sealed(master_addr, &register(), LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            Response::Hello {
+                node: introduction("master", 3)
+            }
+        );
+        assert_eq!(served.await.unwrap(), (client_addr, register()));
+        // No handshake was made on either side.
+        assert!(lock(&client.shared.connections).is_empty());
+        assert!(lock(&master.shared.connections).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_not_served_sealed_is_refused_at_once_and_never_served() {
+        let (_master, master_addr, mut requests) = bind("master");
+        let (client, _, _) = bind("client");
+        let lookup = Request::Lookup {
+            node_id: "client".into(),
+        };
+        let outcome = client.request_sealed(master_addr, &lookup, LIMIT).await;
+        assert!(
+            matches!(&outcome, Err(RequestError::Failed { reason, .. }) if reason.contains("QUIC")),
+            "{outcome:?}"
+        );
+        assert!(requests.try_recv().is_err(), "the lookup was served");
+    }
+
+    #[tokio::test]
+    async fn a_sealed_registration_from_a_process_started_long_ago_is_refused() {
+        let (_master, master_addr, mut requests) = bind("master");
+        let two_minutes_ago = now_ms() - 120_000;
+        let (_, _, answer) =
+            raw_request(master_addr, two_minutes_ago, &register(), MAX_PLAINTEXT).await;
+        assert_eq!(answer, Answer::AskOverQuic);
+        assert!(
+            requests.try_recv().is_err(),
+            "the stale registration was served"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sealed_answer_is_never_bigger_than_its_request() {
+        let (_master, master_addr, requests) = bind("master");
+        // A master with enough databases that its hello outgrows an unpadded request.
+        answer_with_hello(requests, 20);
+        let (asked, answered, answer) = raw_request(master_addr, now_ms(), &register(), 0).await;
+        assert!(asked < 200, "the unpadded request takes {asked} bytes");
+        assert_eq!(answer, Answer::AskOverQuic);
+        assert!(answered <= asked, "{answered} bytes answered {asked}");
+        // Padded to a whole datagram, the same request gets the whole answer.
+        let (asked, answered, answer) =
+            raw_request(master_addr, now_ms(), &register(), MAX_PLAINTEXT).await;
+        assert!(matches!(answer, Answer::Answered(Response::Hello { .. })));
+        assert!(answered <= asked, "{answered} bytes answered {asked}");
+    }
+
+    #[tokio::test]
+    async fn a_request_too_big_for_a_datagram_is_not_sent() {
+        let (_master, master_addr, _requests) = bind("master");
+        let (client, _, _) = bind("client");
+        let big = Request::Register {
+            node: introduction("client", 200),
+        };
+        let outcome = client.request_sealed(master_addr, &big, LIMIT).await;
+        assert!(
+            matches!(&outcome, Err(RequestError::Failed { reason, .. }) if reason.contains("too large")),
+            "{outcome:?}"
+        );
     }
 }

@@ -35,6 +35,16 @@ impl Sealer {
         }
     }
 
+    /// A sealer whose process started at `epoch` (ms since the Unix epoch): for tests of
+    /// what an old process's datagrams meet.
+    #[cfg(test)]
+    pub fn with_epoch(keys: &ClusterKeys, epoch: u64) -> Sealer {
+        Sealer {
+            epoch,
+            ..Sealer::new(keys)
+        }
+    }
+
     /// The sealed datagram, or `None` when the plaintext is too large to seal.
     pub fn seal(&self, plaintext: &[u8]) -> Option<Vec<u8>> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
