@@ -389,11 +389,15 @@ impl QuicTransport {
             reason: reason.to_string(),
         };
         let (id, answer) = self.shared.pending.open(addr);
+        // Forgotten however this ends, a cancelled wait included.
+        let _waiting = sealed_requests::Forget {
+            pending: &self.shared.pending,
+            id,
+        };
         // Padded to a whole datagram: the answer may then be as big as the request.
         let Some(plaintext) =
             sealed_requests::encode_request(id, request, MAX_PLAINTEXT, MAX_PLAINTEXT)
         else {
-            self.shared.pending.close(id);
             return Err(failed("too large for one datagram"));
         };
         // Sent waiting for the socket, not dropped when it is not ready yet (as a gossip
@@ -403,12 +407,9 @@ impl QuicTransport {
             None => Err(io::Error::other("too large to seal")),
         };
         if let Err(e) = sent {
-            self.shared.pending.close(id);
             return Err(failed(&e.to_string()));
         }
-        let answered = tokio::time::timeout(limit, answer).await;
-        self.shared.pending.close(id);
-        match answered {
+        match tokio::time::timeout(limit, answer).await {
             Ok(Ok(sealed_requests::Answer::Answered(response))) => Ok(response),
             Ok(Ok(sealed_requests::Answer::AskOverQuic)) => Err(failed("asked to ask over QUIC")),
             Ok(Err(_)) => Err(failed("the transport stopped")),

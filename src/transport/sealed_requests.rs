@@ -171,10 +171,28 @@ impl Pending {
             .is_some_and(|(_, tx)| tx.send(answer).is_ok())
     }
 
+    /// Requests waiting (for tests).
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<u64, (SocketAddr, oneshot::Sender<Answer>)>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Forgets a request when dropped: its answer is no longer waited for.
+pub struct Forget<'a> {
+    pub pending: &'a Pending,
+    pub id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.pending.close(self.id);
     }
 }
 
@@ -299,6 +317,20 @@ mod tests {
         assert!(!pending.answer(master, id.wrapping_add(1), Answer::AskOverQuic));
         assert!(pending.answer(master, id, Answer::AskOverQuic));
         assert_eq!(rx.try_recv(), Ok(Answer::AskOverQuic));
+        assert!(!pending.answer(master, id, Answer::AskOverQuic));
+    }
+
+    #[test]
+    fn a_request_given_up_is_forgotten() {
+        let pending = Pending::default();
+        let master: SocketAddr = "10.0.0.1:9091".parse().unwrap();
+        let (id, _rx) = pending.open(master);
+        assert_eq!(pending.waiting(), 1);
+        drop(Forget {
+            pending: &pending,
+            id,
+        });
+        assert_eq!(pending.waiting(), 0);
         assert!(!pending.answer(master, id, Answer::AskOverQuic));
     }
 }
