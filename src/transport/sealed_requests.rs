@@ -94,13 +94,8 @@ pub fn encode_answer(id: u64, answer: &Answer) -> Vec<u8> {
         Answer::Answered(response) => {
             bytes.push(1);
             // A response postcard cannot encode is answered "ask over QUIC".
-            postcard::to_extend(response, bytes).unwrap_or_else(|_| {
-                let mut refused = Vec::with_capacity(HEADER + 1);
-                refused.push(KIND_ANSWER);
-                refused.extend_from_slice(&id.to_le_bytes());
-                refused.push(0);
-                refused
-            })
+            postcard::to_extend(response, bytes)
+                .unwrap_or_else(|_| encode_answer(id, &Answer::AskOverQuic))
         }
     }
 }
