@@ -388,12 +388,9 @@ impl QuicTransport {
             addr,
             reason: reason.to_string(),
         };
-        let (id, answer) = self.shared.pending.open(addr);
-        // Forgotten however this ends, a cancelled wait included.
-        let _waiting = sealed_requests::Forget {
-            pending: &self.shared.pending,
-            id,
-        };
+        // Forgotten however this ends (dropped with `waiting`), a cancelled wait included.
+        let mut waiting = self.shared.pending.open(addr);
+        let id = waiting.id;
         // Padded to a whole datagram: the answer may then be as big as the request.
         let Some(plaintext) =
             sealed_requests::encode_request(id, request, MAX_PLAINTEXT, MAX_PLAINTEXT)
@@ -409,7 +406,7 @@ impl QuicTransport {
         if let Err(e) = sent {
             return Err(failed(&e.to_string()));
         }
-        match tokio::time::timeout(limit, answer).await {
+        match tokio::time::timeout(limit, &mut waiting.answer).await {
             Ok(Ok(sealed_requests::Answer::Answered(response))) => Ok(response),
             Ok(Ok(sealed_requests::Answer::AskOverQuic)) => Err(failed("asked to ask over QUIC")),
             Ok(Err(_)) => Err(failed("the transport stopped")),

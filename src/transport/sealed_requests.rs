@@ -137,8 +137,9 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A new request to `to`: its id, and where its answer arrives.
-    pub fn open(&self, to: SocketAddr) -> (u64, oneshot::Receiver<Answer>) {
+    /// A new request to `to`: its id, and where its answer arrives. The request is forgotten
+    /// when the returned [`Waiting`] is dropped, however its wait ends.
+    pub fn open(&self, to: SocketAddr) -> Waiting<'_> {
         let (tx, rx) = oneshot::channel();
         let mut waiting = self.lock();
         let mut id: u64 = rand::random();
@@ -146,12 +147,11 @@ impl Pending {
             id = rand::random();
         }
         waiting.insert(id, (to, tx));
-        (id, rx)
-    }
-
-    /// Forgets request `id` (answered elsewhere, or given up).
-    pub fn close(&self, id: u64) {
-        self.lock().remove(&id);
+        Waiting {
+            pending: self,
+            id,
+            answer: rx,
+        }
     }
 
     /// Hands `answer` to request `id` if it went to `from`; whether it was waited for.
@@ -179,15 +179,17 @@ impl Pending {
     }
 }
 
-/// Forgets a request when dropped: its answer is no longer waited for.
-pub struct Forget<'a> {
-    pub pending: &'a Pending,
+/// A request sent (or about to be) and its answer, still to come. Dropped, it forgets the
+/// request: a cancelled or timed-out wait leaves nothing behind in [`Pending`].
+pub struct Waiting<'a> {
+    pending: &'a Pending,
     pub id: u64,
+    pub answer: oneshot::Receiver<Answer>,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.pending.close(self.id);
+        self.pending.lock().remove(&self.id);
     }
 }
 
@@ -307,11 +309,12 @@ mod tests {
         let pending = Pending::default();
         let master: SocketAddr = "10.0.0.1:9091".parse().unwrap();
         let other: SocketAddr = "10.0.0.2:9091".parse().unwrap();
-        let (id, mut rx) = pending.open(master);
+        let mut waiting = pending.open(master);
+        let id = waiting.id;
         assert!(!pending.answer(other, id, Answer::AskOverQuic));
         assert!(!pending.answer(master, id.wrapping_add(1), Answer::AskOverQuic));
         assert!(pending.answer(master, id, Answer::AskOverQuic));
-        assert_eq!(rx.try_recv(), Ok(Answer::AskOverQuic));
+        assert_eq!(waiting.answer.try_recv(), Ok(Answer::AskOverQuic));
         assert!(!pending.answer(master, id, Answer::AskOverQuic));
     }
 
@@ -319,12 +322,10 @@ mod tests {
     fn a_request_given_up_is_forgotten() {
         let pending = Pending::default();
         let master: SocketAddr = "10.0.0.1:9091".parse().unwrap();
-        let (id, _rx) = pending.open(master);
+        let waiting = pending.open(master);
+        let id = waiting.id;
         assert_eq!(pending.waiting(), 1);
-        drop(Forget {
-            pending: &pending,
-            id,
-        });
+        drop(waiting);
         assert_eq!(pending.waiting(), 0);
         assert!(!pending.answer(master, id, Answer::AskOverQuic));
     }
